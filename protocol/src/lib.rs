@@ -1,0 +1,17 @@
+//! Cloister's shared wire types. Sans-IO: bytes in, typed values (or named errors) out.
+//!
+//! * [`evidence`] — the evidence bundle a guest presents (report or quote, endorsements, key
+//!   config, expiry, image manifest digest, optional transparency-log proof).
+//! * [`binding`] — the one definition of the `report_data` binding.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod binding;
+pub mod evidence;
+mod wire;
+
+pub use binding::{BindingError, report_data};
+pub use evidence::{
+    BUNDLE_VERSION, Endorsements, EvidenceBundle, LogProof, Platform, SnpCertificates,
+};
+pub use wire::BundleError;
