@@ -23,7 +23,7 @@ pub const BINDING_DOMAIN_V1: &[u8] = b"cloister/evidence/v1";
 pub const MAX_NONCE_LEN: usize = 64;
 
 /// Errors building a binding.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum BindingError {
     /// The nonce is longer than [`MAX_NONCE_LEN`].
     #[error("nonce is {found} bytes, at most {max} are allowed")]

@@ -1,0 +1,111 @@
+//! Real vectors through the full verifier.
+mod common;
+
+use cloister_measurement::{
+    Digest48, FixedClock, Policy, Step, TdxReference, TrustAnchor, Verifier, VerifyError,
+};
+use common::*;
+use sev::firmware::guest::AttestationReport;
+use sev::parser::ByteParser as _;
+
+fn milan_policy() -> Policy {
+    let r = AttestationReport::from_bytes(&milan_report()).expect("parses");
+    Policy::default().with_snp_measurement(r.measurement)
+}
+
+/// The real Milan report verifies under AMD's pinned Milan root: chain, signature, policy,
+/// expiry and measurement pass. Its report_data was not made for a Cloister key, so the
+/// binding — and only the binding — refuses it.
+#[test]
+fn real_milan_report_verifies_under_the_amd_anchor() {
+    for with_ask_ark in [false, true] {
+        let v = Verifier::new(
+            TrustAnchor::hardware().expect("pinned roots"),
+            milan_policy(),
+            FixedClock(NOW),
+        );
+        let inspection = v.inspect(&milan_bundle(with_ask_ark), b"");
+        for c in &inspection.checks {
+            if c.step == Step::Binding {
+                assert_eq!(c.result, Err(VerifyError::ReportDataMismatch));
+            } else {
+                assert!(c.result.is_ok(), "{:?}: {:?}", c.step, c.result);
+            }
+        }
+        assert_eq!(inspection.checks.len(), Step::ALL.len());
+        let chain = &inspection.checks[2];
+        assert!(chain.result.as_ref().is_ok_and(|s| s.starts_with("Milan")));
+    }
+}
+
+#[test]
+fn real_milan_report_is_refused_under_the_emulated_anchor() {
+    let v = emulated_verifier_with(milan_policy(), NOW);
+    assert!(matches!(
+        v.verify(&milan_bundle(true), b""),
+        Err(VerifyError::PlatformNotTrusted { .. })
+    ));
+}
+
+fn tdx_reference(quote: &str) -> TdxReference {
+    let q = dcap_qvl::quote::Quote::parse(&testdata(quote)).expect("parses");
+    let td = match &q.report {
+        dcap_qvl::quote::Report::TD10(r) => r.clone(),
+        dcap_qvl::quote::Report::TD15(r) => r.base.clone(),
+        other => panic!("not a TD report: {other:?}"),
+    };
+    TdxReference {
+        mrtd: Digest48(td.mr_td),
+        rtmr0: Digest48(td.rt_mr0),
+        rtmr1: Digest48(td.rt_mr1),
+        rtmr2: Digest48(td.rt_mr2),
+        rtmr3: Digest48(td.rt_mr3),
+    }
+}
+
+pub fn tdx_policy() -> Policy {
+    Policy {
+        tdx: vec![tdx_reference("tdx_quote.bin")],
+        ..Policy::default()
+    }
+}
+
+/// dcap-qvl's real TDX quote verifies under Intel's root at a time inside its collateral's
+/// window; only the binding refuses it (it binds no Cloister key).
+#[test]
+fn real_tdx_quote_verifies_under_the_intel_anchor() {
+    let v = Verifier::new(
+        TrustAnchor::hardware().expect("pinned roots"),
+        tdx_policy(),
+        FixedClock(TDX_NOW),
+    );
+    let inspection = v.inspect(
+        &tdx_bundle("tdx_quote.bin", "tdx_quote_collateral.json"),
+        b"",
+    );
+    assert_eq!(inspection.checks.len(), Step::ALL.len());
+    for c in &inspection.checks {
+        if c.step == Step::Binding {
+            assert_eq!(c.result, Err(VerifyError::ReportDataMismatch));
+        } else {
+            assert!(c.result.is_ok(), "{:?}: {:?}", c.step, c.result);
+        }
+    }
+}
+
+/// The same quote today: Intel's collateral has expired, and the verifier says so.
+#[test]
+fn real_tdx_quote_with_stale_collateral_is_refused() {
+    let v = Verifier::new(
+        TrustAnchor::hardware().expect("pinned roots"),
+        tdx_policy(),
+        FixedClock(NOW),
+    );
+    assert!(matches!(
+        v.verify(
+            &tdx_bundle("tdx_quote.bin", "tdx_quote_collateral.json"),
+            b""
+        ),
+        Err(VerifyError::TdxCollateralExpired { .. })
+    ));
+}
