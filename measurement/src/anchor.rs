@@ -15,11 +15,11 @@ pub struct SnpRoot {
     /// Product line (`Milan`, `Genoa`, `Turin`, or `Emulated`).
     pub product: &'static str,
     /// ARK certificate.
-    pub ark: Certificate,
+    pub ark: x509_cert::Certificate,
     /// DER of the ARK, compared byte for byte with a presented ARK.
     pub ark_der: Vec<u8>,
     /// The ASK this ARK issued, if pinned.
-    pub ask: Option<Certificate>,
+    pub ask: Option<x509_cert::Certificate>,
 }
 
 impl SnpRoot {
@@ -36,9 +36,9 @@ impl SnpRoot {
             })?;
         Ok(SnpRoot {
             product,
-            ark,
+            ark: ark.into(),
             ark_der,
-            ask,
+            ask: ask.map(Into::into),
         })
     }
 }
@@ -82,7 +82,7 @@ impl HardwareRoots {
 /// processor's seed can sign any report.
 #[derive(Debug, Clone)]
 pub struct InsecureEmulatedRoot {
-    pub(crate) root: SnpRoot,
+    pub(crate) root: Box<SnpRoot>,
 }
 
 impl InsecureEmulatedRoot {
@@ -93,7 +93,7 @@ impl InsecureEmulatedRoot {
             reason: e.to_string(),
         })?;
         Ok(InsecureEmulatedRoot {
-            root: SnpRoot::from_certs("Emulated", ark, None)?,
+            root: Box::new(SnpRoot::from_certs("Emulated", ark, None)?),
         })
     }
 

@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod anchor;
+mod certsig;
 pub mod clock;
 #[cfg(feature = "emulated")]
 pub mod emulated;

@@ -5,13 +5,13 @@
 //! "ATTESTATION_REPORT structure"; the signature covers bytes 0x0..0x2A0.
 
 use der::Decode as _;
-use sev::certs::snp::{Certificate, Verifiable};
 use sev::firmware::guest::AttestationReport;
 use sev::parser::ByteParser as _;
 
 use cloister_protocol::SnpCertificates;
 
 use crate::anchor::SnpRoot;
+use crate::certsig::{verify_pss_sha384, verify_report_signature};
 use crate::error::{CertRole, VerifyError};
 use crate::policy::{Digest48, Policy};
 use crate::vcek::VcekClaims;
@@ -25,7 +25,6 @@ pub const SIGNING_KEY_VCEK: u32 = 0;
 
 struct Cert {
     x509: x509_cert::Certificate,
-    sev: Certificate,
     der: Vec<u8>,
 }
 
@@ -34,7 +33,6 @@ impl Cert {
         let malformed = |reason: String| VerifyError::CertificateMalformed { role, reason };
         let x509 = x509_cert::Certificate::from_der(der).map_err(|e| malformed(e.to_string()))?;
         Ok(Cert {
-            sev: Certificate::from(x509.clone()),
             x509,
             der: der.to_vec(),
         })
@@ -44,6 +42,7 @@ impl Cert {
 /// A parsed, not yet verified SNP bundle.
 pub(crate) struct SnpEvidence {
     pub(crate) report: AttestationReport,
+    raw: Vec<u8>,
     vcek: Cert,
     ask: Option<Cert>,
     ark: Option<Cert>,
@@ -60,6 +59,7 @@ pub(crate) fn parse(raw: &[u8], certs: &SnpCertificates) -> Result<SnpEvidence, 
         .map_err(|e| VerifyError::SnpReportMalformed(e.to_string()))?;
     Ok(SnpEvidence {
         report,
+        raw: raw.to_vec(),
         vcek: Cert::parse(CertRole::Vcek, &certs.vcek)?,
         ask: certs
             .ask
@@ -102,19 +102,15 @@ fn select_root<'r>(roots: &'r [SnpRoot], ev: &SnpEvidence) -> Result<&'r SnpRoot
         .iter()
         .find(|r| {
             let subject = if by_ask {
-                r.ask.as_ref().map(|a| x509(a).tbs_certificate.subject)
+                r.ask.as_ref().map(|a| &a.tbs_certificate.subject)
             } else {
-                Some(x509(&r.ark).tbs_certificate.subject)
+                Some(&r.ark.tbs_certificate.subject)
             };
-            subject.is_some_and(|s| s.to_string() == issuer.to_string())
+            subject.is_some_and(|s| s == issuer)
         })
         .ok_or_else(|| VerifyError::UntrustedRoot {
             reason: format!("no pinned root issued a certificate to {issuer}"),
         })
-}
-
-fn x509(c: &Certificate) -> x509_cert::Certificate {
-    x509_cert::Certificate::from(c.clone())
 }
 
 fn check_validity(
@@ -151,22 +147,18 @@ pub(crate) fn check_chain(
 ) -> Result<String, VerifyError> {
     let root = select_root(roots, ev)?;
     let ask = match (&ev.ask, &root.ask) {
-        (Some(presented), _) => presented.sev.clone(),
-        (None, Some(pinned)) => pinned.clone(),
+        (Some(presented), _) => &presented.x509,
+        (None, Some(pinned)) => pinned,
         (None, None) => {
             return Err(VerifyError::UntrustedRoot {
                 reason: format!("no ASK presented and none pinned for {}", root.product),
             });
         }
     };
-    (&root.ark, &ask)
-        .verify()
-        .map_err(|e| VerifyError::AskSignature(e.to_string()))?;
-    (&ask, &ev.vcek.sev)
-        .verify()
-        .map_err(|e| VerifyError::VcekSignature(e.to_string()))?;
-    check_validity(CertRole::Ark, &x509(&root.ark), now)?;
-    check_validity(CertRole::Ask, &x509(&ask), now)?;
+    verify_pss_sha384(&root.ark, ask).map_err(VerifyError::AskSignature)?;
+    verify_pss_sha384(ask, &ev.vcek.x509).map_err(VerifyError::VcekSignature)?;
+    check_validity(CertRole::Ark, &root.ark, now)?;
+    check_validity(CertRole::Ask, ask, now)?;
     check_validity(CertRole::Vcek, &ev.vcek.x509, now)?;
     VcekClaims::from_certificate(&ev.vcek.x509)?.check(&ev.report)?;
     Ok(format!(
@@ -186,9 +178,7 @@ pub(crate) fn check_signature(ev: &SnpEvidence) -> Result<String, VerifyError> {
     if signing_key != SIGNING_KEY_VCEK {
         return Err(VerifyError::UnsupportedSigningKey { found: signing_key });
     }
-    (&ev.vcek.sev, r)
-        .verify()
-        .map_err(|e| VerifyError::ReportSignature(e.to_string()))?;
+    verify_report_signature(&ev.vcek.x509, &ev.raw).map_err(VerifyError::ReportSignature)?;
     Ok("ECDSA P-384/SHA-384 by the VCEK".to_owned())
 }
 

@@ -31,9 +31,7 @@ fn td_report(report: &Report) -> Option<&TDReport10> {
 
 pub(crate) fn parse(raw: &[u8], collateral: &[u8]) -> Result<TdxEvidence, VerifyError> {
     let quote = Quote::parse(raw).map_err(|e| VerifyError::TdxQuoteMalformed(format!("{e:#}")))?;
-    let td = td_report(&quote.report)
-        .ok_or(VerifyError::TdxNotTdQuote)?
-        .clone();
+    let td = *td_report(&quote.report).ok_or(VerifyError::TdxNotTdQuote)?;
     let collateral: QuoteCollateralV3 = serde_json::from_slice(collateral)
         .map_err(|e| VerifyError::TdxCollateralMalformed(e.to_string()))?;
     Ok(TdxEvidence {
@@ -101,11 +99,7 @@ pub(crate) fn check_policy(
     verified: &VerifiedReport,
     policy: &Policy,
 ) -> Result<String, VerifyError> {
-    if !policy
-        .tdx_allowed_tcb_statuses
-        .iter()
-        .any(|s| *s == verified.status)
-    {
+    if !policy.tdx_allowed_tcb_statuses.contains(&verified.status) {
         return Err(VerifyError::TdxTcbStatusNotAllowed {
             status: verified.status.clone(),
             allowed: policy.tdx_allowed_tcb_statuses.join(","),

@@ -96,6 +96,17 @@ impl Inspection {
             .and_then(|c| c.result.as_ref().err())
     }
 
+    /// The inspection of a bundle that could not even be decoded.
+    pub fn refused_at_parse(error: VerifyError) -> Self {
+        Inspection {
+            checks: vec![Check {
+                step: Step::Parse,
+                result: Err(error),
+            }],
+            accepted: None,
+        }
+    }
+
     /// Whether every step ran and passed.
     pub fn is_accepted(&self) -> bool {
         self.accepted.is_some() && self.first_error().is_none()
@@ -248,7 +259,7 @@ impl<C: Clock> Verifier<C> {
         match (&self.anchor, platform) {
             (TrustAnchor::Hardware(h), Platform::SevSnp) => Ok(h.amd()),
             (TrustAnchor::InsecureEmulated(e), Platform::EmulatedSevSnp) => {
-                Ok(std::slice::from_ref(&e.root))
+                Ok(std::slice::from_ref(&*e.root))
             }
             _ => Err(VerifyError::PlatformNotTrusted {
                 platform,

@@ -1,9 +1,7 @@
 //! Real vectors through the full verifier.
 mod common;
 
-use cloister_measurement::{
-    Digest48, FixedClock, Policy, Step, TdxReference, TrustAnchor, Verifier, VerifyError,
-};
+use cloister_measurement::{FixedClock, Policy, Step, TrustAnchor, Verifier, VerifyError};
 use common::*;
 use sev::firmware::guest::AttestationReport;
 use sev::parser::ByteParser as _;
@@ -45,22 +43,6 @@ fn real_milan_report_is_refused_under_the_emulated_anchor() {
         v.verify(&milan_bundle(true), b""),
         Err(VerifyError::PlatformNotTrusted { .. })
     ));
-}
-
-fn tdx_reference(quote: &str) -> TdxReference {
-    let q = dcap_qvl::quote::Quote::parse(&testdata(quote)).expect("parses");
-    let td = match &q.report {
-        dcap_qvl::quote::Report::TD10(r) => r.clone(),
-        dcap_qvl::quote::Report::TD15(r) => r.base.clone(),
-        other => panic!("not a TD report: {other:?}"),
-    };
-    TdxReference {
-        mrtd: Digest48(td.mr_td),
-        rtmr0: Digest48(td.rt_mr0),
-        rtmr1: Digest48(td.rt_mr1),
-        rtmr2: Digest48(td.rt_mr2),
-        rtmr3: Digest48(td.rt_mr3),
-    }
 }
 
 pub fn tdx_policy() -> Policy {

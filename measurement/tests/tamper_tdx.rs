@@ -5,29 +5,13 @@
 mod common;
 
 use cloister_measurement::{
-    Digest48, FixedClock, Policy, Step, TdxReference, TrustAnchor, Verifier, VerifyError,
+    FixedClock, Policy, Step, TdxReference, TrustAnchor, Verifier, VerifyError,
 };
 use cloister_protocol::{Endorsements, EvidenceBundle, Platform};
 use common::*;
 
-fn reference(quote: &str) -> TdxReference {
-    let q = dcap_qvl::quote::Quote::parse(&testdata(quote)).expect("parses");
-    let td = match &q.report {
-        dcap_qvl::quote::Report::TD10(r) => r.clone(),
-        dcap_qvl::quote::Report::TD15(r) => r.base.clone(),
-        other => panic!("not a TD report: {other:?}"),
-    };
-    TdxReference {
-        mrtd: Digest48(td.mr_td),
-        rtmr0: Digest48(td.rt_mr0),
-        rtmr1: Digest48(td.rt_mr1),
-        rtmr2: Digest48(td.rt_mr2),
-        rtmr3: Digest48(td.rt_mr3),
-    }
-}
-
 fn policy(edit: impl FnOnce(&mut TdxReference)) -> Policy {
-    let mut r = reference("tdx_quote.bin");
+    let mut r = tdx_reference("tdx_quote.bin");
     edit(&mut r);
     Policy {
         tdx: vec![r],
@@ -141,7 +125,7 @@ fn rows() -> Vec<Row> {
             ),
             verifier: verifier(
                 Policy {
-                    tdx: vec![reference("tdx_quote_outdated.bin")],
+                    tdx: vec![tdx_reference("tdx_quote_outdated.bin")],
                     ..Policy::default()
                 },
                 TDX_OUTDATED_NOW,

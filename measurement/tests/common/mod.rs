@@ -127,3 +127,20 @@ pub fn tdx_bundle(quote: &str, collateral: &str) -> EvidenceBundle {
 pub const TDX_NOW: u64 = 1_751_328_000;
 /// 2026-03-01T00:00:00Z: inside the outdated sample's collateral window.
 pub const TDX_OUTDATED_NOW: u64 = 1_772_323_200;
+
+pub fn tdx_reference(quote: &str) -> cloister_measurement::TdxReference {
+    use cloister_measurement::Digest48;
+    let q = dcap_qvl::quote::Quote::parse(&testdata(quote)).expect("parses");
+    let td = match &q.report {
+        dcap_qvl::quote::Report::TD10(r) => *r,
+        dcap_qvl::quote::Report::TD15(r) => r.base,
+        other => panic!("not a TD report: {other:?}"),
+    };
+    cloister_measurement::TdxReference {
+        mrtd: Digest48(td.mr_td),
+        rtmr0: Digest48(td.rt_mr0),
+        rtmr1: Digest48(td.rt_mr1),
+        rtmr2: Digest48(td.rt_mr2),
+        rtmr3: Digest48(td.rt_mr3),
+    }
+}

@@ -1,0 +1,169 @@
+//! `cargo xtask verify` as a user runs it.
+use std::path::Path;
+use std::process::Command;
+
+use cloister_measurement::emulated::EmulatedSnpSigner;
+use cloister_protocol::{Endorsements, EvidenceBundle, Platform, report_data};
+
+const NOW: u64 = 1_767_225_600;
+const MEASUREMENT: [u8; 48] = [0x3c; 48];
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let signer = EmulatedSnpSigner::from_seed(&[9u8; 32]).expect("emulated processor");
+        let key_config = b"key-config".to_vec();
+        let expires_at = NOW + 3600;
+        let rd = report_data(&key_config, expires_at, b"").expect("binds");
+        let bundle = EvidenceBundle {
+            platform: Platform::EmulatedSevSnp,
+            evidence: signer.attest(MEASUREMENT, rd).expect("signs"),
+            endorsements: Endorsements::Snp(signer.certificates()),
+            key_config,
+            expires_at,
+            image_manifest_digest: [0; 32],
+            log_proof: None,
+        };
+        let dir = tempfile::tempdir().expect("temp dir");
+        let write =
+            |name: &str, bytes: &[u8]| std::fs::write(dir.path().join(name), bytes).expect("write");
+        write("bundle.json", &bundle.to_json());
+        write("ark.der", signer.ark_der());
+        write(
+            "refs.json",
+            format!(
+                r#"{{"snp_measurements": ["{}"]}}"#,
+                hex::encode(MEASUREMENT)
+            )
+            .as_bytes(),
+        );
+        write("other-refs.json", br#"{"snp_measurements": []}"#);
+        write(
+            "garbage.json",
+            b"{\"version\": 1, \"platform\": \"sev-snp\"",
+        );
+        Fixture { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_cloister-xtask"))
+            .arg("verify")
+            .args(args)
+            .output()
+            .expect("runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+#[test]
+fn verify_command_reports_each_check() {
+    let f = Fixture::new();
+    let at = NOW.to_string();
+    let emulated = ["--insecure-emulated", "--emulated-ark"];
+    let ark = f.path("ark.der");
+    let (bundle, refs) = (f.path("bundle.json"), f.path("refs.json"));
+
+    // Accepted: every step ok, exit 0, the insecure anchor announced.
+    let (code, out, err) = f.run(&[
+        &bundle,
+        "--reference-values",
+        &refs,
+        emulated[0],
+        emulated[1],
+        &ark,
+        "--at",
+        &at,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("ok ")).count(),
+        8,
+        "{out}"
+    );
+    assert!(out.trim_end().ends_with("ACCEPTED"));
+    assert!(err.contains("INSECURE"));
+
+    // --json: one object.
+    let (code, out, _) = f.run(&[
+        &bundle,
+        "--reference-values",
+        &refs,
+        emulated[0],
+        emulated[1],
+        &ark,
+        "--at",
+        &at,
+        "--json",
+    ]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    assert_eq!(v["accepted"], true);
+    assert_eq!(v["platform"], "emulated-sev-snp");
+    assert_eq!(v["checks"].as_array().map(Vec::len), Some(8));
+
+    // Measurement not in the reference values: refused at that step.
+    let other = f.path("other-refs.json");
+    let (code, out, _) = f.run(&[
+        &bundle,
+        "--reference-values",
+        &other,
+        emulated[0],
+        emulated[1],
+        &ark,
+        "--at",
+        &at,
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        out.lines().any(|l| l.starts_with("FAILED  measurement")),
+        "{out}"
+    );
+
+    // The hardware anchor refuses the emulated platform.
+    let (code, out, _) = f.run(&[&bundle, "--reference-values", &refs, "--at", &at]);
+    assert_eq!(code, 1);
+    assert!(
+        out.lines().any(|l| l.starts_with("FAILED  platform")),
+        "{out}"
+    );
+    assert!(out.lines().any(|l| l.starts_with("skipped chain")), "{out}");
+
+    // Expired at a later time.
+    let later = (NOW + 7200).to_string();
+    let (code, out, _) = f.run(&[
+        &bundle,
+        "--reference-values",
+        &refs,
+        emulated[0],
+        emulated[1],
+        &ark,
+        "--at",
+        &later,
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        out.lines().any(|l| l.starts_with("FAILED  expiry")),
+        "{out}"
+    );
+
+    // A broken bundle is refused at parse, not a crash.
+    let (code, out, _) = f.run(&[&f.path("garbage.json"), "--reference-values", &refs]);
+    assert_eq!(code, 1);
+    assert!(out.lines().any(|l| l.starts_with("FAILED  parse")), "{out}");
+
+    // --insecure-emulated without the ARK is a usage error.
+    let (code, _, _) = f.run(&[&bundle, "--reference-values", &refs, "--insecure-emulated"]);
+    assert_eq!(code, 2);
+    assert!(Path::new(&bundle).exists());
+}
