@@ -1,5 +1,4 @@
 //! `cargo xtask verify` as a user runs it.
-use std::path::Path;
 use std::process::Command;
 
 use cloister_measurement::emulated::EmulatedSnpSigner;
@@ -66,25 +65,34 @@ impl Fixture {
     }
 }
 
+impl Fixture {
+    /// Runs `verify BUNDLE --reference-values REFS --insecure-emulated --emulated-ark ARK
+    /// --at AT [extra…]`.
+    fn run_emulated(&self, refs: &str, at: u64, extra: &[&str]) -> (i32, String, String) {
+        let (bundle, refs, ark) = (
+            self.path("bundle.json"),
+            self.path(refs),
+            self.path("ark.der"),
+        );
+        let at = at.to_string();
+        let mut args = vec![bundle.as_str(), "--reference-values", &refs];
+        args.extend(["--insecure-emulated", "--emulated-ark", &ark, "--at", &at]);
+        args.extend(extra);
+        self.run(&args)
+    }
+}
+
+fn failed_at(out: &str, step: &str) -> bool {
+    out.lines()
+        .any(|l| l.starts_with(&format!("FAILED  {step}")))
+}
+
 #[test]
 fn verify_command_reports_each_check() {
     let f = Fixture::new();
-    let at = NOW.to_string();
-    let emulated = ["--insecure-emulated", "--emulated-ark"];
-    let ark = f.path("ark.der");
-    let (bundle, refs) = (f.path("bundle.json"), f.path("refs.json"));
 
     // Accepted: every step ok, exit 0, the insecure anchor announced.
-    let (code, out, err) = f.run(&[
-        &bundle,
-        "--reference-values",
-        &refs,
-        emulated[0],
-        emulated[1],
-        &ark,
-        "--at",
-        &at,
-    ]);
+    let (code, out, err) = f.run_emulated("refs.json", NOW, &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(
         out.lines().filter(|l| l.starts_with("ok ")).count(),
@@ -95,17 +103,7 @@ fn verify_command_reports_each_check() {
     assert!(err.contains("INSECURE"));
 
     // --json: one object.
-    let (code, out, _) = f.run(&[
-        &bundle,
-        "--reference-values",
-        &refs,
-        emulated[0],
-        emulated[1],
-        &ark,
-        "--at",
-        &at,
-        "--json",
-    ]);
+    let (code, out, _) = f.run_emulated("refs.json", NOW, &["--json"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
     assert_eq!(v["accepted"], true);
@@ -113,57 +111,28 @@ fn verify_command_reports_each_check() {
     assert_eq!(v["checks"].as_array().map(Vec::len), Some(8));
 
     // Measurement not in the reference values: refused at that step.
-    let other = f.path("other-refs.json");
-    let (code, out, _) = f.run(&[
-        &bundle,
-        "--reference-values",
-        &other,
-        emulated[0],
-        emulated[1],
-        &ark,
-        "--at",
-        &at,
-    ]);
+    let (code, out, _) = f.run_emulated("other-refs.json", NOW, &[]);
     assert_eq!(code, 1);
-    assert!(
-        out.lines().any(|l| l.starts_with("FAILED  measurement")),
-        "{out}"
-    );
-
-    // The hardware anchor refuses the emulated platform.
-    let (code, out, _) = f.run(&[&bundle, "--reference-values", &refs, "--at", &at]);
-    assert_eq!(code, 1);
-    assert!(
-        out.lines().any(|l| l.starts_with("FAILED  platform")),
-        "{out}"
-    );
-    assert!(out.lines().any(|l| l.starts_with("skipped chain")), "{out}");
+    assert!(failed_at(&out, "measurement"), "{out}");
 
     // Expired at a later time.
-    let later = (NOW + 7200).to_string();
-    let (code, out, _) = f.run(&[
-        &bundle,
-        "--reference-values",
-        &refs,
-        emulated[0],
-        emulated[1],
-        &ark,
-        "--at",
-        &later,
-    ]);
+    let (code, out, _) = f.run_emulated("refs.json", NOW + 7200, &[]);
     assert_eq!(code, 1);
-    assert!(
-        out.lines().any(|l| l.starts_with("FAILED  expiry")),
-        "{out}"
-    );
+    assert!(failed_at(&out, "expiry"), "{out}");
+
+    // The hardware anchor refuses the emulated platform; later steps do not run.
+    let (bundle, refs) = (f.path("bundle.json"), f.path("refs.json"));
+    let (code, out, _) = f.run(&[&bundle, "--reference-values", &refs]);
+    assert_eq!(code, 1);
+    assert!(failed_at(&out, "platform"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("skipped chain")), "{out}");
 
     // A broken bundle is refused at parse, not a crash.
     let (code, out, _) = f.run(&[&f.path("garbage.json"), "--reference-values", &refs]);
     assert_eq!(code, 1);
-    assert!(out.lines().any(|l| l.starts_with("FAILED  parse")), "{out}");
+    assert!(failed_at(&out, "parse"), "{out}");
 
     // --insecure-emulated without the ARK is a usage error.
     let (code, _, _) = f.run(&[&bundle, "--reference-values", &refs, "--insecure-emulated"]);
     assert_eq!(code, 2);
-    assert!(Path::new(&bundle).exists());
 }
