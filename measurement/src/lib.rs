@@ -15,9 +15,11 @@ pub mod clock;
 #[cfg(feature = "emulated")]
 pub mod emulated;
 pub mod error;
+pub mod launch;
 pub mod policy;
 mod snp;
 mod tdx;
+pub mod tdx_launch;
 pub mod vcek;
 mod verifier;
 

@@ -1,6 +1,10 @@
 //! `cargo xtask …`: Cloister's builder and verifier commands.
 #![forbid(unsafe_code)]
 
+mod bench;
+mod firmware;
+mod measure;
+mod peer;
 mod verify;
 
 use std::process::ExitCode;
@@ -21,12 +25,24 @@ struct Cli {
 enum Command {
     /// Verify an evidence bundle: every check in order, ok or failed; exits non-zero on refusal.
     Verify(verify::Args),
+    /// Build (or find in the cache) the pinned AmdSev and IntelTdx OVMF from Debian's edk2.
+    Firmware(firmware::Args),
+    /// Expected launch measurement (SNP launch digest) of a firmware + kernel + initrd + cmdline.
+    Measure(measure::Args),
+    /// Install a pinned reference tool (sev-snp-measure) and print its path.
+    Peer(peer::Args),
+    /// Benchmarks against the peer, measured in the same run (`measure`).
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Verify(args) => verify::run(&args),
+        Command::Firmware(args) => firmware::run(&args),
+        Command::Measure(args) => measure::run(&args),
+        Command::Peer(args) => peer::run(&args),
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,18 @@
+//! Cloister's reproducible guest image.
+//!
+//! * [`firmware`] — OVMF (AmdSev, IntelTdx) built from Debian's pinned edk2 source at a fixed
+//!   logical path, checked against pinned digests.
+//! * [`apt`] — a private apt context derived from the machine's own configuration.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod apt;
+pub mod cache;
+pub mod digest;
+pub mod error;
+pub mod firmware;
+pub mod peers;
+pub mod run;
+
+pub use cache::cache_root;
+pub use error::ImageError;
