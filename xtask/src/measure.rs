@@ -1,11 +1,14 @@
 //! `cargo xtask measure`: the expected launch measurements of an image, from its parts alone.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use cloister_guest_image::firmware;
 use cloister_measurement::launch::{AmdLaunch, AmdSevFirmware, SevMode, vcpu_type, vmm_type};
+use cloister_measurement::tdx_launch::{
+    PageAddOrder, QemuAcpiDigests, TdxLaunchInputs, TdxMeasurements,
+};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -42,21 +45,98 @@ pub struct Args {
     /// Also write the SEV kernel-hashes page (what QEMU fills for kernel-hashes=on) here.
     #[arg(long, requires = "kernel")]
     write_hashes_page: Option<PathBuf>,
+    /// TDX: guest memory in MiB (`-m`; it decides the TD HOB and the initrd address).
+    #[arg(long, default_value_t = 2048)]
+    memory_mib: u64,
+    /// TDX: a directory with QEMU's ACPI fw_cfg blobs (`table-loader`, `rsdp`, `tables`) as
+    /// the same QEMU command line produces them; RTMR0 depends on them.
+    #[arg(long)]
+    acpi_dir: Option<PathBuf>,
+    /// TDX: the older out-of-tree KVM's page order (all PAGE.ADDs, then all MR.EXTENDs).
+    #[arg(long)]
+    two_pass_page_add: bool,
     /// End with one JSON object.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: &Args) -> Result<ExitCode> {
-    if args.platform == "tdx" {
-        bail!("--platform tdx: the TDX calculator is not wired into xtask yet");
-    }
-    if args.platform != "snp" {
-        bail!("--platform must be snp or tdx, not {:?}", args.platform);
-    }
     let Some(kernel) = &args.kernel else {
         bail!("no guest image is built yet: give --kernel [--initrd] [--append]");
     };
+    match args.platform.as_str() {
+        "snp" => run_snp(args, kernel),
+        "tdx" => run_tdx(args, kernel),
+        other => bail!("--platform must be snp or tdx, not {other:?}"),
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn run_tdx(args: &Args, kernel: &Path) -> Result<ExitCode> {
+    let fw_path = match &args.firmware {
+        Some(p) => p.clone(),
+        None => firmware::ensure(&cloister_guest_image::cache_root(), false)?
+            .inteltdx
+            .clone(),
+    };
+    let fw = read(&fw_path)?;
+    let kernel = read(kernel)?;
+    let initrd = match &args.initrd {
+        Some(p) => read(p)?,
+        None => Vec::new(),
+    };
+    let acpi = match &args.acpi_dir {
+        Some(dir) => {
+            let blob = |n: &str| read(&dir.join(n));
+            let (loader, rsdp, tables) = (blob("table-loader")?, blob("rsdp")?, blob("tables")?);
+            Some(QemuAcpiDigests::from_blobs(&loader, &[&rsdp, &tables]))
+        }
+        None => None,
+    };
+    // RTMR1 and RTMR2 do not depend on the ACPI blobs; without them RTMR0 is not printed.
+    let placeholder = QemuAcpiDigests::from_blobs(&[], &[]);
+    let inputs = TdxLaunchInputs {
+        firmware: &fw,
+        kernel: &kernel,
+        initrd: &initrd,
+        cmdline: args.append.as_deref().unwrap_or(""),
+        memory_size: args.memory_mib << 20,
+        acpi: acpi.as_ref().unwrap_or(&placeholder),
+        page_add_order: if args.two_pass_page_add {
+            PageAddOrder::TwoPass
+        } else {
+            PageAddOrder::PerPage
+        },
+    };
+    let m = TdxMeasurements::compute(&inputs)?;
+    let rtmr0 = acpi.as_ref().map(|_| hex::encode(m.rtmr[0]));
+    println!("mrtd    {}", hex::encode(m.mrtd));
+    match &rtmr0 {
+        Some(r) => println!("rtmr0   {r}"),
+        None => println!("rtmr0   (needs QEMU's ACPI blobs: --acpi-dir)"),
+    }
+    println!("rtmr1   {}", hex::encode(m.rtmr[1]));
+    println!("rtmr2   {}", hex::encode(m.rtmr[2]));
+    println!("rtmr3   {}", hex::encode(m.rtmr[3]));
+    if args.json {
+        let obj = serde_json::json!({
+            "mrtd": hex::encode(m.mrtd),
+            "rtmr0": rtmr0,
+            "rtmr1": hex::encode(m.rtmr[1]),
+            "rtmr2": hex::encode(m.rtmr[2]),
+            "rtmr3": hex::encode(m.rtmr[3]),
+            "memory_mib": args.memory_mib,
+            "firmware_sha256": cloister_guest_image::digest::sha256_file(&fw_path)?,
+        });
+        println!("{obj}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_snp(args: &Args, kernel: &Path) -> Result<ExitCode> {
     let fw_path = match &args.firmware {
         Some(p) => p.clone(),
         None => firmware::ensure(&cloister_guest_image::cache_root(), false)?

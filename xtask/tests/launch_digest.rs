@@ -336,3 +336,46 @@ fn equals_the_sev_crate() {
         );
     }
 }
+
+/// `cargo xtask measure --json` prints the same digest, and writes the hashes page.
+#[test]
+fn measure_command_prints_the_digest_and_the_page() {
+    let (fw_path, tool, inp) = (firmware_path(), reference_tool(), inputs());
+    let page_path = inp.kernel.with_file_name("page.out");
+    let out = Command::new(env!("CARGO_BIN_EXE_cloister-xtask"))
+        .args([
+            "measure",
+            "--vcpus",
+            "4",
+            "--vcpu-type",
+            "EPYC-Milan",
+            "--firmware",
+        ])
+        .arg(&fw_path)
+        .arg("--kernel")
+        .arg(&inp.kernel)
+        .arg("--initrd")
+        .arg(&inp.initrds[1])
+        .args(["--append", CMDLINES[1], "--json", "--write-hashes-page"])
+        .arg(&page_path)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().expect("output");
+    let v: serde_json::Value = serde_json::from_str(last).expect("json last line");
+    let theirs = reference(
+        &tool,
+        &fw_path,
+        "snp",
+        4,
+        "EPYC-Milan",
+        Some((&inp.kernel, &inp.initrds[1], CMDLINES[1])),
+    );
+    assert_eq!(v["snp_launch_digest"], theirs.as_str());
+    assert_eq!(std::fs::read(&page_path).expect("page").len(), 4096);
+}
