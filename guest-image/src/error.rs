@@ -58,6 +58,74 @@ pub enum ImageError {
         /// What apt said.
         detail: String,
     },
+    /// A kernel module is in no file of the extracted package.
+    #[error("kernel module {module}: no {module}.ko.xz under {root}")]
+    ModuleNotFound {
+        /// Module name.
+        module: String,
+        /// Where it was looked for.
+        root: PathBuf,
+    },
+    /// A kernel module's file name occurs more than once, so which one to pack is unclear.
+    #[error("kernel module {module}: found in more than one place: {paths:?}")]
+    ModuleAmbiguous {
+        /// Module name.
+        module: String,
+        /// Every file found.
+        paths: Vec<PathBuf>,
+    },
+    /// An xz-compressed file could not be decompressed.
+    #[error("decompressing {path}: {detail}")]
+    Decompress {
+        /// The compressed file.
+        path: PathBuf,
+        /// What the decompressor said.
+        detail: String,
+    },
+    /// An initramfs entry's path is not one the archive may hold.
+    #[error("initramfs path {path:?}: {problem}")]
+    ArchivePath {
+        /// The path as given.
+        path: String,
+        /// What is wrong with it.
+        problem: PathProblem,
+    },
+    /// Two initramfs entries have the same path.
+    #[error("initramfs path {0:?} is given twice")]
+    DuplicatePath(String),
+    /// An initramfs entry takes a path the builder writes itself (the manifest).
+    #[error("initramfs path {0:?} is reserved for the builder")]
+    ReservedPath(String),
+    /// An initramfs entry lies under a path that is not a directory in the archive.
+    #[error("initramfs path {path:?}: its parent {parent:?} is not a directory")]
+    ParentNotDirectory {
+        /// The entry.
+        path: String,
+        /// The parent given as a file, symlink or device.
+        parent: String,
+    },
+    /// A kernel module name cannot be a file name and a line of the load-order file.
+    #[error("kernel module name {0:?} is not [A-Za-z0-9_-]+")]
+    ModuleName(String),
+    /// A file is larger than newc's 32-bit size field.
+    #[error("initramfs file {path:?} has {size} bytes; newc holds at most 4 GiB - 1 per file")]
+    FileTooLarge {
+        /// Path in the archive.
+        path: String,
+        /// Its size.
+        size: u64,
+    },
+    /// A source file changed between hashing it for the manifest and packing it.
+    #[error("initramfs source {source_path} (for {path:?}) changed while the archive was built")]
+    SourceChanged {
+        /// Path in the archive.
+        path: String,
+        /// The source file.
+        source_path: PathBuf,
+    },
+    /// The manifest could not be serialised.
+    #[error("serialising the initramfs manifest: {0}")]
+    Manifest(String),
     /// A file operation failed.
     #[error("{action} {path}: {source}")]
     Io {
@@ -82,4 +150,25 @@ impl ImageError {
             source,
         }
     }
+}
+
+/// Why an initramfs path is refused. Paths are absolute and normalised (`/a/b`), so that one
+/// archive path has one spelling and duplicates cannot hide behind `//` or `.`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathProblem {
+    /// It does not start with `/`.
+    #[error("not absolute (must start with `/`)")]
+    NotAbsolute,
+    /// It is `/` itself, which the archive's root already is.
+    #[error("is the root itself")]
+    Root,
+    /// It has an empty component (`//`, a trailing `/`) or a `.` component.
+    #[error("not normalised (empty or `.` component)")]
+    NotNormalised,
+    /// It has a `..` component, which could escape or alias another path.
+    #[error("has a `..` component")]
+    ParentComponent,
+    /// It holds a NUL byte, which ends a name in a cpio header.
+    #[error("contains a NUL byte")]
+    Nul,
 }

@@ -14,6 +14,8 @@ mod certsig;
 pub mod clock;
 #[cfg(feature = "emulated")]
 pub mod emulated;
+#[cfg(feature = "emulated")]
+pub mod emulated_sp;
 pub mod error;
 pub mod launch;
 pub mod policy;

@@ -7,11 +7,14 @@
 #![deny(missing_docs)]
 
 pub mod binding;
+pub mod emulated_sp;
 pub mod evidence;
+pub mod guest_config;
 mod wire;
 
 pub use binding::{BindingError, report_data};
 pub use evidence::{
     BUNDLE_VERSION, Endorsements, EvidenceBundle, LogProof, Platform, SnpCertificates,
 };
+pub use guest_config::{AttestMode, ConfigError, GuestConfig};
 pub use wire::BundleError;

@@ -1,0 +1,33 @@
+//! Per-request overhead of the guest's inner OHTTP path for a 4 KiB echo: HPKE decapsulation,
+//! Binary HTTP decoding, routing, encoding, encapsulation (`gateway::handle`).
+use std::time::Duration;
+
+use bhttp::{Message, Mode};
+use cloister_runtime::gateway;
+use cloister_runtime::keys::KeyRing;
+use cloister_runtime::workload::Router;
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn bench(c: &mut Criterion) {
+    let ring = KeyRing::new(Duration::from_secs(3600), Duration::from_secs(60), 0).expect("keys");
+    let router = Router::with_echo();
+    let mut m = Message::request(
+        b"POST".to_vec(),
+        b"https".to_vec(),
+        b"guest".to_vec(),
+        b"/v1/echo".to_vec(),
+    );
+    m.write_content(vec![0x61u8; 4096]);
+    let mut plain = Vec::new();
+    m.write_bhttp(Mode::KnownLength, &mut plain).expect("bhttp");
+    let client =
+        ohttp::ClientRequest::from_encoded_config(ring.current().config()).expect("config");
+    let (enc, _) = client.encapsulate(&plain).expect("encapsulate");
+    gateway::handle(&ring, &router, &enc, 1).expect("handles");
+    c.bench_function("ohttp_echo_4k", |b| {
+        b.iter(|| gateway::handle(&ring, &router, std::hint::black_box(&enc), 1).expect("handles"))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

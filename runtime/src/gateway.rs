@@ -1,0 +1,133 @@
+//! The inner OHTTP layer, sans-IO: `message/ohttp-req` bytes in, `message/ohttp-res` bytes out.
+//!
+//! Decapsulate with the epoch whose key id the request names (RFC 9458 §4.3: the first byte),
+//! decode the Binary HTTP request (RFC 9292), route it, encode the response, encapsulate it to
+//! the same context. Errors name the step; none carries plaintext.
+
+use std::io::Cursor;
+
+use bhttp::{Message, Mode, StatusCode};
+
+use crate::keys::KeyRing;
+use crate::workload::{Request, Response, Router};
+
+/// Why an inner request could not be answered inside the encrypted channel.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    /// Shorter than an OHTTP header.
+    #[error("request is too short to be an OHTTP message")]
+    Truncated,
+    /// The key id names no current key (expired, rotated away, or never ours): the client must
+    /// fetch fresh evidence.
+    #[error("key id {0} is not a current key")]
+    UnknownKeyId(u8),
+    /// HPKE decapsulation failed (wrong key, tampered or truncated ciphertext, bad suite).
+    #[error("OHTTP decapsulation failed")]
+    Decapsulation,
+    /// The decrypted content is not a Binary HTTP request.
+    #[error("decrypted content is not a valid Binary HTTP request")]
+    BinaryHttp,
+    /// The response could not be encoded or encapsulated.
+    #[error("response encapsulation failed")]
+    Encapsulation,
+}
+
+impl GatewayError {
+    /// The HTTP status the outer (plaintext) response carries for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            // RFC 9458 §5.2: a request that cannot be decapsulated is a client error.
+            GatewayError::Truncated | GatewayError::Decapsulation | GatewayError::BinaryHttp => 400,
+            // Distinct from 400 so that a client knows to refetch the key and evidence.
+            GatewayError::UnknownKeyId(_) => 422,
+            GatewayError::Encapsulation => 500,
+        }
+    }
+
+    /// Short machine-readable name, for problem documents and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GatewayError::Truncated => "ohttp-truncated",
+            GatewayError::UnknownKeyId(_) => "ohttp-unknown-key-id",
+            GatewayError::Decapsulation => "ohttp-decapsulation",
+            GatewayError::BinaryHttp => "bhttp-malformed",
+            GatewayError::Encapsulation => "ohttp-encapsulation",
+        }
+    }
+}
+
+/// What a handled request reports to the server's log: sizes and status only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Key id used.
+    pub key_id: u8,
+    /// Inner status returned to the client (encrypted).
+    pub inner_status: u16,
+}
+
+fn decode_request(plain: &[u8]) -> Result<Request, GatewayError> {
+    let msg = Message::read_bhttp(&mut Cursor::new(plain)).map_err(|_| GatewayError::BinaryHttp)?;
+    let control = msg.control();
+    let text = |b: Option<&[u8]>| {
+        b.and_then(|b| std::str::from_utf8(b).ok())
+            .map(str::to_owned)
+            .ok_or(GatewayError::BinaryHttp)
+    };
+    let method = text(control.method())?;
+    let path = text(control.path())?;
+    let content_type = msg
+        .header()
+        .get(b"content-type")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_owned);
+    Ok(Request {
+        method,
+        path,
+        content_type,
+        body: msg.content().to_vec(),
+    })
+}
+
+fn encode_response(r: &Response) -> Result<Vec<u8>, GatewayError> {
+    let status = StatusCode::try_from(r.status).map_err(|_| GatewayError::Encapsulation)?;
+    let mut msg = Message::response(status);
+    msg.put_header("content-type", r.content_type);
+    msg.write_content(&r.body);
+    let mut out = Vec::with_capacity(r.body.len() + 64);
+    msg.write_bhttp(Mode::KnownLength, &mut out)
+        .map_err(|_| GatewayError::Encapsulation)?;
+    Ok(out)
+}
+
+/// Handles one `message/ohttp-req` at time `now` (Unix seconds).
+pub fn handle(
+    ring: &KeyRing,
+    router: &Router,
+    body: &[u8],
+    now: u64,
+) -> Result<(Vec<u8>, Outcome), GatewayError> {
+    let key_id = *body.first().ok_or(GatewayError::Truncated)?;
+    let epoch = ring
+        .find(key_id, now)
+        .ok_or(GatewayError::UnknownKeyId(key_id))?;
+    let (mut plain, server_response) = epoch
+        .server()
+        .decapsulate(body)
+        .map_err(|_| GatewayError::Decapsulation)?;
+    let request = decode_request(&plain);
+    zeroize::Zeroize::zeroize(&mut plain);
+    let request = request?;
+    let response = router.dispatch(&request);
+    drop(request);
+    let mut encoded = encode_response(&response)?;
+    let sealed = server_response.encapsulate(&encoded);
+    zeroize::Zeroize::zeroize(&mut encoded);
+    let sealed = sealed.map_err(|_| GatewayError::Encapsulation)?;
+    Ok((
+        sealed,
+        Outcome {
+            key_id,
+            inner_status: response.status,
+        },
+    ))
+}

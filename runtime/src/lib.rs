@@ -1,0 +1,20 @@
+//! Cloister's guest runtime: the program that is PID 1 inside the confidential VM, and that
+//! also runs as an ordinary process (development mode: Unix socket, emulated attestation).
+//!
+//! * Configuration comes from the (measured) kernel command line: `cloister_protocol::GuestConfig`.
+//! * [`init`] — PID 1 duties: mounts, kernel modules, reaping, power-off on fatal errors.
+//! * [`keys`] — ephemeral OHTTP keys in memory, rotated before expiry with overlap.
+//! * [`attest`] — attesters (configfs-tsm, /dev/sev-guest, emulated SNP).
+//! * [`evidence`] — the evidence bundle for the current key, cached per key.
+//! * [`gateway`] — sans-IO inner OHTTP: decapsulate, decode Binary HTTP, route, encapsulate.
+//! * [`workload`] — the `Workload` trait and the `echo` workload.
+//! * [`server`] — HTTP/1.1 over vsock or a Unix socket, with limits.
+#![forbid(unsafe_code)]
+
+pub mod attest;
+pub mod evidence;
+pub mod gateway;
+pub mod init;
+pub mod keys;
+pub mod server;
+pub mod workload;
