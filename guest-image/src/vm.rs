@@ -255,12 +255,12 @@ pub enum BootError {
     /// KVM could not run the guest (on these machines /dev/kvm is an emulator).
     #[error("KVM internal error: {0}")]
     KvmInternal(String),
-    /// QEMU exited.
-    #[error("QEMU exited ({0}) before {1:?} appeared")]
-    Exited(String, String),
-    /// The expected line did not appear in time.
-    #[error("timed out after {0:?} waiting for {1:?}")]
-    Timeout(Duration, String),
+    /// QEMU exited; the last console lines follow.
+    #[error("QEMU exited ({0}) before {1:?} appeared; last output:\n{2}")]
+    Exited(String, String, String),
+    /// The expected line did not appear in time; the last console lines follow.
+    #[error("timed out after {0:?} waiting for {1:?}; last output:\n{2}")]
+    Timeout(Duration, String, String),
     /// QEMU could not be started.
     #[error(transparent)]
     Start(#[from] ImageError),
@@ -345,7 +345,7 @@ impl Vm {
                 return Err(BootError::FirmwareRefused(kernel_timeout));
             }
             if now > deadline {
-                return Err(BootError::Timeout(timeout, mark.to_owned()));
+                return Err(BootError::Timeout(timeout, mark.to_owned(), self.tail(15)));
             }
             match self.lines.recv_timeout(Duration::from_millis(200)) {
                 Ok(line) => {
@@ -373,7 +373,7 @@ impl Vm {
                         .ok()
                         .flatten()
                         .map_or("running".to_owned(), |s| s.to_string());
-                    return Err(BootError::Exited(status, mark.to_owned()));
+                    return Err(BootError::Exited(status, mark.to_owned(), self.tail(15)));
                 }
             }
         }
@@ -385,6 +385,12 @@ impl Vm {
             .lock()
             .map(|t| t.clone())
             .unwrap_or_default()
+    }
+
+    /// The last `n` console lines, joined.
+    pub fn tail(&self, n: usize) -> String {
+        let t = self.transcript();
+        t[t.len().saturating_sub(n)..].join("\n")
     }
 
     /// Time since QEMU started.

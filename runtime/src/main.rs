@@ -138,12 +138,20 @@ fn guest() -> Result<()> {
     rt.block_on(async move {
         server::spawn_rotation(Arc::clone(&state));
         let key_id = state.keys.read().map(|k| k.current().key_id()).unwrap_or(0);
-        eprintln!(
-            "cloister: READY vsock-port={} attest={} key-id={key_id}",
-            cfg.port,
-            cfg.attest.as_str()
-        );
-        server::serve(state, Listen::Vsock(cfg.port), std::future::pending()).await
+        let ready = || {
+            eprintln!(
+                "cloister: READY vsock-port={} attest={} key-id={key_id}",
+                cfg.port,
+                cfg.attest.as_str()
+            )
+        };
+        server::serve(
+            state,
+            Listen::Vsock(cfg.port),
+            ready,
+            std::future::pending(),
+        )
+        .await
     })?;
     Ok(())
 }
@@ -168,11 +176,11 @@ fn dev() -> Result<()> {
         .build()?;
     rt.block_on(async move {
         server::spawn_rotation(Arc::clone(&state));
-        println!("READY {}", args.unix.display());
+        let ready = || println!("READY {}", args.unix.display());
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        server::serve(state, Listen::Unix(args.unix), shutdown).await
+        server::serve(state, Listen::Unix(args.unix.clone()), ready, shutdown).await
     })?;
     Ok(())
 }

@@ -276,10 +276,12 @@ pub fn spawn_rotation(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Accepts connections until `shutdown` resolves.
+/// Listens, calls `ready` once the socket accepts connections, and serves until `shutdown`
+/// resolves.
 pub async fn serve(
     state: Arc<AppState>,
     listen: Listen,
+    ready: impl FnOnce(),
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServerError> {
     let conns = Arc::new(Semaphore::new(state.limits.max_connections));
@@ -323,6 +325,7 @@ pub async fn serve(
                     addr: format!("vsock port {port}"),
                     source,
                 })?;
+            ready();
             accept_loop!(listener)
         }
     }

@@ -97,7 +97,9 @@ async fn start_guest(limits: Limits) -> Guest {
     ));
     let socket = dir.path().join("runtime.sock");
     let (s, path) = (Arc::clone(&state), socket.clone());
-    tokio::spawn(async move { server::serve(s, Listen::Unix(path), std::future::pending()).await });
+    tokio::spawn(async move {
+        server::serve(s, Listen::Unix(path), || {}, std::future::pending()).await
+    });
     for _ in 0..100 {
         if socket.exists() {
             break;

@@ -5,6 +5,7 @@ mod bench;
 mod firmware;
 mod measure;
 mod peer;
+mod run;
 mod verify;
 
 use std::process::ExitCode;
@@ -33,6 +34,12 @@ enum Command {
     Peer(peer::Args),
     /// Benchmarks against the peer, measured in the same run (`measure`).
     Bench(bench::Args),
+    /// Build the measured guest image (static runtime, pinned kernel, deterministic initramfs).
+    Image(run::ImageArgs),
+    /// Boot the guest under QEMU, verify its evidence, send a request, print the answer.
+    Run(run::RunArgs),
+    /// Build the image twice (different times, umasks, time zones) and compare.
+    VerifyRepro(run::ReproArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +50,9 @@ fn main() -> ExitCode {
         Command::Measure(args) => measure::run(&args),
         Command::Peer(args) => peer::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Image(args) => run::image_cmd(&args),
+        Command::Run(args) => run::run_cmd(&args),
+        Command::VerifyRepro(args) => run::verify_repro(&args),
     };
     match result {
         Ok(code) => code,

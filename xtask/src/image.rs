@@ -1,0 +1,161 @@
+//! `cargo xtask image`: the measured guest image.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use cloister_guest_image::firmware::{self, BuiltFirmware};
+use cloister_guest_image::initramfs::{self, Compression, InitramfsSpec, ManifestFields};
+use cloister_guest_image::{cache_root, digest, kernel};
+use cloister_protocol::GuestConfig;
+
+/// The static guest init's target.
+pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// Kernel parameters that are not Cloister's: serial console, reboot (and so, with QEMU's
+/// `-no-reboot`, exit) on panic, kernel notices on the console but not its informational flood.
+pub const KERNEL_PARAMS: &str = "console=ttyS0 panic=-1 loglevel=6";
+
+/// A built image.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// Output directory.
+    pub dir: PathBuf,
+    /// bzImage.
+    pub kernel: PathBuf,
+    /// initramfs.
+    pub initrd: PathBuf,
+    /// Full kernel command line.
+    pub cmdline: String,
+    /// The guest configuration it carries.
+    pub config: GuestConfig,
+    /// SHA-256 of the manifest (named in the guest's evidence).
+    pub manifest_sha256: String,
+    /// The firmware it is measured with.
+    pub firmware: BuiltFirmware,
+    /// Size of the static init.
+    pub init_size: u64,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// SOURCE_DATE_EPOCH, else the last commit's time.
+pub fn source_date_epoch() -> Result<u32> {
+    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
+        return v
+            .trim()
+            .parse()
+            .context("SOURCE_DATE_EPOCH is not a number");
+    }
+    let out = Command::new("git")
+        .args(["log", "-1", "--format=%ct"])
+        .current_dir(workspace_root())
+        .output()
+        .context("running git for the last commit's time")?;
+    if !out.status.success() {
+        bail!("no SOURCE_DATE_EPOCH and no git history to take it from");
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .context("git printed no commit time")
+}
+
+/// Builds the static (musl) runtime with paths remapped, so the bytes do not depend on where
+/// the workspace or the cargo home are.
+pub fn build_runtime() -> Result<PathBuf> {
+    let root = workspace_root();
+    let cargo_home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|_| std::env::var("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .context("neither CARGO_HOME nor HOME is set")?;
+    let have_target = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l == MUSL_TARGET)
+        })
+        .unwrap_or(false);
+    if !have_target {
+        let status = Command::new("rustup")
+            .args(["target", "add", MUSL_TARGET])
+            .status()
+            .context("running rustup")?;
+        if !status.success() {
+            bail!("`rustup target add {MUSL_TARGET}` failed");
+        }
+    }
+    let flags = format!(
+        "--remap-path-prefix={}=/cargo --remap-path-prefix={}=/cloister -Cstrip=symbols",
+        cargo_home.display(),
+        root.display()
+    );
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+        .args(["build", "--release", "--locked", "--target", MUSL_TARGET])
+        .args(["-p", "cloister-runtime", "--bin", "cloister-runtime"])
+        .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS", flags)
+        .current_dir(&root)
+        .status()
+        .context("running cargo for the static runtime")?;
+    if !status.success() {
+        bail!("building the static runtime failed");
+    }
+    let target_dir = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    Ok(target_dir
+        .join(MUSL_TARGET)
+        .join("release")
+        .join("cloister-runtime"))
+}
+
+/// Builds the image for `config` into `out`.
+pub fn build(config: &GuestConfig, out: &Path) -> Result<Image> {
+    let cache = cache_root();
+    let firmware = firmware::ensure(&cache, false)?;
+    let kernel = kernel::ensure(&cache)?;
+    let init = build_runtime()?;
+    let init_size = std::fs::metadata(&init)?.len();
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+
+    let cmdline = format!("{KERNEL_PARAMS} {}", config.to_cmdline());
+    let kernel_sha256 = digest::sha256_file(&kernel.vmlinuz)?;
+    let mut firmware_sha256 = BTreeMap::new();
+    for p in firmware::Platform::ALL {
+        firmware_sha256.insert(p.name().to_owned(), p.pinned_sha256().to_owned());
+    }
+    let spec = InitramfsSpec {
+        entries: initramfs::guest_entries(&init, &kernel.modules)?,
+        source_date_epoch: source_date_epoch()?,
+        compression: Compression::Gzip,
+        manifest: ManifestFields {
+            kernel_sha256,
+            firmware_sha256,
+            cmdline: cmdline.clone(),
+        },
+    };
+    let initrd = out.join("initrd.cpio.gz");
+    let built = initramfs::build(&spec, &initrd)?;
+    let vmlinuz = out.join("vmlinuz");
+    std::fs::copy(&kernel.vmlinuz, &vmlinuz)?;
+    std::fs::write(out.join("cmdline"), &cmdline)?;
+    std::fs::write(out.join("manifest.json"), &built.manifest_json)?;
+    Ok(Image {
+        dir: out.to_owned(),
+        kernel: vmlinuz,
+        initrd,
+        cmdline,
+        config: config.clone(),
+        manifest_sha256: built.manifest_sha256,
+        firmware,
+        init_size,
+    })
+}

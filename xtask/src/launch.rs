@@ -1,0 +1,294 @@
+//! An emulated confidential launch: the AmdSev firmware under TCG with the kernel-hashes page
+//! injected, the emulated AMD secure processor told the launch digest of exactly what boots,
+//! vhost-device-vsock for the guest's vsock, and the console watched.
+
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use bhttp::{Message, Mode};
+use cloister_guest_image::vm::{self, BootError, LaunchPlatform, VhostVsock, Vm, VmSpec};
+use cloister_measurement::emulated::EmulatedSnpSigner;
+use cloister_measurement::emulated_sp::EmulatedSp;
+use cloister_measurement::launch::{AmdLaunch, AmdSevFirmware, SevMode, vcpu_type, vmm_type};
+use cloister_measurement::{
+    InsecureEmulatedRoot, Policy, SystemClock, TrustAnchor, Verified, Verifier,
+};
+
+use crate::guest_http::{GuestEndpoint, Reply};
+use crate::image::Image;
+
+/// The guest's vsock context id.
+pub const GUEST_CID: u32 = 3;
+/// The vCPU model whose VMSA the expected digest assumes (what SNP hosts run).
+pub const VCPU_TYPE: &str = "EPYC-v4";
+/// The model TCG emulates (the emulated launch's digest does not depend on it; `-cpu max`
+/// crashed the 6.12 kernel in 2 of 8 boots here).
+pub const TCG_CPU: &str = "EPYC-Milan-v1";
+
+/// How to launch.
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Guest RAM, MiB.
+    pub memory_mib: u32,
+    /// Seed of the emulated processor (random when `None`).
+    pub seed: Option<[u8; 32]>,
+    /// Replace the initrd that boots (the digest and page still describe the image's own).
+    pub boot_initrd: Option<PathBuf>,
+    /// Recompute the digest and page for `boot_initrd` (a launch whose measurement differs).
+    pub measure_boot_initrd: bool,
+    /// How long the firmware may take to start the kernel.
+    pub kernel_timeout: Duration,
+    /// How long until the ready line.
+    pub ready_timeout: Duration,
+}
+
+impl Default for LaunchOptions {
+    fn default() -> Self {
+        LaunchOptions {
+            // One vCPU: under TCG the 6.12 kernel's SMP text patching (sync_core via IRET)
+            // crashed in some boots with two.
+            vcpus: 1,
+            memory_mib: 512,
+            seed: None,
+            boot_initrd: None,
+            measure_boot_initrd: false,
+            kernel_timeout: Duration::from_secs(60),
+            ready_timeout: Duration::from_secs(240),
+        }
+    }
+}
+
+/// The launch digest of an image's exact boot inputs, and its kernel-hashes page.
+pub fn expected(
+    image: &Image,
+    initrd: &std::path::Path,
+    vcpus: u32,
+) -> Result<([u8; 48], u64, [u8; 4096])> {
+    let (fw, boot) = AmdSevFirmware::load_with_boot(
+        &image.firmware.amdsev,
+        &image.kernel,
+        Some(initrd),
+        Some(&image.cmdline),
+    )?;
+    let digest = fw.snp_launch_digest(&AmdLaunch {
+        mode: SevMode::Snp,
+        vcpus,
+        vcpu_type: vcpu_type(VCPU_TYPE)?,
+        vmm: vmm_type("QEMU")?,
+        guest_features: 0x1,
+        boot: Some(boot),
+    })?;
+    let (gpa, page) = fw.hashes_page(&boot)?;
+    Ok((digest, gpa, page))
+}
+
+/// A running emulated guest; everything is stopped on drop.
+pub struct RunningGuest {
+    // Field order is drop order: QEMU first, then vhost-device-vsock, then the processor.
+    vm: Vm,
+    _vhost: VhostVsock,
+    sp_stop: Arc<AtomicBool>,
+    sp_thread: Option<std::thread::JoinHandle<()>>,
+    /// The emulated root the evidence chains to.
+    pub root: InsecureEmulatedRoot,
+    /// The launch digest the processor reports.
+    pub measurement: [u8; 48],
+    /// The guest's HTTP endpoint.
+    pub endpoint: GuestEndpoint,
+    /// The ready line.
+    pub ready_line: String,
+    /// Time from QEMU start to the ready line.
+    pub boot_time: Duration,
+    _dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for RunningGuest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningGuest")
+            .field("measurement", &hex::encode(self.measurement))
+            .field("boot_time", &self.boot_time)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a launch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The boot did not reach the ready line.
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    /// Anything else.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl RunningGuest {
+    /// Launches `image` and waits for the runtime's ready line.
+    pub fn start(image: &Image, opts: &LaunchOptions) -> Result<Self, LaunchError> {
+        let dir = tempfile::tempdir().context("temp dir")?;
+        let boot_initrd = opts
+            .boot_initrd
+            .clone()
+            .unwrap_or_else(|| image.initrd.clone());
+        let measured_initrd = if opts.measure_boot_initrd {
+            &boot_initrd
+        } else {
+            &image.initrd
+        };
+        let (measurement, gpa, page) = expected(image, measured_initrd, opts.vcpus)?;
+        let page_path = dir.path().join("hashes-page.bin");
+        std::fs::write(&page_path, page).context("writing the hashes page")?;
+
+        let vhost = VhostVsock::start(dir.path(), GUEST_CID).map_err(anyhow::Error::from)?;
+        let seed = match opts.seed {
+            Some(s) => s,
+            None => {
+                let mut s = [0u8; 32];
+                getrandom::fill(&mut s).map_err(|e| anyhow::anyhow!("getrandom: {e}"))?;
+                s
+            }
+        };
+        let signer = EmulatedSnpSigner::from_seed(&seed).context("emulated processor keys")?;
+        let root = signer.insecure_root().context("emulated root")?;
+        let sp = EmulatedSp::new(signer, measurement);
+        let sp_path = vhost.host_port_path(image.config.emulated_sp_port);
+        let listener = std::os::unix::net::UnixListener::bind(&sp_path)
+            .context("binding the processor's socket")?;
+        let sp_stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&sp_stop);
+        let sp_thread = std::thread::spawn(move || {
+            if let Err(e) = sp.serve(listener, &stop) {
+                eprintln!("emulated secure processor stopped: {e}");
+            }
+        });
+
+        let spec = VmSpec {
+            platform: LaunchPlatform::Emulated,
+            firmware: image.firmware.amdsev.clone(),
+            kernel: image.kernel.clone(),
+            initrd: boot_initrd,
+            cmdline: image.cmdline.clone(),
+            hashes_page: Some((gpa, page_path)),
+            memory_mib: opts.memory_mib,
+            vcpus: opts.vcpus,
+            cpu: TCG_CPU.to_owned(),
+            vhost_socket: vhost.socket.clone(),
+            scratch: dir.path().to_owned(),
+        };
+        let mut vm = Vm::start(&spec)?;
+        let ready_line = vm.wait_for(vm::READY_MARK, opts.kernel_timeout, opts.ready_timeout)?;
+        let boot_time = vm.uptime();
+        let endpoint = GuestEndpoint {
+            uds: vhost.uds.clone(),
+            port: image.config.port,
+            timeout: image.config.deadline + Duration::from_secs(30),
+        };
+        Ok(RunningGuest {
+            vm,
+            _vhost: vhost,
+            sp_stop,
+            sp_thread: Some(sp_thread),
+            root,
+            measurement,
+            endpoint,
+            ready_line,
+            boot_time,
+            _dir: dir,
+        })
+    }
+
+    /// Everything the console showed.
+    pub fn console(&self) -> Vec<String> {
+        self.vm.transcript()
+    }
+
+    /// Fetches the evidence bundle (JSON) with an optional nonce.
+    pub fn evidence(&self, nonce: &[u8]) -> Result<Vec<u8>> {
+        let path = if nonce.is_empty() {
+            "/v1/evidence".to_owned()
+        } else {
+            format!("/v1/evidence?nonce={}", hex::encode(nonce))
+        };
+        let r = self.endpoint.request("GET", &path, None, Vec::new())?;
+        if r.status != 200 {
+            bail!(
+                "evidence: HTTP {}: {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+        Ok(r.body)
+    }
+
+    /// A verifier under the emulated root accepting `measurements`.
+    pub fn verifier(&self, measurements: &[[u8; 48]]) -> Verifier<SystemClock> {
+        let mut policy = Policy::default();
+        for m in measurements {
+            policy = policy.with_snp_measurement(*m);
+        }
+        Verifier::new(
+            TrustAnchor::InsecureEmulated(self.root.clone()),
+            policy,
+            SystemClock,
+        )
+    }
+
+    /// Sends one request through inner OHTTP to the attested key; returns the inner status and
+    /// body.
+    pub fn call(
+        &self,
+        verified: &Verified,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>)> {
+        let mut m = Message::request(
+            method.as_bytes().to_vec(),
+            b"https".to_vec(),
+            b"cloister-guest".to_vec(),
+            path.as_bytes().to_vec(),
+        );
+        m.put_header("content-type", "application/json");
+        m.write_content(body);
+        let mut plain = Vec::new();
+        m.write_bhttp(Mode::KnownLength, &mut plain)?;
+        let client = ohttp::ClientRequest::from_encoded_config(&verified.key_config)?;
+        let (enc, ctx) = client.encapsulate(&plain)?;
+        let Reply { status, body, .. } =
+            self.endpoint
+                .request("POST", "/v1/ohttp", Some("message/ohttp-req"), enc)?;
+        if status != 200 {
+            bail!("ohttp: HTTP {status}: {}", String::from_utf8_lossy(&body));
+        }
+        let plain = ctx.decapsulate(&body)?;
+        let m = Message::read_bhttp(&mut Cursor::new(&plain[..]))?;
+        let inner = m.control().status().map_or(0, |s| s.code());
+        Ok((inner, m.content().to_vec()))
+    }
+}
+
+impl Drop for RunningGuest {
+    fn drop(&mut self) {
+        self.vm.kill();
+        self.sp_stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.sp_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Boots `image` with its initrd replaced and expects the firmware to refuse it: the launch
+/// must not reach the kernel.
+pub fn expect_firmware_refusal(image: &Image, opts: &LaunchOptions) -> Result<BootError> {
+    match RunningGuest::start(image, opts) {
+        Ok(_) => bail!("the firmware booted a kernel whose inputs do not match the hashes page"),
+        Err(LaunchError::Boot(e)) => Ok(e),
+        Err(LaunchError::Other(e)) => Err(e),
+    }
+}

@@ -1,0 +1,13 @@
+//! The builder's and launcher's library behind `cargo xtask`, shared with the end-to-end tests.
+//!
+//! * [`image`] — the measured guest image: static runtime, pinned kernel and modules,
+//!   deterministic initramfs with its manifest, command line from a typed config.
+//! * [`launch`] — an emulated confidential launch under QEMU: expected launch digest and
+//!   kernel-hashes page, emulated AMD secure processor, vhost-device-vsock, console watching.
+//! * [`guest_http`] — HTTP/1.1 to the guest through vhost-device-vsock.
+#![forbid(unsafe_code)]
+
+pub mod guest_http;
+pub mod image;
+pub mod launch;
+pub mod setup;

@@ -1,0 +1,313 @@
+//! `cargo xtask image`, `cargo xtask run`, `cargo xtask verify-repro`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use cloister_guest_image::vm::{LaunchPlatform, VmSpec, qemu_args};
+use cloister_protocol::{AttestMode, GuestConfig};
+use cloister_xtask::image;
+use cloister_xtask::launch::{LaunchOptions, RunningGuest, expected};
+use cloister_xtask::setup;
+
+fn attest_mode(s: &str) -> Result<AttestMode> {
+    Ok(match s {
+        "emulated" => AttestMode::Emulated,
+        "snp" => AttestMode::Snp,
+        "tdx" => AttestMode::Tdx,
+        other => bail!("--platform must be emulated, snp or tdx, not {other:?}"),
+    })
+}
+
+fn default_out(attest: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("target")
+        .join("cloister-image")
+        .join(attest)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ImageArgs {
+    /// Attestation the image is configured for (part of the measured command line).
+    #[arg(long, default_value = "emulated")]
+    platform: String,
+    /// Output directory (default: target/cloister-image/PLATFORM).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// vCPUs the expected measurement is computed for.
+    #[arg(long, default_value_t = 1)]
+    vcpus: u32,
+    /// End with one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn image_cmd(args: &ImageArgs) -> Result<ExitCode> {
+    let config = GuestConfig::new(attest_mode(&args.platform)?);
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&args.platform));
+    let img = image::build(&config, &out)?;
+    let (digest, gpa, page) = expected(&img, &img.initrd, args.vcpus)?;
+    std::fs::write(out.join("hashes-page.bin"), page)?;
+    let record = serde_json::json!({
+        "snp_launch_digest": hex::encode(digest),
+        "vcpus": args.vcpus,
+        "vcpu_type": cloister_xtask::launch::VCPU_TYPE,
+        "hashes_page_gpa": format!("{gpa:#x}"),
+        "kernel_sha256": cloister_guest_image::digest::sha256_file(&img.kernel)?,
+        "initrd_sha256": cloister_guest_image::digest::sha256_file(&img.initrd)?,
+        "manifest_sha256": img.manifest_sha256,
+        "amdsev_firmware_sha256": cloister_guest_image::firmware::AMDSEV_SHA256,
+        "cmdline": img.cmdline,
+        "init_bytes": img.init_size,
+    });
+    std::fs::write(
+        out.join("measurement.json"),
+        serde_json::to_vec_pretty(&record)?,
+    )?;
+    println!("image             {}", out.display());
+    println!("init (static)     {} bytes", img.init_size);
+    println!(
+        "initrd            {} bytes",
+        std::fs::metadata(&img.initrd)?.len()
+    );
+    println!("cmdline           {}", img.cmdline);
+    println!("snp_launch_digest {}", hex::encode(digest));
+    if args.json {
+        println!("{record}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// `emulated` boots here under TCG; `snp` and `tdx` are for hardware hosts.
+    #[arg(long, default_value = "emulated")]
+    platform: String,
+    /// Print the QEMU command line instead of running it.
+    #[arg(long)]
+    dry_run: bool,
+    /// Keep serving after the request (until Ctrl-C).
+    #[arg(long)]
+    keep_running: bool,
+    /// vCPUs (one under TCG: SMP boots of the 6.12 kernel crashed in some runs).
+    #[arg(long, default_value_t = 1)]
+    vcpus: u32,
+    /// Guest RAM, MiB.
+    #[arg(long, default_value_t = 512)]
+    memory_mib: u32,
+}
+
+fn print_command(args: &[std::ffi::OsString]) {
+    let words: Vec<String> = args
+        .iter()
+        .map(|a| {
+            let s = a.to_string_lossy();
+            if s.contains(' ') {
+                format!("'{s}'")
+            } else {
+                s.into_owned()
+            }
+        })
+        .collect();
+    println!("qemu-system-x86_64 {}", words.join(" "));
+}
+
+pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
+    let mode = attest_mode(&args.platform)?;
+    if mode != AttestMode::Emulated {
+        let img = image::build(&GuestConfig::new(mode), &default_out(&args.platform))?;
+        let platform = if mode == AttestMode::Snp {
+            LaunchPlatform::Snp
+        } else {
+            LaunchPlatform::Tdx
+        };
+        let firmware = if mode == AttestMode::Snp {
+            &img.firmware.amdsev
+        } else {
+            &img.firmware.inteltdx
+        };
+        let spec = VmSpec {
+            platform,
+            firmware: firmware.clone(),
+            kernel: img.kernel.clone(),
+            initrd: img.initrd.clone(),
+            cmdline: img.cmdline.clone(),
+            hashes_page: None,
+            memory_mib: args.memory_mib,
+            vcpus: args.vcpus,
+            cpu: if mode == AttestMode::Snp {
+                "EPYC-v4".into()
+            } else {
+                "host".into()
+            },
+            vhost_socket: PathBuf::from("/tmp/cloister-vhost.sock"),
+            scratch: img.dir.clone(),
+        };
+        print_command(&qemu_args(&spec)?);
+        if !args.dry_run {
+            bail!(
+                "--platform {}: this machine has no {} hardware; the command above is for a host that has",
+                args.platform,
+                args.platform
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    setup::ensure_launch_tools()?;
+    let img = image::build(
+        &GuestConfig::new(AttestMode::Emulated),
+        &default_out("emulated"),
+    )?;
+    let opts = LaunchOptions {
+        vcpus: args.vcpus,
+        memory_mib: args.memory_mib,
+        ..LaunchOptions::default()
+    };
+    if args.dry_run {
+        let (digest, gpa, _) = expected(&img, &img.initrd, args.vcpus)?;
+        println!("expected snp_launch_digest {}", hex::encode(digest));
+        let spec = VmSpec {
+            platform: LaunchPlatform::Emulated,
+            firmware: img.firmware.amdsev.clone(),
+            kernel: img.kernel.clone(),
+            initrd: img.initrd.clone(),
+            cmdline: img.cmdline.clone(),
+            hashes_page: Some((gpa, img.dir.join("hashes-page.bin"))),
+            memory_mib: args.memory_mib,
+            vcpus: args.vcpus,
+            cpu: cloister_xtask::launch::TCG_CPU.into(),
+            vhost_socket: PathBuf::from("VHOST_SOCKET"),
+            scratch: img.dir.clone(),
+        };
+        print_command(&qemu_args(&spec)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "[run] booting the guest under QEMU (TCG, AmdSev firmware checking the measured boot inputs)"
+    );
+    let guest = RunningGuest::start(&img, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "booted in {:.1} s: {}",
+        guest.boot_time.as_secs_f64(),
+        guest.ready_line.trim()
+    );
+    let bundle = match guest.evidence(b"") {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!(
+                "guest console (last lines):\n{}",
+                guest
+                    .console()
+                    .iter()
+                    .rev()
+                    .take(20)
+                    .rev()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+            return Err(e);
+        }
+    };
+    println!(
+        "WARNING: verifying under the INSECURE emulated trust anchor (ARK sha256 {}): CI and research only",
+        guest.root.fingerprint()
+    );
+    let verified = guest
+        .verifier(&[guest.measurement])
+        .verify_json(&bundle, b"")
+        .context("the guest's evidence was refused")?;
+    for c in &verified.checks {
+        if let Ok(d) = &c.result {
+            println!("ok  {:<12} {d}", c.step.name());
+        }
+    }
+    println!(
+        "measurement equals the expected launch digest {}",
+        hex::encode(guest.measurement)
+    );
+    let request = br#"{"messages":[{"from":"Ana","at":"09:12","text":"Can someone book the room for Thursday?"}]}"#;
+    let (status, answer) = guest.call(&verified, "POST", "/v1/echo", request)?;
+    println!(
+        "POST /v1/echo through inner OHTTP -> {status}: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    if args.keep_running {
+        println!(
+            "serving; vhost-device-vsock socket {} port {}; Ctrl-C to stop",
+            guest.endpoint.uds.display(),
+            guest.endpoint.port
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let _ = tokio::signal::ctrl_c().await;
+        });
+    }
+    drop(guest);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ReproArgs {}
+
+pub fn verify_repro(_args: &ReproArgs) -> Result<ExitCode> {
+    let exe = std::env::current_exe()?;
+    let a = tempfile::tempdir()?;
+    let b = tempfile::tempdir()?;
+    let build = |dir: &Path, umask: &str, tz: &str| -> Result<()> {
+        let status = Command::new("bash")
+            .arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" image --out \"$1\""))
+            .arg(&exe)
+            .arg(dir)
+            .env("TZ", tz)
+            .status()
+            .context("running the image build")?;
+        if !status.success() {
+            bail!("image build in {} failed", dir.display());
+        }
+        Ok(())
+    };
+    build(a.path(), "022", "UTC")?;
+    // A different wall-clock second, umask and time zone.
+    std::thread::sleep(Duration::from_millis(1100));
+    build(b.path(), "077", "Pacific/Kiritimati")?;
+    let mut differ = Vec::new();
+    for f in [
+        "vmlinuz",
+        "initrd.cpio.gz",
+        "cmdline",
+        "manifest.json",
+        "measurement.json",
+        "hashes-page.bin",
+    ] {
+        let (x, y) = (
+            std::fs::read(a.path().join(f))?,
+            std::fs::read(b.path().join(f))?,
+        );
+        let same = x == y;
+        println!(
+            "{} {f} ({} bytes)",
+            if same { "same   " } else { "DIFFERS" },
+            x.len()
+        );
+        if !same {
+            differ.push(f);
+        }
+    }
+    if !differ.is_empty() {
+        bail!(
+            "the image is not reproducible: {} differ",
+            differ.join(", ")
+        );
+    }
+    println!("reproducible: two builds at different times, umasks and time zones are identical");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,48 @@
+//! Installs what a launch needs when it is missing: QEMU (Debian package) and
+//! vhost-device-vsock (crates.io), printing what it does.
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
+}
+
+/// QEMU and vhost-device-vsock, installed if absent.
+pub fn ensure_launch_tools() -> Result<()> {
+    if !on_path("qemu-system-x86_64") {
+        eprintln!("[setup] installing qemu-system-x86 (Debian)");
+        let update = Command::new("apt-get").args(["update", "-qq"]).status();
+        let status = Command::new("apt-get")
+            .args([
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "qemu-system-x86",
+            ])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("running apt-get")?;
+        if update.is_err() || !status.success() {
+            bail!(
+                "could not install qemu-system-x86: run `apt-get install qemu-system-x86` as root"
+            );
+        }
+    }
+    if !on_path("vhost-device-vsock") {
+        eprintln!(
+            "[setup] installing vhost-device-vsock (cargo install --locked, about 2 minutes)"
+        );
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+            .args(["install", "vhost-device-vsock", "--locked"])
+            .status()
+            .context("running cargo install")?;
+        if !status.success() {
+            bail!("`cargo install vhost-device-vsock --locked` failed");
+        }
+    }
+    Ok(())
+}
