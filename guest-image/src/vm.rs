@@ -252,6 +252,13 @@ pub enum BootError {
     /// The guest printed a fatal line.
     #[error("guest failed: {0}")]
     GuestFatal(String),
+    /// The guest printed nothing for this long after the kernel started (a hang).
+    #[error("guest console silent for {0:?} after the kernel started; last output:\n{1}")]
+    Stalled(Duration, String),
+    /// The guest kernel panicked (under TCG the 6.12 kernel sometimes faults in early SMP
+    /// text patching; a hardware launch should never see this).
+    #[error("guest kernel panicked; last output:\n{0}")]
+    KernelPanic(String),
     /// KVM could not run the guest (on these machines /dev/kvm is an emulator).
     #[error("KVM internal error: {0}")]
     KvmInternal(String),
@@ -280,6 +287,9 @@ pub struct Vm {
 pub const READY_MARK: &str = "cloister: READY";
 /// Fatal marker.
 pub const FATAL_MARK: &str = "cloister: FATAL";
+/// Longest console silence tolerated once the kernel runs (the runtime prints READY within
+/// seconds of the kernel's last boot message).
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Vm {
     /// Starts QEMU.
@@ -331,7 +341,8 @@ impl Vm {
     }
 
     /// Waits for a console line containing `mark`; `kernel_timeout` bounds the wait for the
-    /// first kernel line (firmware refusal), `timeout` the whole wait.
+    /// first kernel line (firmware refusal), `timeout` the whole wait, and the console may not
+    /// stay silent for longer than [`STALL_TIMEOUT`] once the kernel runs.
     pub fn wait_for(
         &mut self,
         mark: &str,
@@ -339,8 +350,12 @@ impl Vm {
         timeout: Duration,
     ) -> Result<String, BootError> {
         let deadline = Instant::now() + timeout;
+        let mut last_output = Instant::now();
         loop {
             let now = Instant::now();
+            if self.kernel_seen && now.duration_since(last_output) > STALL_TIMEOUT {
+                return Err(BootError::Stalled(STALL_TIMEOUT, self.tail(15)));
+            }
             if !self.kernel_seen && now.duration_since(self.started) > kernel_timeout {
                 return Err(BootError::FirmwareRefused(kernel_timeout));
             }
@@ -349,6 +364,7 @@ impl Vm {
             }
             match self.lines.recv_timeout(Duration::from_millis(200)) {
                 Ok(line) => {
+                    last_output = Instant::now();
                     if line.contains("Linux version")
                         || line.contains("EFI stub")
                         || line.contains("cloister:")
@@ -357,6 +373,10 @@ impl Vm {
                     }
                     if line.contains(mark) {
                         return Ok(line);
+                    }
+                    if line.contains("Kernel panic") {
+                        std::thread::sleep(Duration::from_millis(200));
+                        return Err(BootError::KernelPanic(self.tail(30)));
                     }
                     if line.contains(FATAL_MARK) {
                         return Err(BootError::GuestFatal(line));

@@ -181,8 +181,23 @@ impl RunningGuest {
             vhost_socket: vhost.socket.clone(),
             scratch: dir.path().to_owned(),
         };
-        let mut vm = Vm::start(&spec)?;
-        let ready_line = vm.wait_for(vm::READY_MARK, opts.kernel_timeout, opts.ready_timeout)?;
+        // TCG occasionally crashes the kernel during boot (an emulation fault, not the image):
+        // retry such a boot, saying so; any other failure is final.
+        let mut attempt = 1;
+        let (vm, ready_line) = loop {
+            let mut vm = Vm::start(&spec)?;
+            match vm.wait_for(vm::READY_MARK, opts.kernel_timeout, opts.ready_timeout) {
+                Ok(line) => break (vm, line),
+                Err(BootError::KernelPanic(tail) | BootError::Stalled(_, tail)) if attempt < 3 => {
+                    let last = tail.lines().last().unwrap_or_default().to_owned();
+                    eprintln!(
+                        "[launch] the guest kernel crashed or hung under TCG ({last}); retrying"
+                    );
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let boot_time = vm.uptime();
         let endpoint = GuestEndpoint {
             uds: vhost.uds.clone(),
