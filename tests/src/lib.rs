@@ -1,7 +1,7 @@
 //! End-to-end tests of Cloister live in `tests/`; this library holds their shared fixtures.
 #![forbid(unsafe_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use cloister_protocol::{AttestMode, GuestConfig};
 use cloister_xtask::image::{self, Image};
@@ -17,4 +17,14 @@ pub fn marker() -> String {
     let mut b = [0u8; 12];
     getrandom::fill(&mut b).expect("random");
     format!("cloister-secret-marker-{}", hex::encode(b))
+}
+
+/// The image's initrd with one zero byte appended (the kernel's initramfs unpacker skips zero
+/// padding, so it still boots — but its hash, and so the measurement, differ).
+pub fn initrd_plus_one_byte(image: &Image, dir: &Path) -> PathBuf {
+    let tampered = dir.join("initrd-tampered");
+    let mut bytes = std::fs::read(&image.initrd).expect("initrd");
+    bytes.push(0);
+    std::fs::write(&tampered, bytes).expect("write");
+    tampered
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use cloister_guest_image::vm::BootError;
 use cloister_measurement::VerifyError;
-use cloister_tests::{emulated_image, marker};
+use cloister_tests::{emulated_image, initrd_plus_one_byte, marker};
 use cloister_xtask::launch::{LaunchOptions, RunningGuest, VCPU_TYPE, expect_firmware_refusal};
 
 /// The digest `cargo xtask measure` prints for these exact boot inputs.
@@ -101,10 +101,7 @@ fn boots_attests_and_answers_through_inner_ohttp() {
 fn firmware_refuses_an_initrd_changed_by_one_byte() {
     let dir = tempfile::tempdir().expect("tempdir");
     let image = emulated_image(dir.path());
-    let tampered = dir.path().join("initrd-tampered");
-    let mut bytes = std::fs::read(&image.initrd).expect("initrd");
-    bytes.push(0);
-    std::fs::write(&tampered, bytes).expect("write");
+    let tampered = initrd_plus_one_byte(&image, dir.path());
     let opts = LaunchOptions {
         boot_initrd: Some(tampered),
         kernel_timeout: Duration::from_secs(45),
@@ -122,10 +119,7 @@ fn verifier_refuses_a_changed_initrd_with_a_recomputed_page() {
     let image = emulated_image(dir.path());
     let (original, _, _) =
         cloister_xtask::launch::expected(&image, &image.initrd, 1).expect("expected digest");
-    let tampered = dir.path().join("initrd-tampered");
-    let mut bytes = std::fs::read(&image.initrd).expect("initrd");
-    bytes.push(0);
-    std::fs::write(&tampered, bytes).expect("write");
+    let tampered = initrd_plus_one_byte(&image, dir.path());
     let opts = LaunchOptions {
         boot_initrd: Some(tampered),
         measure_boot_initrd: true,
