@@ -60,9 +60,25 @@ impl GuestEndpoint {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> Result<Reply> {
-        let std_stream =
-            cloister_guest_image::vm::connect_guest(&self.uds, self.port, self.timeout)
-                .with_context(|| format!("connecting to guest port {}", self.port))?;
+        // vhost-device-vsock can refuse a connection while the guest's virtio-vsock device is
+        // still settling right after the ready line: retry the handshake briefly, saying so.
+        let mut attempt = 0;
+        let std_stream = loop {
+            match cloister_guest_image::vm::connect_guest(&self.uds, self.port, self.timeout) {
+                Ok(s) => break s,
+                Err(e) if attempt < 10 => {
+                    attempt += 1;
+                    if attempt == 1 {
+                        eprintln!("[guest-http] vsock connect failed ({e}); retrying");
+                    }
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("connecting to guest port {}", self.port));
+                }
+            }
+        };
         std_stream.set_nonblocking(true)?;
         let stream = tokio::net::UnixStream::from_std(std_stream)?;
         let (mut sender, conn) =
