@@ -8,7 +8,9 @@ use std::io::Cursor;
 
 use bhttp::{Message, Mode, StatusCode};
 
-use crate::keys::KeyRing;
+use std::sync::Arc;
+
+use crate::keys::{KeyEpoch, KeyRing};
 use crate::workload::{Request, Response, Router};
 
 /// Why an inner request could not be answered inside the encrypted channel.
@@ -106,10 +108,18 @@ pub fn handle(
     body: &[u8],
     now: u64,
 ) -> Result<(Vec<u8>, Outcome), GatewayError> {
+    handle_with(|key_id| ring.find(key_id, now), router, body)
+}
+
+/// Handles one `message/ohttp-req`, looking its key up with `find` (which may take a lock:
+/// it is called once, before decapsulation, and nothing is held while the workload runs).
+pub fn handle_with(
+    find: impl FnOnce(u8) -> Option<Arc<KeyEpoch>>,
+    router: &Router,
+    body: &[u8],
+) -> Result<(Vec<u8>, Outcome), GatewayError> {
     let key_id = *body.first().ok_or(GatewayError::Truncated)?;
-    let epoch = ring
-        .find(key_id, now)
-        .ok_or(GatewayError::UnknownKeyId(key_id))?;
+    let epoch = find(key_id).ok_or(GatewayError::UnknownKeyId(key_id))?;
     let (mut plain, server_response) = epoch
         .server()
         .decapsulate(body)

@@ -191,11 +191,15 @@ async fn ohttp(state: Arc<AppState>, req: hyper::Request<Incoming>) -> Reply {
         // The permit is held until the work is really over, even past the deadline, so
         // abandoned work still counts against the limit.
         let _permit = permit;
-        let ring = s
-            .keys
-            .read()
-            .map_err(|_| gateway::GatewayError::Encapsulation)?;
-        gateway::handle(&ring, &s.router, &body, now_unix())
+        // The key ring's lock is held only for the lookup, never while the workload runs, so
+        // a long request cannot hold up key rotation.
+        let find = |key_id| {
+            s.keys
+                .read()
+                .ok()
+                .and_then(|ring| ring.find(key_id, now_unix()))
+        };
+        gateway::handle_with(find, &s.router, &body)
     });
     match tokio::time::timeout(state.limits.deadline, work).await {
         Err(_) => problem(
