@@ -48,6 +48,16 @@ pub enum ImageError {
         /// Where it was expected.
         path: PathBuf,
     },
+    /// A pinned model is not in the cache (and this path does not fetch).
+    #[error("model {model} is not in {dir}: fetch it with `cargo xtask model {model}` ({why})")]
+    ModelNotFetched {
+        /// The model's pinned name.
+        model: &'static str,
+        /// Where it was expected.
+        dir: PathBuf,
+        /// What the check found.
+        why: String,
+    },
     /// The package index does not list the pinned version.
     #[error("apt does not list {package} {version}: {detail}")]
     VersionNotListed {

@@ -258,6 +258,22 @@ fn copy_member(
     }
 }
 
+/// The model's directory, when every file is present with its pinned sha256. Never fetches:
+/// tests and benchmarks use this, and name the command that fetches.
+pub fn require(cache: &Path, model: &PinnedModel) -> Result<PathBuf, ImageError> {
+    let dir = model_dir(cache, model);
+    for f in model.files {
+        check_sha256(f.name, &dir.join(f.name), f.sha256).map_err(|e| {
+            ImageError::ModelNotFetched {
+                model: model.name,
+                dir: dir.clone(),
+                why: e.to_string(),
+            }
+        })?;
+    }
+    Ok(dir)
+}
+
 /// The model's directory, fetched and checked when not already present.
 pub fn ensure(cache: &Path, model: &PinnedModel) -> Result<PathBuf, ImageError> {
     let dir = model_dir(cache, model);

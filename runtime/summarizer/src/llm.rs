@@ -1,0 +1,415 @@
+//! A quantised causal language model loaded from one GGUF file: weights (candle's quantised
+//! llama and qwen2), the tokenizer and chat template from the file's own metadata, and a
+//! decoding loop with explicit stop conditions.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::tokenizer::TokenizerFromGguf as _;
+use candle_core::{Device, Tensor};
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+use candle_transformers::models::{quantized_llama, quantized_qwen2};
+use tokenizers::Tokenizer;
+
+use crate::api::Stop;
+use crate::error::SummarizeError;
+use crate::template::{ChatTemplate, Turn, neutralise};
+
+/// Prompt tokens run through the model per forward pass. Bounds the attention matrix's size and
+/// lets a deadline interrupt a long prompt between chunks.
+pub const PREFILL_CHUNK: usize = 512;
+
+/// How tokens are chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Decoding {
+    /// The most likely token every step: the same input always gives the same text.
+    Greedy,
+    /// Nucleus sampling.
+    TopP {
+        /// Softmax temperature (> 0).
+        temperature: f64,
+        /// Cumulative probability kept (0 < p ≤ 1).
+        top_p: f64,
+        /// Random seed.
+        seed: u64,
+    },
+}
+
+/// One generation's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct GenerateParams {
+    /// Token choice.
+    pub decoding: Decoding,
+    /// Most tokens to generate.
+    pub max_new_tokens: usize,
+    /// Penalty on tokens seen in the last [`Self::repeat_window`] generated tokens (1.0: none).
+    pub repeat_penalty: f32,
+    /// Window of the repeat penalty.
+    pub repeat_window: usize,
+    /// Stop when this instant passes (the text so far is kept).
+    pub deadline: Option<Instant>,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        GenerateParams {
+            decoding: Decoding::Greedy,
+            max_new_tokens: 256,
+            repeat_penalty: 1.1,
+            repeat_window: 64,
+            deadline: None,
+        }
+    }
+}
+
+/// What one generation produced, with its timings.
+#[derive(Clone)]
+pub struct Generation {
+    /// The generated text (special tokens removed).
+    pub text: String,
+    /// Prompt tokens.
+    pub prompt_tokens: usize,
+    /// Generated tokens (the stop token not counted).
+    pub generated_tokens: usize,
+    /// Why it stopped.
+    pub stop: Stop,
+    /// Time in prompt processing (first token included).
+    pub prompt_time: Duration,
+    /// Time in token-by-token generation.
+    pub generate_time: Duration,
+}
+
+impl std::fmt::Debug for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generation")
+            .field("text_len", &self.text.len())
+            .field("prompt_tokens", &self.prompt_tokens)
+            .field("generated_tokens", &self.generated_tokens)
+            .field("stop", &self.stop)
+            .finish()
+    }
+}
+
+enum Weights {
+    Llama(quantized_llama::ModelWeights),
+    Qwen2(quantized_qwen2::ModelWeights),
+}
+
+impl Weights {
+    fn forward(&mut self, x: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
+        match self {
+            Weights::Llama(m) => m.forward(x, pos),
+            Weights::Qwen2(m) => m.forward(x, pos),
+        }
+    }
+}
+
+/// A loaded model. Weights are shared; one generation runs at a time (each uses every core).
+pub struct LanguageModel {
+    id: String,
+    description: String,
+    weights: Mutex<Weights>,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    controls: Vec<String>,
+    stops: Vec<u32>,
+    context_length: usize,
+    device: Device,
+}
+
+impl std::fmt::Debug for LanguageModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LanguageModel")
+            .field("id", &self.id)
+            .field("description", &self.description)
+            .field("context_length", &self.context_length)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unsupported(path: &Path, reason: impl Into<String>) -> SummarizeError {
+    SummarizeError::UnsupportedModel {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn meta_str(ct: &Content, key: &str) -> Option<String> {
+    ct.metadata
+        .get(key)
+        .and_then(|v| v.to_string().ok().cloned())
+}
+
+fn meta_u32(ct: &Content, key: &str) -> Option<u32> {
+    ct.metadata.get(key).and_then(|v| v.to_u32().ok())
+}
+
+impl LanguageModel {
+    /// Loads `path` (a GGUF file) under the name `id`. When `expect_basename` is given, the
+    /// file's `general.basename` must equal it (a pinned file that names another model is
+    /// refused).
+    pub fn load(
+        path: &Path,
+        id: &str,
+        expect_basename: Option<&str>,
+    ) -> Result<Self, SummarizeError> {
+        let mut file = File::open(path).map_err(|source| SummarizeError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let ct = Content::read(&mut file).map_err(|e| unsupported(path, e.to_string()))?;
+        let arch = meta_str(&ct, "general.architecture")
+            .ok_or_else(|| unsupported(path, "no general.architecture"))?;
+        let basename = meta_str(&ct, "general.basename").unwrap_or_default();
+        if let Some(want) = expect_basename
+            && basename != want
+        {
+            return Err(unsupported(
+                path,
+                format!("general.basename is {basename:?}, expected {want:?}"),
+            ));
+        }
+        let description = meta_str(&ct, "general.name").unwrap_or_else(|| basename.clone());
+        let source = meta_str(&ct, "tokenizer.chat_template")
+            .ok_or_else(|| unsupported(path, "no tokenizer.chat_template in the metadata"))?;
+        let mut tokenizer =
+            Tokenizer::from_gguf(&ct).map_err(|e| SummarizeError::Tokenizer(e.to_string()))?;
+        fix_pretokenizer(&ct, &mut tokenizer);
+        let (controls, stops) = control_tokens(&ct, &tokenizer);
+        let token_text = |key: &str| {
+            meta_u32(&ct, key)
+                .and_then(|id| tokenizer.id_to_token(id))
+                .unwrap_or_default()
+        };
+        let template = ChatTemplate::new(
+            &source,
+            &token_text("tokenizer.ggml.bos_token_id"),
+            &token_text("tokenizer.ggml.eos_token_id"),
+        )?;
+        let context_length = meta_u32(&ct, &format!("{arch}.context_length"))
+            .ok_or_else(|| unsupported(path, "no context_length"))?
+            as usize;
+        let device = Device::Cpu;
+        let weights = match arch.as_str() {
+            "llama" => Weights::Llama(quantized_llama::ModelWeights::from_gguf(
+                ct, &mut file, &device,
+            )?),
+            "qwen2" => Weights::Qwen2(quantized_qwen2::ModelWeights::from_gguf(
+                ct, &mut file, &device,
+            )?),
+            other => return Err(unsupported(path, format!("architecture {other:?}"))),
+        };
+        // candle's llama keeps rotary tables for 4096 positions only.
+        let context_length = match weights {
+            Weights::Llama(_) => context_length.min(quantized_llama::MAX_SEQ_LEN),
+            Weights::Qwen2(_) => context_length,
+        };
+        Ok(LanguageModel {
+            id: id.to_string(),
+            description,
+            weights: Mutex::new(weights),
+            tokenizer,
+            template,
+            controls,
+            stops,
+            context_length,
+            device,
+        })
+    }
+
+    /// The pinned name it was loaded under.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Positions the model can attend over.
+    pub fn context_length(&self) -> usize {
+        self.context_length
+    }
+
+    /// Neutralises control-token text in request text (see [`neutralise`]).
+    pub fn sanitise(&self, text: &str) -> String {
+        neutralise(text, &self.controls)
+    }
+
+    /// Tokens in `text` as ordinary text (no special tokens).
+    pub fn count_tokens(&self, text: &str) -> Result<usize, SummarizeError> {
+        Ok(self.encode(text)?.len())
+    }
+
+    fn encode(&self, text: &str) -> Result<Vec<u32>, SummarizeError> {
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| SummarizeError::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Renders `turns` with the model's chat template and tokenizes the result.
+    pub fn prompt(&self, turns: &[Turn<'_>]) -> Result<Vec<u32>, SummarizeError> {
+        let text = zeroize::Zeroizing::new(self.template.render(turns)?);
+        self.encode(&text)
+    }
+
+    /// Generates from `prompt` (token ids). Waits for the model until the deadline.
+    pub fn generate(
+        &self,
+        prompt: &[u32],
+        params: &GenerateParams,
+    ) -> Result<Generation, SummarizeError> {
+        if prompt.is_empty() {
+            return Err(SummarizeError::Tokenizer("empty prompt".into()));
+        }
+        if prompt.len() + params.max_new_tokens > self.context_length {
+            return Err(SummarizeError::Tokenizer(format!(
+                "{} prompt tokens + {} new exceed the model's {} positions",
+                prompt.len(),
+                params.max_new_tokens,
+                self.context_length
+            )));
+        }
+        let mut weights = lock_until(&self.weights, params.deadline)?;
+        let sampling = match params.decoding {
+            Decoding::Greedy => Sampling::ArgMax,
+            Decoding::TopP {
+                temperature, top_p, ..
+            } => Sampling::TopP {
+                p: top_p,
+                temperature,
+            },
+        };
+        let seed = match params.decoding {
+            Decoding::TopP { seed, .. } => seed,
+            Decoding::Greedy => 0,
+        };
+        let mut sampler = LogitsProcessor::from_sampling(seed, sampling);
+        let passed = |d: Option<Instant>| d.is_some_and(|d| Instant::now() >= d);
+
+        let t0 = Instant::now();
+        let mut logits = None;
+        for (i, chunk) in prompt.chunks(PREFILL_CHUNK).enumerate() {
+            if passed(params.deadline) {
+                return Err(SummarizeError::DeadlineExceeded);
+            }
+            let input = Tensor::new(chunk, &self.device)?.unsqueeze(0)?;
+            logits = Some(weights.forward(&input, i * PREFILL_CHUNK)?);
+        }
+        let logits = logits.ok_or_else(|| SummarizeError::Tokenizer("empty prompt".into()))?;
+        let mut next = sampler.sample(&logits.squeeze(0)?)?;
+        let prompt_time = t0.elapsed();
+
+        let t1 = Instant::now();
+        let mut out: Vec<u32> = Vec::with_capacity(params.max_new_tokens);
+        let stop = loop {
+            if self.stops.contains(&next) {
+                break Stop::Eos;
+            }
+            if out.len() >= params.max_new_tokens {
+                break Stop::Length;
+            }
+            out.push(next);
+            if out.len() >= params.max_new_tokens {
+                break Stop::Length;
+            }
+            if passed(params.deadline) {
+                break Stop::Deadline;
+            }
+            let input = Tensor::new(&[next], &self.device)?.unsqueeze(0)?;
+            let pos = prompt.len() + out.len() - 1;
+            let logits = weights.forward(&input, pos)?.squeeze(0)?;
+            let logits = if params.repeat_penalty == 1.0 {
+                logits
+            } else {
+                let start = out.len().saturating_sub(params.repeat_window);
+                candle_transformers::utils::apply_repeat_penalty(
+                    &logits,
+                    params.repeat_penalty,
+                    &out[start..],
+                )?
+            };
+            next = sampler.sample(&logits)?;
+        };
+        let generate_time = t1.elapsed();
+        drop(weights);
+        let text = self
+            .tokenizer
+            .decode(&out, true)
+            .map_err(|e| SummarizeError::Tokenizer(e.to_string()))?;
+        Ok(Generation {
+            text: text.trim().to_string(),
+            prompt_tokens: prompt.len(),
+            generated_tokens: out.len(),
+            stop,
+            prompt_time,
+            generate_time,
+        })
+    }
+}
+
+/// Waits for the model, polling so that a deadline can end the wait.
+fn lock_until<T>(
+    m: &Mutex<T>,
+    deadline: Option<Instant>,
+) -> Result<std::sync::MutexGuard<'_, T>, SummarizeError> {
+    loop {
+        match m.try_lock() {
+            Ok(g) => return Ok(g),
+            // A panic during an earlier generation leaves the weights intact (forward() only
+            // replaces the KV cache, which the next prompt overwrites from position 0).
+            Err(std::sync::TryLockError::Poisoned(p)) => return Ok(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    return Err(SummarizeError::DeadlineExceeded);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+/// candle's GGUF tokenizer builds GPT-2 byte-level pre-tokenization with a prefix space for
+/// any `tokenizer.ggml.pre` it does not know; SmolLM2 (`smollm`) then reads
+/// `<|im_start|>system` as `<|im_start|> system`. Rebuild Hugging Face's pipeline for it:
+/// individual digits, then byte-level without a prefix space.
+fn fix_pretokenizer(ct: &Content, tok: &mut Tokenizer) {
+    use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+    use tokenizers::pre_tokenizers::digits::Digits;
+    use tokenizers::pre_tokenizers::sequence::Sequence;
+    if meta_str(ct, "tokenizer.ggml.pre").as_deref() == Some("smollm") {
+        let seq = Sequence::new(vec![
+            Digits::new(true).into(),
+            ByteLevel::new(false, true, true).into(),
+        ]);
+        tok.with_pre_tokenizer(Some(seq));
+    }
+}
+
+/// Control and user-defined tokens (GGUF token types 3 and 4): their text is neutralised in
+/// request text; the end-of-turn ones among them stop generation, with `eos_token_id`.
+fn control_tokens(ct: &Content, tok: &Tokenizer) -> (Vec<String>, Vec<u32>) {
+    let mut controls = Vec::new();
+    if let Some(Value::Array(types)) = ct.metadata.get("tokenizer.ggml.token_type") {
+        for (id, ty) in types.iter().enumerate() {
+            if matches!(ty.to_i32(), Ok(3 | 4))
+                && let Some(text) = tok.id_to_token(id as u32)
+                && text.chars().count() > 1
+            {
+                controls.push(text);
+            }
+        }
+    }
+    let mut stops: Vec<u32> = meta_u32(ct, "tokenizer.ggml.eos_token_id")
+        .into_iter()
+        .collect();
+    for t in ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>"] {
+        if let Some(id) = tok.token_to_id(t)
+            && !stops.contains(&id)
+        {
+            stops.push(id);
+        }
+    }
+    (controls, stops)
+}
