@@ -135,11 +135,9 @@ impl Summarizer {
             return Ok((0..lines.len()).collect());
         }
         if let Some(e) = &self.embedder {
-            let texts: Vec<String> = lines.iter().map(|l| l.text.to_string()).collect();
-            let emb = e.embed(&texts);
-            let mut texts = texts;
-            texts.iter_mut().for_each(|t| zeroize::Zeroize::zeroize(t));
-            let emb = emb?;
+            let texts =
+                Zeroizing::new(lines.iter().map(|l| l.text.to_string()).collect::<Vec<_>>());
+            let emb = e.embed(&texts)?;
             let costs: Vec<usize> = lines.iter().map(|l| l.cost).collect();
             let substantive: Vec<bool> = lines.iter().map(|l| l.words >= 3).collect();
             let eligible = if substantive.iter().any(|&s| s) {
@@ -240,11 +238,8 @@ words at most. Cover decisions, open questions and who will do what. Do not inve
             .embedder
             .as_ref()
             .ok_or(SummarizeError::NoLanguageModel)?;
-        let texts: Vec<String> = messages.iter().map(|m| m.text.clone()).collect();
-        let emb = e.embed(&texts);
-        let mut texts = texts;
-        texts.iter_mut().for_each(|t| zeroize::Zeroize::zeroize(t));
-        let emb = emb?;
+        let texts = Zeroizing::new(messages.iter().map(|m| m.text.clone()).collect::<Vec<_>>());
+        let emb = e.embed(&texts)?;
         let costs: Vec<usize> = messages
             .iter()
             .map(|m| m.text.split_whitespace().count() + m.from.split_whitespace().count())
