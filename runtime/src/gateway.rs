@@ -9,6 +9,7 @@ use std::io::Cursor;
 use bhttp::{Message, Mode, StatusCode};
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::keys::{KeyEpoch, KeyRing};
 use crate::workload::{Request, Response, Router};
@@ -87,6 +88,7 @@ fn decode_request(plain: &[u8]) -> Result<Request, GatewayError> {
         path,
         content_type,
         body: msg.content().to_vec(),
+        deadline: None,
     })
 }
 
@@ -108,15 +110,17 @@ pub fn handle(
     body: &[u8],
     now: u64,
 ) -> Result<(Vec<u8>, Outcome), GatewayError> {
-    handle_with(|key_id| ring.find(key_id, now), router, body)
+    handle_with(|key_id| ring.find(key_id, now), router, body, None)
 }
 
 /// Handles one `message/ohttp-req`, looking its key up with `find` (which may take a lock:
 /// it is called once, before decapsulation, and nothing is held while the workload runs).
+/// The workload is told `deadline`.
 pub fn handle_with(
     find: impl FnOnce(u8) -> Option<Arc<KeyEpoch>>,
     router: &Router,
     body: &[u8],
+    deadline: Option<Instant>,
 ) -> Result<(Vec<u8>, Outcome), GatewayError> {
     let key_id = *body.first().ok_or(GatewayError::Truncated)?;
     let epoch = find(key_id).ok_or(GatewayError::UnknownKeyId(key_id))?;
@@ -126,7 +130,8 @@ pub fn handle_with(
         .map_err(|_| GatewayError::Decapsulation)?;
     let request = decode_request(&plain);
     zeroize::Zeroize::zeroize(&mut plain);
-    let request = request?;
+    let mut request = request?;
+    request.deadline = deadline;
     let response = router.dispatch(&request);
     drop(request);
     let mut encoded = encode_response(&response)?;

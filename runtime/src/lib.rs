@@ -8,6 +8,7 @@
 //! * [`evidence`] — the evidence bundle for the current key, cached per key.
 //! * [`gateway`] — sans-IO inner OHTTP: decapsulate, decode Binary HTTP, route, encapsulate.
 //! * [`workload`] — the `Workload` trait and the `echo` workload.
+//! * [`summarize`] — the summariser's workloads (`/v1/summarize`, `/v1/rewrite`) and model loading.
 //! * [`server`] — HTTP/1.1 over vsock or a Unix socket, with limits.
 #![forbid(unsafe_code)]
 
@@ -17,4 +18,5 @@ pub mod gateway;
 pub mod init;
 pub mod keys;
 pub mod server;
+pub mod summarize;
 pub mod workload;

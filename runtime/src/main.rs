@@ -18,7 +18,9 @@ use cloister_runtime::evidence::EvidenceService;
 use cloister_runtime::init;
 use cloister_runtime::keys::KeyRing;
 use cloister_runtime::server::{self, AppState, Limits, Listen};
+use cloister_runtime::summarize;
 use cloister_runtime::workload::Router;
+use cloister_summarizer::SummarizerConfig;
 
 /// Host CID seen from a guest.
 const HOST_CID: u32 = 2;
@@ -44,6 +46,10 @@ struct Dev {
     /// The `cloister.*` parameters, as a kernel command line would carry them.
     #[arg(long, default_value = "cloister.attest=emulated")]
     cmdline: String,
+    /// Directory of model weights (one directory per pinned model, as in the image's
+    /// `/cloister/models`); needed when `cloister.model` is not `none`.
+    #[arg(long)]
+    models: Option<PathBuf>,
     /// SHA-256 (hex) of the image manifest to name in the evidence.
     #[arg(
         long,
@@ -82,14 +88,31 @@ fn manifest_digest(path: &Path) -> Result<[u8; 32]> {
     Ok(sha2::Sha256::digest(bytes).into())
 }
 
+/// The workloads `cloister.model` selects: echo alone, or echo plus the summariser (loaded
+/// once, here, before the server is ready).
+fn router(cfg: &GuestConfig, models: Option<&Path>) -> Result<Router> {
+    if cfg.model == "none" {
+        return Ok(Router::with_echo());
+    }
+    let Some(models) = models else {
+        bail!("cloister.model={} needs --models DIR", cfg.model);
+    };
+    let started = std::time::Instant::now();
+    let engine = summarize::load(models, &cfg.model, SummarizerConfig::default())?;
+    eprintln!(
+        "cloister: model {} loaded in {:.1} s",
+        engine.model(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(summarize::router(Arc::new(engine)))
+}
+
 fn state(
     cfg: &GuestConfig,
     attester: Arc<dyn Attester>,
     manifest: [u8; 32],
+    router: Router,
 ) -> Result<Arc<AppState>> {
-    if cfg.model != "none" {
-        bail!("cloister.model={}: no such model in this image", cfg.model);
-    }
     let keys = KeyRing::new(cfg.key_lifetime, KEY_OVERLAP, server::now_unix())?;
     let limits = Limits {
         max_body: cfg.max_body,
@@ -100,7 +123,7 @@ fn state(
     Ok(Arc::new(AppState::new(
         keys,
         EvidenceService::new(attester, manifest),
-        Router::with_echo(),
+        router,
         limits,
     )))
 }
@@ -131,7 +154,13 @@ fn guest() -> Result<()> {
             port: cfg.emulated_sp_port,
         })),
     };
-    let state = state(&cfg, attester, manifest_digest(Path::new(MANIFEST))?)?;
+    let router = router(&cfg, Some(Path::new(summarize::MODELS_DIR)))?;
+    let state = state(
+        &cfg,
+        attester,
+        manifest_digest(Path::new(MANIFEST))?,
+        router,
+    )?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -170,7 +199,8 @@ fn dev() -> Result<()> {
     let attester = Arc::new(EmulatedSnpAttester::new(SpAddress::Unix(
         args.emulated_sp.clone(),
     )));
-    let state = state(&cfg, attester, manifest)?;
+    let router = router(&cfg, args.models.as_deref())?;
+    let state = state(&cfg, attester, manifest, router)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -187,6 +187,10 @@ async fn ohttp(state: Arc<AppState>, req: hyper::Request<Incoming>) -> Reply {
         return r;
     };
     let s = Arc::clone(&state);
+    // The workload is told a deadline a little before the server's, so that an early answer
+    // (a shorter or extractive summary) is encrypted and sent before the server gives up.
+    let limit = state.limits.deadline;
+    let deadline = Instant::now() + limit - (limit / 20).min(Duration::from_secs(1));
     let work = tokio::task::spawn_blocking(move || {
         // The permit is held until the work is really over, even past the deadline, so
         // abandoned work still counts against the limit.
@@ -199,7 +203,7 @@ async fn ohttp(state: Arc<AppState>, req: hyper::Request<Incoming>) -> Reply {
                 .ok()
                 .and_then(|ring| ring.find(key_id, now_unix()))
         };
-        gateway::handle_with(find, &s.router, &body)
+        gateway::handle_with(find, &s.router, &body, Some(deadline))
     });
     match tokio::time::timeout(state.limits.deadline, work).await {
         Err(_) => problem(
@@ -320,6 +324,7 @@ pub async fn serve(
                     addr: path.display().to_string(),
                     source,
                 })?;
+            ready();
             accept_loop!(listener)
         }
         Listen::Vsock(port) => {

@@ -2,6 +2,7 @@
 //! returns one response; it never sees keys, and nothing it handles is logged.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use zeroize::Zeroize;
 
@@ -15,6 +16,9 @@ pub struct Request {
     pub content_type: Option<String>,
     /// Body.
     pub body: Vec<u8>,
+    /// When the server stops waiting for the answer: a workload that can answer early with
+    /// less (a shorter or extractive summary) should do so by then.
+    pub deadline: Option<Instant>,
 }
 
 impl Drop for Request {

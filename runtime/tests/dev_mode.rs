@@ -1,58 +1,20 @@
 //! Development mode, end to end without QEMU: the emulated AMD secure processor and the runtime
 //! on Unix sockets; a client fetches evidence, verifies it with `measurement::Verifier` under
 //! the insecure emulated anchor, and talks to the echo workload through inner OHTTP.
-use std::io::Cursor;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
+mod common;
+
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bhttp::{Message, Mode};
-use bytes::Bytes;
-use cloister_measurement::emulated::EmulatedSnpSigner;
-use cloister_measurement::emulated_sp::EmulatedSp;
-use cloister_measurement::{InsecureEmulatedRoot, Policy, SystemClock, TrustAnchor, Verifier};
 use cloister_runtime::attest::emulated::{EmulatedSnpAttester, SpAddress};
 use cloister_runtime::evidence::EvidenceService;
 use cloister_runtime::keys::KeyRing;
 use cloister_runtime::server::{self, AppState, Limits, Listen};
 use cloister_runtime::workload::{Request, Response, Router, Workload};
-use http_body_util::{BodyExt as _, Full};
-use hyper_util::rt::TokioIo;
+use common::{attested_key, bhttp_request, call, http, sp, verifier};
 
-const MEASUREMENT: [u8; 48] = [0x6d; 48];
-
-struct SharedSp {
-    _dir: tempfile::TempDir,
-    socket: PathBuf,
-    root: InsecureEmulatedRoot,
-}
-
-/// One emulated processor for the whole test binary (RSA-4096 key generation is slow).
-fn sp() -> &'static SharedSp {
-    static SP: OnceLock<SharedSp> = OnceLock::new();
-    SP.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("sp.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind sp");
-        let sp = EmulatedSp::new(
-            EmulatedSnpSigner::from_seed(&[4u8; 32]).expect("emulated processor"),
-            MEASUREMENT,
-        );
-        let root = sp.signer().insecure_root().expect("root");
-        std::thread::spawn(move || {
-            static STOP: AtomicBool = AtomicBool::new(false);
-            if let Err(e) = sp.serve(listener, &STOP) {
-                eprintln!("emulated processor stopped: {e}");
-            }
-        });
-        SharedSp {
-            _dir: dir,
-            socket,
-            root,
-        }
-    })
-}
+const OCTETS: &str = "application/octet-stream";
 
 /// Sleeps, then echoes: for the overload and deadline tests.
 struct Slow(Duration);
@@ -122,114 +84,18 @@ fn limits() -> Limits {
     }
 }
 
-/// One HTTP/1.1 exchange over a Unix socket.
-async fn http(
-    socket: &Path,
-    method: &str,
-    uri: &str,
-    ct: Option<&str>,
-    body: Vec<u8>,
-) -> (u16, String, Vec<u8>) {
-    let stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("host", "guest");
-    if let Some(ct) = ct {
-        req = req.header("content-type", ct);
-    }
-    let resp = sender
-        .send_request(req.body(Full::new(Bytes::from(body))).expect("request"))
-        .await
-        .expect("response");
-    let status = resp.status().as_u16();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes()
-        .to_vec();
-    (status, ct, body)
-}
-
-fn verifier() -> Verifier<SystemClock> {
-    Verifier::new(
-        TrustAnchor::InsecureEmulated(sp().root.clone()),
-        Policy::default().with_snp_measurement(MEASUREMENT),
-        SystemClock,
-    )
-}
-
-fn bhttp_request(path: &str, body: &[u8]) -> Vec<u8> {
-    let mut m = Message::request(
-        b"POST".to_vec(),
-        b"https".to_vec(),
-        b"guest".to_vec(),
-        path.as_bytes().to_vec(),
-    );
-    m.put_header("content-type", "application/octet-stream");
-    m.write_content(body);
-    let mut out = Vec::new();
-    m.write_bhttp(Mode::KnownLength, &mut out).expect("bhttp");
-    out
-}
-
-/// Fetches and verifies evidence; returns the attested key config.
-async fn attested_key(g: &Guest) -> Vec<u8> {
-    let (status, ct, bundle) = http(&g.socket, "GET", "/v1/evidence", None, vec![]).await;
-    assert_eq!((status, ct.as_str()), (200, "application/json"));
-    verifier()
-        .verify_json(&bundle, b"")
-        .expect("evidence verifies")
-        .key_config
-}
-
-/// Encapsulates `path`+`body` to the key, posts it, decrypts the answer.
-async fn call(
-    g: &Guest,
-    key_config: &[u8],
-    path: &str,
-    body: &[u8],
-) -> (u16, Option<(u16, Vec<u8>)>) {
-    let client = ohttp::ClientRequest::from_encoded_config(key_config).expect("key config");
-    let (enc, ctx) = client
-        .encapsulate(&bhttp_request(path, body))
-        .expect("encapsulate");
-    let (status, _, resp) = http(
-        &g.socket,
-        "POST",
-        "/v1/ohttp",
-        Some("message/ohttp-req"),
-        enc,
-    )
-    .await;
-    if status != 200 {
-        return (status, None);
-    }
-    let plain = ctx.decapsulate(&resp).expect("decapsulate response");
-    let m = Message::read_bhttp(&mut Cursor::new(&plain[..])).expect("bhttp response");
-    let inner = m.control().status().map(|s| s.code()).unwrap_or(0);
-    (status, Some((inner, m.content().to_vec())))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evidence_verifies_and_echo_answers_through_ohttp() {
     let g = start_guest(limits()).await;
-    let key = attested_key(&g).await;
-    let (status, inner) = call(&g, &key, "/v1/echo", b"summarise my unread messages").await;
+    let key = attested_key(&g.socket).await;
+    let (status, inner) = call(
+        &g.socket,
+        &key,
+        "/v1/echo",
+        OCTETS,
+        b"summarise my unread messages",
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(inner, Some((200, b"summarise my unread messages".to_vec())));
 
@@ -252,17 +118,17 @@ async fn evidence_verifies_and_echo_answers_through_ohttp() {
     );
 
     // Unknown inner route: an encrypted 404, not an outer error.
-    let (status, inner) = call(&g, &key, "/v1/nope", b"x").await;
+    let (status, inner) = call(&g.socket, &key, "/v1/nope", OCTETS, b"x").await;
     assert_eq!((status, inner.map(|i| i.0)), (200, Some(404)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_requests_get_their_errors_and_the_server_keeps_serving() {
     let g = start_guest(limits()).await;
-    let key = attested_key(&g).await;
+    let key = attested_key(&g.socket).await;
     let client = ohttp::ClientRequest::from_encoded_config(&key).expect("key config");
     let (enc, _) = client
-        .encapsulate(&bhttp_request("/v1/echo", b"hello"))
+        .encapsulate(&bhttp_request("/v1/echo", OCTETS, b"hello"))
         .expect("encapsulate");
     let post = |body: Vec<u8>| {
         http(
@@ -302,7 +168,9 @@ async fn tampered_requests_get_their_errors_and_the_server_keeps_serving() {
 
     // Still serving.
     assert_eq!(
-        call(&g, &key, "/v1/echo", b"still here").await.1,
+        call(&g.socket, &key, "/v1/echo", OCTETS, b"still here")
+            .await
+            .1,
         Some((200, b"still here".to_vec()))
     );
 
@@ -319,10 +187,12 @@ async fn tampered_requests_get_their_errors_and_the_server_keeps_serving() {
         .rotate_now(server::now_unix(), true)
         .expect("rotate");
     assert_eq!(post(enc).await.0, 422, "replay after rotation");
-    let new_key = attested_key(&g).await;
+    let new_key = attested_key(&g.socket).await;
     assert_ne!(new_key, key);
     assert_eq!(
-        call(&g, &new_key, "/v1/echo", b"new key").await.1,
+        call(&g.socket, &new_key, "/v1/echo", OCTETS, b"new key")
+            .await
+            .1,
         Some((200, b"new key".to_vec()))
     );
 }
@@ -335,15 +205,15 @@ async fn overload_sheds_with_503_and_deadline_gives_504() {
         ..limits()
     })
     .await;
-    let key = attested_key(&g).await;
+    let key = attested_key(&g.socket).await;
     // Deadline: the slow workload takes 700 ms.
-    assert_eq!(call(&g, &key, "/v1/slow", b"x").await.0, 504);
+    assert_eq!(call(&g.socket, &key, "/v1/slow", OCTETS, b"x").await.0, 504);
     // While that abandoned work still holds the only permit, a new request is shed.
-    assert_eq!(call(&g, &key, "/v1/echo", b"x").await.0, 503);
+    assert_eq!(call(&g.socket, &key, "/v1/echo", OCTETS, b"x").await.0, 503);
     // Once it finishes, the server serves again.
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
-        call(&g, &key, "/v1/echo", b"ok").await.1,
+        call(&g.socket, &key, "/v1/echo", OCTETS, b"ok").await.1,
         Some((200, b"ok".to_vec()))
     );
 }
