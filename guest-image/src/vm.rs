@@ -287,8 +287,9 @@ pub struct Vm {
 pub const READY_MARK: &str = "cloister: READY";
 /// Fatal marker.
 pub const FATAL_MARK: &str = "cloister: FATAL";
-/// Longest console silence tolerated once the kernel runs (the runtime prints READY within
-/// seconds of the kernel's last boot message).
+/// Longest console silence tolerated once the kernel runs, by default (the runtime prints READY
+/// within seconds of the kernel's last boot message; an image with model weights unpacks and
+/// loads for longer, and its launcher passes a longer one).
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Vm {
@@ -342,19 +343,20 @@ impl Vm {
 
     /// Waits for a console line containing `mark`; `kernel_timeout` bounds the wait for the
     /// first kernel line (firmware refusal), `timeout` the whole wait, and the console may not
-    /// stay silent for longer than [`STALL_TIMEOUT`] once the kernel runs.
+    /// stay silent for longer than `stall` once the kernel runs.
     pub fn wait_for(
         &mut self,
         mark: &str,
         kernel_timeout: Duration,
         timeout: Duration,
+        stall: Duration,
     ) -> Result<String, BootError> {
         let deadline = Instant::now() + timeout;
         let mut last_output = Instant::now();
         loop {
             let now = Instant::now();
-            if self.kernel_seen && now.duration_since(last_output) > STALL_TIMEOUT {
-                return Err(BootError::Stalled(STALL_TIMEOUT, self.tail(15)));
+            if self.kernel_seen && now.duration_since(last_output) > stall {
+                return Err(BootError::Stalled(stall, self.tail(15)));
             }
             if !self.kernel_seen && now.duration_since(self.started) > kernel_timeout {
                 return Err(BootError::FirmwareRefused(kernel_timeout));

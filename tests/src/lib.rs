@@ -12,6 +12,15 @@ pub fn emulated_image(dir: &Path) -> Image {
     image::build(&GuestConfig::new(AttestMode::Emulated), dir).expect("the guest image builds")
 }
 
+/// Builds the emulated-attestation image with `model`'s weights (and the embedder's) in the
+/// initramfs, `cloister.model` set, and the deadline a model image gets under TCG.
+pub fn emulated_model_image(dir: &Path, model: &str) -> Image {
+    let mut config = GuestConfig::new(AttestMode::Emulated);
+    config.model = model.to_owned();
+    config.deadline = std::time::Duration::from_secs(600);
+    image::build(&config, dir).expect("the model image builds")
+}
+
 /// A marker string no log, console or file may ever show.
 pub fn marker() -> String {
     let mut b = [0u8; 12];

@@ -7,6 +7,8 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use cloister_guest_image::firmware::{self, BuiltFirmware};
 use cloister_guest_image::initramfs::{self, Compression, InitramfsSpec, ManifestFields};
+use cloister_guest_image::initramfs::{Content, Entry};
+use cloister_guest_image::model::{self, PinnedModel};
 use cloister_guest_image::{cache_root, digest, kernel};
 use cloister_protocol::GuestConfig;
 
@@ -36,6 +38,33 @@ pub struct Image {
     pub firmware: BuiltFirmware,
     /// Size of the static init.
     pub init_size: u64,
+    /// Bytes of model weights in the initramfs.
+    pub model_bytes: u64,
+}
+
+/// Where the runtime finds model weights (`cloister_runtime::summarize::MODELS_DIR`).
+pub const GUEST_MODELS_DIR: &str = "/cloister/models";
+/// The embedder that accompanies every language model.
+const EMBEDDER: &str = "all-minilm-l6-v2";
+
+/// The pinned models `cloister.model` brings into the image: none for `none`, the embedder
+/// alone for the embedder, a language model with the embedder otherwise.
+pub fn image_models(model: &str) -> Result<Vec<PinnedModel>> {
+    if model == "none" {
+        return Ok(Vec::new());
+    }
+    let Some(m) = model::by_name(model) else {
+        let known: Vec<_> = model::MODELS.iter().map(|m| m.name).collect();
+        bail!(
+            "cloister.model={model} is not a pinned model (pinned: none, {})",
+            known.join(", ")
+        );
+    };
+    let mut out = vec![m];
+    if model != EMBEDDER {
+        out.extend(model::by_name(EMBEDDER));
+    }
+    Ok(out)
 }
 
 fn workspace_root() -> PathBuf {
@@ -126,23 +155,51 @@ pub fn build(config: &GuestConfig, out: &Path) -> Result<Image> {
     let init_size = std::fs::metadata(&init)?.len();
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
 
-    let cmdline = format!("{KERNEL_PARAMS} {}", config.to_cmdline());
+    let models = image_models(&config.model)?;
+    let mut entries = initramfs::guest_entries(&init, &kernel.modules)?;
+    let mut model_bytes = 0;
+    for m in &models {
+        let dir = model::ensure(&cache, m)?;
+        for f in m.files {
+            let src = dir.join(f.name);
+            model_bytes += std::fs::metadata(&src)?.len();
+            entries.push(Entry::file(
+                &format!("{GUEST_MODELS_DIR}/{}/{}", m.name, f.name),
+                Content::File(src),
+                false,
+            ));
+        }
+    }
+    // candle's quantised-matmul pool spins while rayon's workers wait: with few vCPUs they
+    // fight (generation 10x slower, measured). The kernel hands `NAME=value` parameters it
+    // does not know to init as environment variables, so this is measured with the rest.
+    let env = if models.is_empty() {
+        String::new()
+    } else {
+        " CANDLE_BARRIER_POOL_SPIN_LIMIT=0".to_owned()
+    };
+    let cmdline = format!("{KERNEL_PARAMS}{env} {}", config.to_cmdline());
     let kernel_sha256 = digest::sha256_file(&kernel.vmlinuz)?;
     let mut firmware_sha256 = BTreeMap::new();
     for p in firmware::Platform::ALL {
         firmware_sha256.insert(p.name().to_owned(), p.pinned_sha256().to_owned());
     }
     let spec = InitramfsSpec {
-        entries: initramfs::guest_entries(&init, &kernel.modules)?,
+        entries,
         source_date_epoch: source_date_epoch()?,
-        compression: Compression::Gzip,
+        // Weights do not compress, and gunzip of a gigabyte under TCG would cost minutes.
+        compression: if models.is_empty() {
+            Compression::Gzip
+        } else {
+            Compression::None
+        },
         manifest: ManifestFields {
             kernel_sha256,
             firmware_sha256,
             cmdline: cmdline.clone(),
         },
     };
-    let initrd = out.join("initrd.cpio.gz");
+    let initrd = out.join(initrd_name(&config.model));
     let built = initramfs::build(&spec, &initrd)?;
     let vmlinuz = out.join("vmlinuz");
     std::fs::copy(&kernel.vmlinuz, &vmlinuz)?;
@@ -157,5 +214,15 @@ pub fn build(config: &GuestConfig, out: &Path) -> Result<Image> {
         manifest_sha256: built.manifest_sha256,
         firmware,
         init_size,
+        model_bytes,
     })
+}
+
+/// The initramfs's file name: gzip-compressed without models, a bare cpio with them.
+pub fn initrd_name(model: &str) -> &'static str {
+    if model == "none" {
+        "initrd.cpio.gz"
+    } else {
+        "initrd.cpio"
+    }
 }

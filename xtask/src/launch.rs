@@ -27,7 +27,7 @@ pub const GUEST_CID: u32 = 3;
 pub const VCPU_TYPE: &str = "EPYC-v4";
 /// The model TCG emulates (the emulated launch's digest does not depend on it; `-cpu max`
 /// crashed the 6.12 kernel in 2 of 8 boots here).
-pub const TCG_CPU: &str = "EPYC-Milan-v1";
+pub const TCG_CPU: &str = "EPYC-Milan-v1,-cx16";
 
 /// How to launch.
 #[derive(Debug, Clone)]
@@ -46,6 +46,28 @@ pub struct LaunchOptions {
     pub kernel_timeout: Duration,
     /// How long until the ready line.
     pub ready_timeout: Duration,
+    /// Longest console silence once the kernel runs.
+    pub stall_timeout: Duration,
+}
+
+impl LaunchOptions {
+    /// Options sized for `image`: guest RAM for its model weights (the initramfs is unpacked
+    /// into RAM, and candle holds a copy of the weights), and time to unpack and load them
+    /// under TCG.
+    pub fn for_image(image: &Image) -> Self {
+        let d = LaunchOptions::default();
+        if image.model_bytes == 0 {
+            return d;
+        }
+        let weights_mib = image.model_bytes.div_ceil(1 << 20) as u32;
+        let memory_mib = (1024 + 3 * weights_mib).next_multiple_of(256);
+        LaunchOptions {
+            memory_mib,
+            ready_timeout: Duration::from_secs(240 + u64::from(weights_mib) / 2),
+            stall_timeout: Duration::from_secs(120 + u64::from(weights_mib) / 4),
+            ..d
+        }
+    }
 }
 
 impl Default for LaunchOptions {
@@ -60,6 +82,7 @@ impl Default for LaunchOptions {
             measure_boot_initrd: false,
             kernel_timeout: Duration::from_secs(60),
             ready_timeout: Duration::from_secs(240),
+            stall_timeout: vm::STALL_TIMEOUT,
         }
     }
 }
@@ -186,7 +209,12 @@ impl RunningGuest {
         let mut attempt = 1;
         let (vm, ready_line) = loop {
             let mut vm = Vm::start(&spec)?;
-            match vm.wait_for(vm::READY_MARK, opts.kernel_timeout, opts.ready_timeout) {
+            match vm.wait_for(
+                vm::READY_MARK,
+                opts.kernel_timeout,
+                opts.ready_timeout,
+                opts.stall_timeout,
+            ) {
                 Ok(line) => break (vm, line),
                 Err(BootError::KernelPanic(tail) | BootError::Stalled(_, tail)) if attempt < 3 => {
                     let last = tail.lines().last().unwrap_or_default().to_owned();

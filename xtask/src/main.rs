@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod eval;
 mod firmware;
 mod measure;
 mod model;
@@ -43,6 +44,11 @@ enum Command {
     Run(run::RunArgs),
     /// Build the image twice (different times, umasks, time zones) and compare.
     VerifyRepro(run::ReproArgs),
+    /// The summariser's quality on the evaluation set, per model.
+    Eval(eval::Args),
+    /// (internal) one model's summaries of the evaluation set, as JSON lines.
+    #[command(hide = true)]
+    EvalChild(eval::ChildArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +63,8 @@ fn main() -> ExitCode {
         Command::Image(args) => run::image_cmd(&args),
         Command::Run(args) => run::run_cmd(&args),
         Command::VerifyRepro(args) => run::verify_repro(&args),
+        Command::Eval(args) => eval::run(&args),
+        Command::EvalChild(args) => eval::child(&args),
     };
     match result {
         Ok(code) => code,

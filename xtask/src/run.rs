@@ -39,13 +39,29 @@ pub struct ImageArgs {
     /// vCPUs the expected measurement is computed for.
     #[arg(long, default_value_t = 1)]
     vcpus: u32,
+    /// `cloister.model`: `none` (echo only), or a pinned model whose weights go into the image.
+    #[arg(long, default_value = "none")]
+    model: String,
     /// End with one JSON object.
     #[arg(long)]
     json: bool,
 }
 
+/// The guest configuration for `model`: a model image gets a deadline that TCG can meet.
+fn config_for(mode: AttestMode, model: &str) -> GuestConfig {
+    let mut config = GuestConfig::new(mode);
+    config.model = model.to_owned();
+    if model != "none" {
+        config.deadline = MODEL_DEADLINE;
+    }
+    config
+}
+
+/// Per-request deadline of a model image: a 1.5B model under TCG on one vCPU takes minutes.
+const MODEL_DEADLINE: Duration = Duration::from_secs(1200);
+
 pub fn image_cmd(args: &ImageArgs) -> Result<ExitCode> {
-    let config = GuestConfig::new(attest_mode(&args.platform)?);
+    let config = config_for(attest_mode(&args.platform)?, &args.model);
     let out = args
         .out
         .clone()
@@ -64,6 +80,8 @@ pub fn image_cmd(args: &ImageArgs) -> Result<ExitCode> {
         "amdsev_firmware_sha256": cloister_guest_image::firmware::AMDSEV_SHA256,
         "cmdline": img.cmdline,
         "init_bytes": img.init_size,
+        "model": img.config.model,
+        "model_bytes": img.model_bytes,
     });
     std::fs::write(
         out.join("measurement.json"),
@@ -97,10 +115,20 @@ pub struct RunArgs {
     /// vCPUs (one under TCG: SMP boots of the 6.12 kernel crashed in some runs).
     #[arg(long, default_value_t = 1)]
     vcpus: u32,
-    /// Guest RAM, MiB.
-    #[arg(long, default_value_t = 512)]
-    memory_mib: u32,
+    /// Guest RAM, MiB (default: sized for the model's weights).
+    #[arg(long)]
+    memory_mib: Option<u32>,
+    /// `cloister.model`: the pinned model that answers (`none`: echo only).
+    #[arg(long, default_value = "qwen2.5-coder-1.5b-instruct-q4_k_m")]
+    model: String,
+    /// The chat to summarise (JSON `{"messages": [{"from", "at", "text"}]}`; default: a
+    /// built-in team chat).
+    #[arg(long)]
+    chat: Option<PathBuf>,
 }
+
+/// The chat `cargo xtask run` summarises when none is given.
+const SAMPLE_CHAT: &str = include_str!("../sample-chat.json");
 
 fn print_command(args: &[std::ffi::OsString]) {
     let words: Vec<String> = args
@@ -120,7 +148,7 @@ fn print_command(args: &[std::ffi::OsString]) {
 pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
     let mode = attest_mode(&args.platform)?;
     if mode != AttestMode::Emulated {
-        let img = image::build(&GuestConfig::new(mode), &default_out(&args.platform))?;
+        let img = image::build(&config_for(mode, &args.model), &default_out(&args.platform))?;
         let platform = if mode == AttestMode::Snp {
             LaunchPlatform::Snp
         } else {
@@ -138,7 +166,9 @@ pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
             initrd: img.initrd.clone(),
             cmdline: img.cmdline.clone(),
             hashes_page: None,
-            memory_mib: args.memory_mib,
+            memory_mib: args
+                .memory_mib
+                .unwrap_or_else(|| LaunchOptions::for_image(&img).memory_mib),
             vcpus: args.vcpus,
             cpu: if mode == AttestMode::Snp {
                 "EPYC-v4".into()
@@ -159,14 +189,19 @@ pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     setup::ensure_launch_tools()?;
+    let chat = match &args.chat {
+        Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        None => SAMPLE_CHAT.as_bytes().to_vec(),
+    };
     let img = image::build(
-        &GuestConfig::new(AttestMode::Emulated),
+        &config_for(AttestMode::Emulated, &args.model),
         &default_out("emulated"),
     )?;
+    let sized = LaunchOptions::for_image(&img);
     let opts = LaunchOptions {
         vcpus: args.vcpus,
-        memory_mib: args.memory_mib,
-        ..LaunchOptions::default()
+        memory_mib: args.memory_mib.unwrap_or(sized.memory_mib),
+        ..sized
     };
     if args.dry_run {
         let (digest, gpa, _) = expected(&img, &img.initrd, args.vcpus)?;
@@ -178,7 +213,7 @@ pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
             initrd: img.initrd.clone(),
             cmdline: img.cmdline.clone(),
             hashes_page: Some((gpa, img.dir.join("hashes-page.bin"))),
-            memory_mib: args.memory_mib,
+            memory_mib: opts.memory_mib,
             vcpus: args.vcpus,
             cpu: cloister_xtask::launch::TCG_CPU.into(),
             vhost_socket: PathBuf::from("VHOST_SOCKET"),
@@ -231,12 +266,39 @@ pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
         "measurement equals the expected launch digest {}",
         hex::encode(guest.measurement)
     );
-    let request = br#"{"messages":[{"from":"Ana","at":"09:12","text":"Can someone book the room for Thursday?"}]}"#;
-    let (status, answer) = guest.call(&verified, "POST", "/v1/echo", request)?;
-    println!(
-        "POST /v1/echo through inner OHTTP -> {status}: {}",
-        String::from_utf8_lossy(&answer)
+    let path = if img.config.model == "none" {
+        "/v1/echo"
+    } else {
+        "/v1/summarize"
+    };
+    eprintln!(
+        "[run] POST {path} through inner OHTTP ({} bytes; model {})",
+        chat.len(),
+        img.config.model
     );
+    let asked = std::time::Instant::now();
+    let (status, answer) = guest.call(&verified, "POST", path, &chat)?;
+    println!(
+        "POST {path} -> {status} in {:.1} s (boot to answer {:.1} s)",
+        asked.elapsed().as_secs_f64(),
+        (guest.boot_time + asked.elapsed()).as_secs_f64()
+    );
+    match serde_json::from_slice::<serde_json::Value>(&answer) {
+        Ok(v) if status == 200 && path == "/v1/summarize" => {
+            println!(
+                "model {} · {} messages used · {} tokens in · {} out · stop {}",
+                v["model"], v["messages_used"], v["tokens_in"], v["tokens_out"], v["stop"]
+            );
+            println!(
+                "---- summary ----\n{}\n-----------------",
+                v["summary"].as_str().unwrap_or("")
+            );
+        }
+        _ => println!("{}", String::from_utf8_lossy(&answer)),
+    }
+    if status != 200 {
+        bail!("the guest answered {status}");
+    }
     if args.keep_running {
         println!(
             "serving; vhost-device-vsock socket {} port {}; Ctrl-C to stop",
