@@ -293,6 +293,15 @@ pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
                 "---- summary ----\n{}\n-----------------",
                 v["summary"].as_str().unwrap_or("")
             );
+            if v["stop"] == "extractive" && v["model"] != img.config.model.as_str() {
+                println!(
+                    "note: {} could not finish within the {} s deadline on this CPU (QEMU \
+                     emulates it under TCG), so the extractive summariser answered; on SEV-SNP \
+                     or TDX hardware the language model answers in seconds",
+                    img.config.model,
+                    img.config.deadline.as_secs()
+                );
+            }
         }
         _ => println!("{}", String::from_utf8_lossy(&answer)),
     }

@@ -13,7 +13,7 @@ use crate::api::{
 };
 use crate::embed::{Embedder, select};
 use crate::error::SummarizeError;
-use crate::llm::{Decoding, GenerateParams, LanguageModel};
+use crate::llm::{Decoding, GenerateParams, Generation, LanguageModel};
 use crate::template::Turn;
 
 /// The system turn of a summary prompt.
@@ -79,12 +79,27 @@ impl Summarizer {
         if llm.is_none() && embedder.is_none() {
             return Err(SummarizeError::NoLanguageModel);
         }
-        Ok(Summarizer {
+        let s = Summarizer {
             llm,
             embedder,
             cfg,
             rates: Mutex::new(None),
-        })
+        };
+        s.calibrate()?;
+        Ok(s)
+    }
+
+    /// Measures the language model's speed once, on a short prompt, so that the first request
+    /// can already judge its deadline (under an emulated CPU a 1.5B model is a thousand times
+    /// slower than on hardware). A short prompt runs slower per token than a long one, so the
+    /// estimate errs towards the extractive answer.
+    fn calibrate(&self) -> Result<(), SummarizeError> {
+        let Some(llm) = &self.llm else { return Ok(()) };
+        let prompt = llm.prompt(&[Turn {
+            role: "user",
+            content: "Say hello to the team.",
+        }])?;
+        self.generate(llm, &prompt, 4, None).map(drop)
     }
 
     /// The model that writes summaries (the language model's pinned name, else the embedder's).
@@ -202,20 +217,13 @@ words at most. Cover decisions, open questions and who will do what. Do not inve
         if self.embedder.is_some() && !self.can_finish(prompt.len(), max_new, deadline) {
             return self.extract(&req.messages, &lines, max_words);
         }
-        let params = GenerateParams {
-            decoding: self.cfg.decoding,
-            max_new_tokens: max_new,
-            repeat_penalty: self.cfg.repeat_penalty,
-            deadline,
-            ..GenerateParams::default()
+        let g = match self.generate(llm, &prompt, max_new, deadline) {
+            // The model could not even start in time: the extractive answer still can.
+            Err(SummarizeError::DeadlineExceeded) if self.embedder.is_some() => {
+                return self.extract(&req.messages, &lines, max_words);
+            }
+            r => r?,
         };
-        let g = llm.generate(&prompt, &params)?;
-        self.record(
-            g.prompt_tokens,
-            g.prompt_time,
-            g.generated_tokens,
-            g.generate_time,
-        );
         Ok(SummarizeResponse {
             summary: g.text.clone(),
             model: llm.id().to_string(),
@@ -301,6 +309,20 @@ words at most. Cover decisions, open questions and who will do what. Do not inve
             .cfg
             .max_new_tokens
             .min(llm.count_tokens(&draft)? * 2 + 32);
+        let g = self.generate(llm, &prompt, max_new, deadline)?;
+        Ok(RewriteResponse {
+            text: g.text.clone(),
+        })
+    }
+
+    /// Generates with the configured decoding and records the speed.
+    fn generate(
+        &self,
+        llm: &LanguageModel,
+        prompt: &[u32],
+        max_new: usize,
+        deadline: Option<Instant>,
+    ) -> Result<Generation, SummarizeError> {
         let params = GenerateParams {
             decoding: self.cfg.decoding,
             max_new_tokens: max_new,
@@ -308,16 +330,14 @@ words at most. Cover decisions, open questions and who will do what. Do not inve
             deadline,
             ..GenerateParams::default()
         };
-        let g = llm.generate(&prompt, &params)?;
+        let g = llm.generate(prompt, &params)?;
         self.record(
             g.prompt_tokens,
             g.prompt_time,
             g.generated_tokens,
             g.generate_time,
         );
-        Ok(RewriteResponse {
-            text: g.text.clone(),
-        })
+        Ok(g)
     }
 
     fn record(&self, prompt: usize, pt: Duration, generated: usize, gt: Duration) {

@@ -102,10 +102,10 @@ mod tests {
     const SMOLLM: &str = include_str!("../testdata/smollm2-135m-instruct.chat_template.jinja");
 
     #[test]
-    fn renders_qwen_chatml_with_the_given_system_turn() {
-        let t = ChatTemplate::new(QWEN, "<|endoftext|>", "<|im_end|>").expect("compiles");
-        let s = t
-            .render(&[
+    fn both_pinned_templates_render_chatml_with_the_given_system_turn() {
+        for (source, bos) in [(QWEN, "<|endoftext|>"), (SMOLLM, "<|im_start|>")] {
+            let t = ChatTemplate::new(source, bos, "<|im_end|>").expect("compiles");
+            let turns = [
                 Turn {
                     role: "system",
                     content: "S",
@@ -114,12 +114,12 @@ mod tests {
                     role: "user",
                     content: "U",
                 },
-            ])
-            .expect("renders");
-        assert_eq!(
-            s,
-            "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
-        );
+            ];
+            assert_eq!(
+                t.render(&turns).expect("renders"),
+                "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
+            );
+        }
     }
 
     #[test]
@@ -133,27 +133,6 @@ mod tests {
             .expect("renders");
         assert!(s.starts_with("<|im_start|>system\nYou are Qwen"), "{s}");
         assert!(s.ends_with("<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"));
-    }
-
-    #[test]
-    fn renders_smollm() {
-        let t = ChatTemplate::new(SMOLLM, "<|im_start|>", "<|im_end|>").expect("compiles");
-        let s = t
-            .render(&[
-                Turn {
-                    role: "system",
-                    content: "S",
-                },
-                Turn {
-                    role: "user",
-                    content: "U",
-                },
-            ])
-            .expect("renders");
-        assert_eq!(
-            s,
-            "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
-        );
     }
 
     #[test]

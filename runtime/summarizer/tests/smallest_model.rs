@@ -155,15 +155,22 @@ fn a_passed_deadline_is_a_named_error_or_the_extractive_answer() {
         },
     );
     assert!(matches!(e, Err(SummarizeError::DeadlineExceeded)), "{e:?}");
-    // With throughput known and an embedder loaded, a near deadline falls back to extraction.
-    let s = both();
-    s.summarize(&thread(6), None).expect("measures throughput");
+    // Calibrated when it loads and with an embedder, a summariser answers a deadline it cannot
+    // meet with the extractive summary at once…
+    let s =
+        Summarizer::new(Some(llm()), Some(embedder()), SummarizerConfig::default()).expect("new");
     let r = s
         .summarize(&thread(6), Some(Instant::now() + Duration::from_millis(1)))
         .expect("extractive");
     assert_eq!(r.stop, Stop::Extractive);
     assert_eq!(r.model, MINILM_L6_V2.name);
     assert!(r.summary.starts_with("- "), "{}", r.summary);
+    let r = s.summarize(&thread(6), Some(past)).expect("extractive");
+    assert_eq!(r.stop, Stop::Extractive);
+    // …and without an embedder, refuses with the named error.
+    let lone = Summarizer::new(Some(llm()), None, SummarizerConfig::default()).expect("new");
+    let e = lone.summarize(&thread(6), Some(past));
+    assert!(matches!(e, Err(SummarizeError::DeadlineExceeded)), "{e:?}");
 }
 
 #[test]
