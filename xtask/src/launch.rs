@@ -63,6 +63,9 @@ impl LaunchOptions {
         let memory_mib = (1024 + 3 * weights_mib).next_multiple_of(256);
         LaunchOptions {
             memory_mib,
+            // The firmware hashes the whole initrd before the kernel prints anything: under TCG
+            // a 1.2 GB initrd took longer than the default 60 s.
+            kernel_timeout: Duration::from_secs(60 + u64::from(weights_mib) / 3),
             ready_timeout: Duration::from_secs(240 + u64::from(weights_mib) / 2),
             stall_timeout: Duration::from_secs(120 + u64::from(weights_mib) / 4),
             ..d
