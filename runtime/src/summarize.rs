@@ -152,30 +152,34 @@ fn json<T: serde::Serialize>(value: &T) -> Response {
     }
 }
 
+/// Checks the media type, parses the body with `parse`, answers with `run`'s JSON or the
+/// refusal's problem.
+fn answer<Q, A: serde::Serialize>(
+    request: &Request,
+    parse: impl FnOnce(&[u8]) -> Result<Q, SummarizeError>,
+    run: impl FnOnce(&Q) -> Result<A, SummarizeError>,
+) -> Response {
+    if let Some(r) = json_only(request) {
+        return r;
+    }
+    match parse(&request.body).and_then(|q| run(&q)) {
+        Ok(a) => json(&a),
+        Err(e) => refused(&e),
+    }
+}
+
 impl Workload for Summarize {
     fn handle(&self, request: &Request) -> Response {
-        if let Some(r) = json_only(request) {
-            return r;
-        }
-        let result = SummarizeRequest::from_json(&request.body)
-            .and_then(|req| self.0.summarize(&req, request.deadline));
-        match result {
-            Ok(answer) => json(&answer),
-            Err(e) => refused(&e),
-        }
+        answer(request, SummarizeRequest::from_json, |q| {
+            self.0.summarize(q, request.deadline)
+        })
     }
 }
 
 impl Workload for Rewrite {
     fn handle(&self, request: &Request) -> Response {
-        if let Some(r) = json_only(request) {
-            return r;
-        }
-        let result = RewriteRequest::from_json(&request.body)
-            .and_then(|req| self.0.rewrite(&req, request.deadline));
-        match result {
-            Ok(answer) => json(&answer),
-            Err(e) => refused(&e),
-        }
+        answer(request, RewriteRequest::from_json, |q| {
+            self.0.rewrite(q, request.deadline)
+        })
     }
 }

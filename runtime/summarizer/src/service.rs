@@ -127,16 +127,16 @@ impl Summarizer {
                     flat(&m.from),
                     flat(&m.text)
                 ));
+                let words = m.text.split_whitespace().count();
+                // Cost in the model's tokens (plus the newline); in words without a model.
                 let (text, cost) = match &self.llm {
                     Some(l) => {
                         let t = Zeroizing::new(l.sanitise(&raw));
                         let c = l.count_tokens(&t)? + 1;
                         (t, c)
                     }
-                    None => (raw, 0),
+                    None => (raw, words),
                 };
-                let words = m.text.split_whitespace().count();
-                let cost = if self.llm.is_some() { cost } else { words };
                 Ok(Line { text, cost, words })
             })
             .collect()
