@@ -54,7 +54,7 @@ struct Answer {
     seconds: f64,
 }
 
-fn default_threads() -> PathBuf {
+pub(crate) fn default_threads() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .join("runtime")
@@ -62,7 +62,7 @@ fn default_threads() -> PathBuf {
         .join("eval")
 }
 
-fn load_threads(dir: &Path, limit: Option<usize>) -> Result<Vec<Thread>> {
+pub(crate) fn load_threads(dir: &Path, limit: Option<usize>) -> Result<Vec<Thread>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -114,6 +114,14 @@ pub fn expected(
     Ok((digest, gpa, page))
 }
 
+/// Where the console of a failed boot is saved: beside the image's initrd.
+fn console_log_path(image: &Image) -> PathBuf {
+    image
+        .initrd
+        .parent()
+        .map_or_else(|| PathBuf::from("console.log"), |d| d.join("console.log"))
+}
+
 /// A running emulated guest; everything is stopped on drop.
 pub struct RunningGuest {
     // Field order is drop order: QEMU first, then vhost-device-vsock, then the processor.
@@ -219,14 +227,26 @@ impl RunningGuest {
                 opts.stall_timeout,
             ) {
                 Ok(line) => break (vm, line),
-                Err(BootError::KernelPanic(tail) | BootError::Stalled(_, tail)) if attempt < 3 => {
-                    let last = tail.lines().last().unwrap_or_default().to_owned();
-                    eprintln!(
-                        "[launch] the guest kernel crashed or hung under TCG ({last}); retrying"
-                    );
-                    attempt += 1;
+                Err(e) => {
+                    // The whole console of a failed boot, for diagnosis (the guest never
+                    // prints request content).
+                    let log = console_log_path(image);
+                    if std::fs::write(&log, vm.transcript().join("\n")).is_ok() {
+                        eprintln!("[launch] boot failed: console saved to {}", log.display());
+                    }
+                    match e {
+                        BootError::KernelPanic(tail) | BootError::Stalled(_, tail)
+                            if attempt < 3 =>
+                        {
+                            let last = tail.lines().last().unwrap_or_default().to_owned();
+                            eprintln!(
+                                "[launch] the guest kernel crashed or hung under TCG ({last}); retrying"
+                            );
+                            attempt += 1;
+                        }
+                        e => return Err(e.into()),
+                    }
                 }
-                Err(e) => return Err(e.into()),
             }
         };
         let boot_time = vm.uptime();

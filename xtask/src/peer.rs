@@ -1,4 +1,5 @@
-//! `cargo xtask peer sev-snp-measure`: install a pinned reference tool, print its path.
+//! `cargo xtask peer sev-snp-measure|llama-cpp-python`: install a pinned reference tool, print
+//! its path.
 
 use std::process::ExitCode;
 
@@ -7,7 +8,7 @@ use cloister_guest_image::peers;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Which peer (`sev-snp-measure`).
+    /// Which peer (`sev-snp-measure`, `llama-cpp-python`).
     name: String,
 }
 
@@ -18,6 +19,11 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             println!("{}", bin.display());
             Ok(ExitCode::SUCCESS)
         }
-        other => bail!("unknown peer {other:?} (known: sev-snp-measure)"),
+        "llama-cpp-python" => {
+            let python = peers::ensure_llama_cpp_python(&cloister_guest_image::cache_root())?;
+            println!("{}", python.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        other => bail!("unknown peer {other:?} (known: sev-snp-measure, llama-cpp-python)"),
     }
 }

@@ -52,6 +52,8 @@ pub struct GenerateParams {
     pub repeat_window: usize,
     /// Stop when this instant passes (the text so far is kept).
     pub deadline: Option<Instant>,
+    /// Generate exactly `max_new_tokens`, past end-of-turn tokens (benchmarks).
+    pub ignore_stop_tokens: bool,
 }
 
 impl Default for GenerateParams {
@@ -62,6 +64,7 @@ impl Default for GenerateParams {
             repeat_penalty: 1.1,
             repeat_window: 64,
             deadline: None,
+            ignore_stop_tokens: false,
         }
     }
 }
@@ -71,6 +74,8 @@ impl Default for GenerateParams {
 pub struct Generation {
     /// The generated text (special tokens removed).
     pub text: String,
+    /// The generated token ids (the stop token not included).
+    pub tokens: Vec<u32>,
     /// Prompt tokens.
     pub prompt_tokens: usize,
     /// Generated tokens (the stop token not counted).
@@ -253,10 +258,20 @@ impl LanguageModel {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Renders `turns` with the model's chat template (the text a peer runtime is given).
+    pub fn render(&self, turns: &[Turn<'_>]) -> Result<zeroize::Zeroizing<String>, SummarizeError> {
+        Ok(zeroize::Zeroizing::new(self.template.render(turns)?))
+    }
+
+    /// Tokenizes text already rendered by [`Self::render`]: control-token text in it becomes
+    /// control tokens. Request text must go through [`Self::prompt`] instead.
+    pub fn encode_rendered(&self, rendered: &str) -> Result<Vec<u32>, SummarizeError> {
+        self.encode(rendered)
+    }
+
     /// Renders `turns` with the model's chat template and tokenizes the result.
     pub fn prompt(&self, turns: &[Turn<'_>]) -> Result<Vec<u32>, SummarizeError> {
-        let text = zeroize::Zeroizing::new(self.template.render(turns)?);
-        self.encode(&text)
+        self.encode(&self.render(turns)?)
     }
 
     /// Generates from `prompt` (token ids). Waits for the model until the deadline.
@@ -309,7 +324,7 @@ impl LanguageModel {
         let t1 = Instant::now();
         let mut out: Vec<u32> = Vec::with_capacity(params.max_new_tokens);
         let stop = loop {
-            if self.stops.contains(&next) {
+            if !params.ignore_stop_tokens && self.stops.contains(&next) {
                 break Stop::Eos;
             }
             if out.len() >= params.max_new_tokens {
@@ -347,6 +362,7 @@ impl LanguageModel {
             text: text.trim().to_string(),
             prompt_tokens: prompt.len(),
             generated_tokens: out.len(),
+            tokens: out,
             stop,
             prompt_time,
             generate_time,

@@ -69,6 +69,27 @@ struct Line {
     words: usize,
 }
 
+/// One message as the model sees it: `[at] from: text`, each field's whitespace flattened.
+pub fn transcript_line(m: &ChatMessage) -> Zeroizing<String> {
+    let flat = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    Zeroizing::new(format!(
+        "[{}] {}: {}",
+        flat(&m.at),
+        flat(&m.from),
+        flat(&m.text)
+    ))
+}
+
+/// The user turn of a summary request: the instruction, then the transcript (one line per
+/// message, already sanitised).
+pub fn summary_instruction(max_words: usize, transcript: &str) -> Zeroizing<String> {
+    Zeroizing::new(format!(
+        "Summarise the unread chat messages below in 3 to 5 short bullet points, {max_words} \
+words at most. Cover decisions, open questions and who will do what. Do not invent facts.\n\n{}",
+        transcript.trim_end()
+    ))
+}
+
 impl Summarizer {
     /// A summariser with a language model, an embedder, or both.
     pub fn new(
@@ -120,13 +141,7 @@ impl Summarizer {
         messages
             .iter()
             .map(|m| {
-                let flat = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
-                let raw = Zeroizing::new(format!(
-                    "[{}] {}: {}",
-                    flat(&m.at),
-                    flat(&m.from),
-                    flat(&m.text)
-                ));
+                let raw = transcript_line(m);
                 let words = m.text.split_whitespace().count();
                 // Cost in the model's tokens (plus the newline); in words without a model.
                 let (text, cost) = match &self.llm {
@@ -198,11 +213,7 @@ impl Summarizer {
             transcript.push_str(&lines[i].text);
             transcript.push('\n');
         }
-        let user = Zeroizing::new(format!(
-            "Summarise the unread chat messages below in 3 to 5 short bullet points, {max_words} \
-words at most. Cover decisions, open questions and who will do what. Do not invent facts.\n\n{}",
-            transcript.trim_end()
-        ));
+        let user = summary_instruction(max_words, &transcript);
         let prompt = Zeroizing::new(llm.prompt(&[
             Turn {
                 role: "system",

@@ -126,6 +126,36 @@ fn generation_stops_on_the_token_budget() {
         )
         .expect("generate");
     assert_eq!((g.generated_tokens, g.stop), (5, Stop::Length));
+    assert_eq!(g.tokens.len(), 5);
+    // A short answer ends on its end-of-turn token; benchmarks can run past it.
+    let hi = m
+        .prompt(&[Turn {
+            role: "user",
+            content: "Reply with the single word: hi",
+        }])
+        .expect("prompt");
+    let short = m
+        .generate(
+            &hi,
+            &GenerateParams {
+                max_new_tokens: 48,
+                ..GenerateParams::default()
+            },
+        )
+        .expect("generate");
+    assert_eq!(short.stop, Stop::Eos, "{:?}", short.text);
+    let past = m
+        .generate(
+            &hi,
+            &GenerateParams {
+                max_new_tokens: 48,
+                ignore_stop_tokens: true,
+                ..GenerateParams::default()
+            },
+        )
+        .expect("generate");
+    assert_eq!((past.generated_tokens, past.stop), (48, Stop::Length));
+    assert_eq!(past.tokens[..short.tokens.len()], short.tokens[..]);
     // The prompt plus the budget must fit the model's positions.
     let e = m.generate(
         &prompt,
