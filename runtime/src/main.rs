@@ -98,7 +98,24 @@ fn router(cfg: &GuestConfig, models: Option<&Path>) -> Result<Router> {
         bail!("cloister.model={} needs --models DIR", cfg.model);
     };
     let started = std::time::Instant::now();
-    let engine = summarize::load(models, &cfg.model, SummarizerConfig::default())?;
+    eprintln!("cloister: loading model {}", cfg.model);
+    // Loading a large model under emulation takes minutes: say so, so that a watcher can tell
+    // a long load from a hang.
+    let (done, heartbeat) = std::sync::mpsc::channel::<()>();
+    let beat = std::thread::spawn(move || {
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            heartbeat.recv_timeout(std::time::Duration::from_secs(30))
+        {
+            eprintln!(
+                "cloister: still loading the model ({:.0} s)",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    });
+    let engine = summarize::load(models, &cfg.model, SummarizerConfig::default());
+    drop(done);
+    let _ = beat.join();
+    let engine = engine?;
     eprintln!(
         "cloister: model {} loaded in {:.1} s",
         engine.model(),

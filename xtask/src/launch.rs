@@ -51,22 +51,27 @@ pub struct LaunchOptions {
 }
 
 impl LaunchOptions {
-    /// Options sized for `image`: guest RAM for its model weights (the initramfs is unpacked
-    /// into RAM, and candle holds a copy of the weights), and time to unpack and load them
-    /// under TCG.
+    /// Options sized for `image`: guest RAM for its model weights, and time to unpack and
+    /// load them under TCG. The initramfs is unpacked into the root tmpfs, whose size limit is
+    /// half the RAM the kernel counts when it mounts it — RAM minus the initrd and minus the
+    /// firmware's copy of it, both freed only later: with 1 GiB + 3x the weights, Qwen's 1.1 GB
+    /// did not fit ("Initramfs unpacking failed: write error"). 1 GiB + 4x leaves the limit
+    /// above the weights, and room for candle's copies once the kernel has freed the initrd.
     pub fn for_image(image: &Image) -> Self {
         let d = LaunchOptions::default();
         if image.model_bytes == 0 {
             return d;
         }
         let weights_mib = image.model_bytes.div_ceil(1 << 20) as u32;
-        let memory_mib = (1024 + 3 * weights_mib).next_multiple_of(256);
+        let memory_mib = (1024 + 4 * weights_mib).next_multiple_of(256);
         LaunchOptions {
             memory_mib,
             // The firmware hashes the whole initrd before the kernel prints anything: under TCG
             // a 1.2 GB initrd took longer than the default 60 s.
             kernel_timeout: Duration::from_secs(60 + u64::from(weights_mib) / 3),
-            ready_timeout: Duration::from_secs(240 + u64::from(weights_mib) / 2),
+            // Under TCG the first forward pass (candle repacks every Q4_K tensor then) runs
+            // for minutes: a minute per 60 MiB of weights.
+            ready_timeout: Duration::from_secs(240 + u64::from(weights_mib)),
             stall_timeout: Duration::from_secs(120 + u64::from(weights_mib) / 4),
             ..d
         }
@@ -179,7 +184,7 @@ impl RunningGuest {
         let page_path = dir.path().join("hashes-page.bin");
         std::fs::write(&page_path, page).context("writing the hashes page")?;
 
-        let vhost = VhostVsock::start(dir.path(), GUEST_CID).map_err(anyhow::Error::from)?;
+        let mut vhost = VhostVsock::start(dir.path(), GUEST_CID).map_err(anyhow::Error::from)?;
         let seed = match opts.seed {
             Some(s) => s,
             None => {
@@ -243,6 +248,12 @@ impl RunningGuest {
                                 "[launch] the guest kernel crashed or hung under TCG ({last}); retrying"
                             );
                             attempt += 1;
+                            // vhost-device-vsock ends with its QEMU: a fresh one for the retry
+                            // (the old one stopped first: they share the socket paths).
+                            vm.kill();
+                            drop(vhost);
+                            vhost = VhostVsock::start(dir.path(), GUEST_CID)
+                                .map_err(anyhow::Error::from)?;
                         }
                         e => return Err(e.into()),
                     }
