@@ -41,7 +41,6 @@ def main():
         tok = llm.sample(top_k=1, temp=0.0, repeat_penalty=1.0)
         out.append(tok)
     decode_s = time.perf_counter() - t2
-    text = llm.detokenize(out).decode("utf-8", "replace")
     print(json.dumps({
         "runtime": "llama.cpp",
         "load_s": load_s,
@@ -50,7 +49,6 @@ def main():
         "decode_steps": len(out) - 1,
         "decode_s": decode_s,
         "peak_rss_mib": peak_rss_mib(),
-        "text": text,
         "tokens": out,
         "prompt_ids": tokens,
     }))

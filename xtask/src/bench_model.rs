@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use cloister_guest_image::{cache_root, model, peers};
-use cloister_summarizer::service::{SUMMARY_SYSTEM, summary_instruction, transcript_line};
-use cloister_summarizer::template::Turn;
+use cloister_summarizer::api::DEFAULT_MAX_WORDS;
+use cloister_summarizer::service::{summary_instruction, summary_turns, transcript_line};
 use cloister_summarizer::{Decoding, GenerateParams, LanguageModel, api::ChatMessage};
 use serde::{Deserialize, Serialize};
 
@@ -64,7 +64,6 @@ struct Run {
     decode_steps: usize,
     decode_s: f64,
     peak_rss_mib: f64,
-    text: String,
     tokens: Vec<u32>,
     prompt_ids: Vec<u32>,
 }
@@ -291,18 +290,8 @@ fn print_table(args: &Args, threads: usize, results: &[SizeResult]) {
 fn prompt_of_size(llm: &LanguageModel, target: usize) -> Result<String> {
     let threads = load_threads(&default_threads(), None)?;
     let render = |transcript: &str| -> Result<String> {
-        let user = summary_instruction(120, transcript);
-        let turns = [
-            Turn {
-                role: "system",
-                content: SUMMARY_SYSTEM,
-            },
-            Turn {
-                role: "user",
-                content: &user,
-            },
-        ];
-        Ok(llm.render(&turns)?.to_string())
+        let user = summary_instruction(DEFAULT_MAX_WORDS as usize, transcript);
+        Ok(llm.render(&summary_turns(&user))?.to_string())
     };
     let mut used = llm.count_tokens(&render("")?)?;
     let mut transcript = String::new();
@@ -367,7 +356,6 @@ pub fn child(args: &ChildArgs) -> Result<ExitCode> {
         decode_steps: g.generated_tokens.saturating_sub(1),
         decode_s: g.generate_time.as_secs_f64(),
         peak_rss_mib: peak_rss_mib(),
-        text: g.text.clone(),
         tokens: g.tokens.clone(),
         prompt_ids: turns_ids,
     };
@@ -382,7 +370,7 @@ mod tests {
     #[test]
     fn results_are_read_from_the_last_json_line() {
         let out = b"warming up\n{\"runtime\":\"llama.cpp\",\"load_s\":0.5,\"prompt_tokens\":640,\
-\"prompt_s\":6.4,\"decode_steps\":63,\"decode_s\":2.1,\"peak_rss_mib\":2000.0,\"text\":\"x\",\
+\"prompt_s\":6.4,\"decode_steps\":63,\"decode_s\":2.1,\"peak_rss_mib\":2000.0,\
 \"tokens\":[1,2],\"prompt_ids\":[3]}\n";
         let r = last_json_line(out, "peer").expect("parsed");
         assert_eq!(r.prompt_tokens, 640);

@@ -69,6 +69,20 @@ struct Line {
     words: usize,
 }
 
+/// The chat turns of a summary request: the system prompt, then the user turn.
+pub fn summary_turns(user: &str) -> [Turn<'_>; 2] {
+    [
+        Turn {
+            role: "system",
+            content: SUMMARY_SYSTEM,
+        },
+        Turn {
+            role: "user",
+            content: user,
+        },
+    ]
+}
+
 /// One message as the model sees it: `[at] from: text`, each field's whitespace flattened.
 pub fn transcript_line(m: &ChatMessage) -> Zeroizing<String> {
     let flat = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -214,16 +228,7 @@ impl Summarizer {
             transcript.push('\n');
         }
         let user = summary_instruction(max_words, &transcript);
-        let prompt = Zeroizing::new(llm.prompt(&[
-            Turn {
-                role: "system",
-                content: SUMMARY_SYSTEM,
-            },
-            Turn {
-                role: "user",
-                content: &user,
-            },
-        ])?);
+        let prompt = Zeroizing::new(llm.prompt(&summary_turns(&user))?);
         let max_new = self.cfg.max_new_tokens.min(max_words * 2 + 32);
         if self.embedder.is_some() && !self.can_finish(prompt.len(), max_new, deadline) {
             return self.extract(&req.messages, &lines, max_words);
