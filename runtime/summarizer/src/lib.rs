@@ -16,6 +16,7 @@ pub mod error;
 pub mod llm;
 pub mod service;
 pub mod template;
+pub mod transformer;
 
 pub use api::{RewriteRequest, RewriteResponse, Stop, SummarizeRequest, SummarizeResponse, Tone};
 pub use embed::Embedder;

@@ -1,5 +1,5 @@
-//! A quantised causal language model loaded from one GGUF file: weights (candle's quantised
-//! llama and qwen2), the tokenizer and chat template from the file's own metadata, and a
+//! A quantised causal language model loaded from one GGUF file: weights (Cloister's own
+//! llama/qwen2 forward pass on candle's quantised kernels, [`crate::transformer`]), the tokenizer and chat template from the file's own metadata, and a
 //! decoding loop with explicit stop conditions.
 
 use std::fs::File;
@@ -7,17 +7,16 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use candle_core::quantized::gguf_file::{self, Content, Value};
+use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::tokenizer::TokenizerFromGguf as _;
-use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use candle_transformers::generation::{LogitsProcessor, Sampling};
-use candle_transformers::models::{quantized_llama, quantized_qwen2};
 use tokenizers::Tokenizer;
 
 use crate::api::Stop;
 use crate::error::SummarizeError;
 use crate::template::{ChatTemplate, Turn, neutralise};
+use crate::transformer::{Config, Transformer};
 
 /// Prompt tokens run through the model per forward pass. Bounds the attention matrix's size and
 /// lets a deadline interrupt a long prompt between chunks.
@@ -99,31 +98,17 @@ impl std::fmt::Debug for Generation {
     }
 }
 
-enum Weights {
-    Llama(quantized_llama::ModelWeights),
-    Qwen2(quantized_qwen2::ModelWeights),
-}
-
-impl Weights {
-    fn forward(&mut self, x: &Tensor, pos: usize) -> candle_core::Result<Tensor> {
-        match self {
-            Weights::Llama(m) => m.forward(x, pos),
-            Weights::Qwen2(m) => m.forward(x, pos),
-        }
-    }
-}
-
-/// A loaded model. Weights are shared; one generation runs at a time (each uses every core).
+/// A loaded model. Weights are shared and read-only; one generation runs at a time (each uses
+/// every core).
 pub struct LanguageModel {
     id: String,
     description: String,
-    weights: Mutex<Weights>,
+    weights: Mutex<Transformer>,
     tokenizer: Tokenizer,
     template: ChatTemplate,
     controls: Vec<String>,
     stops: Vec<u32>,
     context_length: usize,
-    device: Device,
 }
 
 impl std::fmt::Debug for LanguageModel {
@@ -198,25 +183,8 @@ impl LanguageModel {
         let context_length = meta_u32(&ct, &format!("{arch}.context_length"))
             .ok_or_else(|| unsupported(path, "no context_length"))?
             as usize;
-        let device = Device::Cpu;
-        let weights = match requantised(&ct, &mut file)? {
-            Some(bytes) => {
-                let mut cursor = std::io::Cursor::new(bytes);
-                let ct =
-                    Content::read(&mut cursor).map_err(|e| unsupported(path, e.to_string()))?;
-                weights(&arch, ct, &mut cursor, &device)
-            }
-            None => weights(&arch, ct, &mut file, &device),
-        }
-        .map_err(|e| match e {
-            SummarizeError::UnsupportedModel { reason, .. } => unsupported(path, reason),
-            e => e,
-        })?;
-        // candle's llama keeps rotary tables for 4096 positions only.
-        let context_length = match weights {
-            Weights::Llama(_) => context_length.min(quantized_llama::MAX_SEQ_LEN),
-            Weights::Qwen2(_) => context_length,
-        };
+        let config = Config::from_gguf(&ct, &arch).map_err(|e| relabel(path, e))?;
+        let weights = Transformer::load(&ct, &mut file, config).map_err(|e| relabel(path, e))?;
         Ok(LanguageModel {
             id: id.to_string(),
             description,
@@ -226,7 +194,6 @@ impl LanguageModel {
             controls,
             stops,
             context_length,
-            device,
         })
     }
 
@@ -291,7 +258,7 @@ impl LanguageModel {
                 self.context_length
             )));
         }
-        let mut weights = lock_until(&self.weights, params.deadline)?;
+        let weights = lock_until(&self.weights, params.deadline)?;
         let sampling = match params.decoding {
             Decoding::Greedy => Sampling::ArgMax,
             Decoding::TopP {
@@ -309,16 +276,16 @@ impl LanguageModel {
         let passed = |d: Option<Instant>| d.is_some_and(|d| Instant::now() >= d);
 
         let t0 = Instant::now();
+        let mut cache = weights.cache(prompt.len() + params.max_new_tokens);
         let mut logits = None;
-        for (i, chunk) in prompt.chunks(PREFILL_CHUNK).enumerate() {
+        for chunk in prompt.chunks(PREFILL_CHUNK) {
             if passed(params.deadline) {
                 return Err(SummarizeError::DeadlineExceeded);
             }
-            let input = Tensor::new(chunk, &self.device)?.unsqueeze(0)?;
-            logits = Some(weights.forward(&input, i * PREFILL_CHUNK)?);
+            logits = Some(weights.forward(chunk, &mut cache)?);
         }
         let logits = logits.ok_or_else(|| SummarizeError::Tokenizer("empty prompt".into()))?;
-        let mut next = sampler.sample(&logits.squeeze(0)?)?;
+        let mut next = sampler.sample(&Tensor::from_slice(&logits, logits.len(), &Device::Cpu)?)?;
         let prompt_time = t0.elapsed();
 
         let t1 = Instant::now();
@@ -337,9 +304,8 @@ impl LanguageModel {
             if passed(params.deadline) {
                 break Stop::Deadline;
             }
-            let input = Tensor::new(&[next], &self.device)?.unsqueeze(0)?;
-            let pos = prompt.len() + out.len() - 1;
-            let logits = weights.forward(&input, pos)?.squeeze(0)?;
+            let logits = weights.forward(&[next], &mut cache)?;
+            let logits = Tensor::from_slice(&logits, logits.len(), &Device::Cpu)?;
             let logits = if params.repeat_penalty == 1.0 {
                 logits
             } else {
@@ -370,59 +336,12 @@ impl LanguageModel {
     }
 }
 
-fn weights<R: std::io::Read + std::io::Seek>(
-    arch: &str,
-    ct: Content,
-    reader: &mut R,
-    device: &Device,
-) -> Result<Weights, SummarizeError> {
-    Ok(match arch {
-        "llama" => Weights::Llama(quantized_llama::ModelWeights::from_gguf(
-            ct, reader, device,
-        )?),
-        "qwen2" => Weights::Qwen2(quantized_qwen2::ModelWeights::from_gguf(
-            ct, reader, device,
-        )?),
-        other => {
-            return Err(SummarizeError::UnsupportedModel {
-                path: String::new(),
-                reason: format!("architecture {other:?}"),
-            });
-        }
-    })
-}
-
-/// Whether candle 0.11 has only a scalar kernel for this type (it has SIMD ones for Q4_K,
-/// Q6_K and Q8_0): 10x slower prompt processing, measured on SmolLM2's Q4_1.
-fn scalar_only(t: GgmlDType) -> bool {
-    matches!(t, GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1)
-}
-
-/// When the file has tensors of a type with only scalar kernels, an in-memory GGUF with those
-/// tensors requantised to Q8_0 (deterministic, more precise than the source, and SIMD); `None`
-/// when every tensor already has a fast kernel.
-fn requantised(ct: &Content, file: &mut File) -> Result<Option<Vec<u8>>, SummarizeError> {
-    if !ct.tensor_infos.values().any(|t| scalar_only(t.ggml_dtype)) {
-        return Ok(None);
+/// Names the file in a load error from the model code.
+fn relabel(path: &Path, e: SummarizeError) -> SummarizeError {
+    match e {
+        SummarizeError::UnsupportedModel { reason, .. } => unsupported(path, reason),
+        e => e,
     }
-    let mut names: Vec<&String> = ct.tensor_infos.keys().collect();
-    names.sort_by_key(|n| ct.tensor_infos[*n].offset);
-    let mut tensors = Vec::with_capacity(names.len());
-    for name in names {
-        let t = ct.tensor(file, name, &Device::Cpu)?;
-        let rows_fit = t.shape().dims().last().is_some_and(|w| w % 32 == 0);
-        let t = if scalar_only(t.dtype()) && rows_fit {
-            QTensor::quantize(&t.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)?
-        } else {
-            t
-        };
-        tensors.push((name.as_str(), t));
-    }
-    let metadata: Vec<(&str, &Value)> = ct.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (*n, t)).collect();
-    let mut out = std::io::Cursor::new(Vec::new());
-    gguf_file::write(&mut out, &metadata, &refs)?;
-    Ok(Some(out.into_inner()))
 }
 
 /// Waits for the model, polling so that a deadline can end the wait.
@@ -433,8 +352,8 @@ fn lock_until<T>(
     loop {
         match m.try_lock() {
             Ok(g) => return Ok(g),
-            // A panic during an earlier generation leaves the weights intact (forward() only
-            // replaces the KV cache, which the next prompt overwrites from position 0).
+            // A panic during an earlier generation leaves the weights intact: they are only
+            // read, and each generation has its own cache.
             Err(std::sync::TryLockError::Poisoned(p)) => return Ok(p.into_inner()),
             Err(std::sync::TryLockError::WouldBlock) => {
                 if deadline.is_some_and(|d| Instant::now() >= d) {

@@ -1,0 +1,189 @@
+//! The key/value cache, allocated once per generation for every position it will hold, and
+//! causal attention with grouped key/value heads, split across candle's worker pool by head.
+
+use std::sync::Mutex;
+
+use zeroize::Zeroizing;
+
+use super::ops::{axpy, dot, softmax};
+
+/// Keys and values of every layer, `[kv_head][position][head_dim]` per layer, zeroized when
+/// dropped (they are derived from the request's text).
+pub struct KvCache {
+    k: Vec<Zeroizing<Vec<f32>>>,
+    v: Vec<Zeroizing<Vec<f32>>>,
+    kv_heads: usize,
+    head_dim: usize,
+    capacity: usize,
+    len: usize,
+}
+
+impl std::fmt::Debug for KvCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvCache")
+            .field("layers", &self.k.len())
+            .field("capacity", &self.capacity)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KvCache {
+    /// Room for `capacity` positions in each of `layers` layers.
+    pub fn new(layers: usize, kv_heads: usize, head_dim: usize, capacity: usize) -> Self {
+        let size = kv_heads * capacity * head_dim;
+        let buf = || Zeroizing::new(vec![0f32; size]);
+        KvCache {
+            k: (0..layers).map(|_| buf()).collect(),
+            v: (0..layers).map(|_| buf()).collect(),
+            kv_heads,
+            head_dim,
+            capacity,
+            len: 0,
+        }
+    }
+
+    /// Positions filled (and attended over by the next token).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Positions it can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Writes the keys and values of `rows` new positions (each row `kv_heads * head_dim`,
+    /// heads in order) at positions `len ..` of `layer`.
+    pub fn store(&mut self, layer: usize, keys: &[f32], values: &[f32]) {
+        let (d, cap, pos0) = (self.head_dim, self.capacity, self.len);
+        for (src, dst) in [(keys, &mut self.k[layer]), (values, &mut self.v[layer])] {
+            for (i, row) in src.chunks_exact(self.kv_heads * d).enumerate() {
+                for (h, head) in row.chunks_exact(d).enumerate() {
+                    let at = (h * cap + pos0 + i) * d;
+                    dst[at..at + d].copy_from_slice(head);
+                }
+            }
+        }
+    }
+
+    /// Marks `rows` more positions as filled (after every layer has stored them).
+    pub fn advance(&mut self, rows: usize) {
+        self.len += rows;
+    }
+
+    /// Where the first `positions` positions of `kv_head` lie in a layer's buffer.
+    fn head(&self, kv_head: usize, positions: usize) -> std::ops::Range<usize> {
+        let start = kv_head * self.capacity * self.head_dim;
+        start..start + positions * self.head_dim
+    }
+
+    /// Causal attention of `q` (`rows` rows of `heads * head_dim`, at positions `len ..`,
+    /// already stored for `layer`) over positions `0 ..= its own`; the result, laid out like `q`,
+    /// goes to `out`.
+    pub fn attend(&self, layer: usize, q: &[f32], heads: usize, out: &mut [f32]) {
+        let d = self.head_dim;
+        let rows = q.len() / (heads * d);
+        let group = heads / self.kv_heads;
+        let pos0 = self.len;
+        let scale = 1.0 / (d as f32).sqrt();
+        let (keys, values) = (&self.k[layer][..], &self.v[layer][..]);
+        let out = Mutex::new(out);
+        candle_core::utils::barrier_pool().execute_chunked(heads, |range| {
+            let mut scores = vec![0f32; pos0 + rows];
+            let mut acc = vec![0f32; rows * d];
+            for h in range {
+                let span = self.head(h / group, pos0 + rows);
+                let (k, v) = (&keys[span.clone()], &values[span]);
+                acc.fill(0.0);
+                for i in 0..rows {
+                    let qi = &q[(i * heads + h) * d..][..d];
+                    let seen = pos0 + i + 1;
+                    let s = &mut scores[..seen];
+                    for (sj, kj) in s.iter_mut().zip(k.chunks_exact(d)) {
+                        *sj = dot(qi, kj) * scale;
+                    }
+                    softmax(s);
+                    let oi = &mut acc[i * d..(i + 1) * d];
+                    for (&w, vj) in s.iter().zip(v.chunks_exact(d)) {
+                        axpy(oi, w, vj);
+                    }
+                }
+                let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+                for i in 0..rows {
+                    out[(i * heads + h) * d..][..d].copy_from_slice(&acc[i * d..(i + 1) * d]);
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Attention written the obvious way: every head against its own copy of the keys.
+    fn reference(
+        q: &[f32],
+        ks: &[Vec<f32>],
+        vs: &[Vec<f32>],
+        heads: usize,
+        kv_heads: usize,
+        d: usize,
+        pos0: usize,
+    ) -> Vec<f32> {
+        let rows = q.len() / (heads * d);
+        let mut out = vec![0f32; q.len()];
+        for i in 0..rows {
+            for h in 0..heads {
+                let kvh = h / (heads / kv_heads);
+                let qi = &q[(i * heads + h) * d..][..d];
+                let n = pos0 + i + 1;
+                let mut s: Vec<f32> = (0..n)
+                    .map(|j| {
+                        let kj = &ks[j][kvh * d..][..d];
+                        qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() / (d as f32).sqrt()
+                    })
+                    .collect();
+                let max = s.iter().copied().fold(f32::MIN, f32::max);
+                let total: f32 = s.iter_mut().map(|x| {
+                    *x = (*x - max).exp();
+                    *x
+                }).sum();
+                for j in 0..n {
+                    for c in 0..d {
+                        out[(i * heads + h) * d + c] += s[j] / total * vs[j][kvh * d + c];
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_the_reference_for_a_prompt_and_the_next_token() {
+        let (heads, kv_heads, d) = (4, 2, 8);
+        let value = |seed: usize, i: usize| ((seed * 7919 + i * 104_729) % 1000) as f32 / 500.0 - 1.0;
+        let row = |seed: usize, n: usize| (0..n).map(|i| value(seed, i)).collect::<Vec<_>>();
+        let mut cache = KvCache::new(1, kv_heads, d, 8);
+        let (mut ks, mut vs) = (Vec::new(), Vec::new());
+        // A 5-token prompt, then one token.
+        for (step, rows) in [(0usize, 5usize), (1, 1)] {
+            let k: Vec<f32> = (0..rows).flat_map(|i| row(100 + step * 10 + i, kv_heads * d)).collect();
+            let v: Vec<f32> = (0..rows).flat_map(|i| row(200 + step * 10 + i, kv_heads * d)).collect();
+            let q: Vec<f32> = (0..rows).flat_map(|i| row(300 + step * 10 + i, heads * d)).collect();
+            ks.extend(k.chunks(kv_heads * d).map(<[f32]>::to_vec));
+            vs.extend(v.chunks(kv_heads * d).map(<[f32]>::to_vec));
+            let pos0 = cache.len();
+            cache.store(0, &k, &v);
+            let mut out = vec![0f32; q.len()];
+            cache.attend(0, &q, heads, &mut out);
+            cache.advance(rows);
+            let want = reference(&q, &ks, &vs, heads, kv_heads, d, pos0);
+            for (a, b) in out.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-5, "{a} != {b}");
+            }
+        }
+        assert_eq!(cache.len(), 6);
+    }
+}
