@@ -146,10 +146,13 @@ mod tests {
                     })
                     .collect();
                 let max = s.iter().copied().fold(f32::MIN, f32::max);
-                let total: f32 = s.iter_mut().map(|x| {
-                    *x = (*x - max).exp();
-                    *x
-                }).sum();
+                let total: f32 = s
+                    .iter_mut()
+                    .map(|x| {
+                        *x = (*x - max).exp();
+                        *x
+                    })
+                    .sum();
                 for j in 0..n {
                     for c in 0..d {
                         out[(i * heads + h) * d + c] += s[j] / total * vs[j][kvh * d + c];
@@ -163,15 +166,22 @@ mod tests {
     #[test]
     fn matches_the_reference_for_a_prompt_and_the_next_token() {
         let (heads, kv_heads, d) = (4, 2, 8);
-        let value = |seed: usize, i: usize| ((seed * 7919 + i * 104_729) % 1000) as f32 / 500.0 - 1.0;
+        let value =
+            |seed: usize, i: usize| ((seed * 7919 + i * 104_729) % 1000) as f32 / 500.0 - 1.0;
         let row = |seed: usize, n: usize| (0..n).map(|i| value(seed, i)).collect::<Vec<_>>();
         let mut cache = KvCache::new(1, kv_heads, d, 8);
         let (mut ks, mut vs) = (Vec::new(), Vec::new());
         // A 5-token prompt, then one token.
         for (step, rows) in [(0usize, 5usize), (1, 1)] {
-            let k: Vec<f32> = (0..rows).flat_map(|i| row(100 + step * 10 + i, kv_heads * d)).collect();
-            let v: Vec<f32> = (0..rows).flat_map(|i| row(200 + step * 10 + i, kv_heads * d)).collect();
-            let q: Vec<f32> = (0..rows).flat_map(|i| row(300 + step * 10 + i, heads * d)).collect();
+            let k: Vec<f32> = (0..rows)
+                .flat_map(|i| row(100 + step * 10 + i, kv_heads * d))
+                .collect();
+            let v: Vec<f32> = (0..rows)
+                .flat_map(|i| row(200 + step * 10 + i, kv_heads * d))
+                .collect();
+            let q: Vec<f32> = (0..rows)
+                .flat_map(|i| row(300 + step * 10 + i, heads * d))
+                .collect();
             ks.extend(k.chunks(kv_heads * d).map(<[f32]>::to_vec));
             vs.extend(v.chunks(kv_heads * d).map(<[f32]>::to_vec));
             let pos0 = cache.len();

@@ -154,7 +154,11 @@ impl<R: Read + Seek> Loader<'_, R> {
         Ok(t.dequantize(&Device::Cpu)?.to_vec1::<f32>()?)
     }
 
-    fn optional_vector(&mut self, name: &str, len: usize) -> Result<Option<Vec<f32>>, SummarizeError> {
+    fn optional_vector(
+        &mut self,
+        name: &str,
+        len: usize,
+    ) -> Result<Option<Vec<f32>>, SummarizeError> {
         if self.ct.tensor_infos.contains_key(name) {
             self.vector(name, len).map(Some)
         } else {
@@ -296,7 +300,8 @@ impl Transformer {
             _ => return Err(bad("the embedding did not expand to f32")),
         };
         let (mut h, mut o) = (buf(m * e), buf(m * e));
-        let (mut q, mut k, mut v, mut att) = (buf(m * q_w), buf(m * kv_w), buf(m * kv_w), buf(m * q_w));
+        let (mut q, mut k, mut v, mut att) =
+            (buf(m * q_w), buf(m * kv_w), buf(m * kv_w), buf(m * q_w));
         let (mut gate, mut up) = (buf(m * c.ffn), buf(m * c.ffn));
         let table = self.rope.table(cache.len(), m);
         for (i, l) in self.layers.iter().enumerate() {
@@ -304,7 +309,11 @@ impl Transformer {
             l.q.forward(&h, &mut q)?;
             l.k.forward(&h, &mut k)?;
             l.v.forward(&h, &mut v)?;
-            for (t, bias) in [(&mut q, &l.q_bias), (&mut k, &l.k_bias), (&mut v, &l.v_bias)] {
+            for (t, bias) in [
+                (&mut q, &l.q_bias),
+                (&mut k, &l.k_bias),
+                (&mut v, &l.v_bias),
+            ] {
                 if let Some(b) = bias {
                     ops::add_bias(t, b);
                 }

@@ -119,7 +119,10 @@ impl Rope {
     pub fn apply(&self, x: &mut [f32], heads: usize, table: &[(f32, f32)]) {
         let half = self.inv_freq.len();
         let head_dim = 2 * half;
-        for (row, cs) in x.chunks_exact_mut(heads * head_dim).zip(table.chunks_exact(half)) {
+        for (row, cs) in x
+            .chunks_exact_mut(heads * head_dim)
+            .zip(table.chunks_exact(half))
+        {
             for head in row.chunks_exact_mut(head_dim) {
                 match self.style {
                     RopeStyle::Halves => {
