@@ -5,7 +5,9 @@ use std::sync::Mutex;
 
 use zeroize::Zeroizing;
 
-use super::ops::{axpy, dot, softmax};
+use cloister_kernels::{axpy, dot};
+
+use super::ops::softmax;
 
 /// Keys and values of every layer, `[kv_head][position][head_dim]` per layer, zeroized when
 /// dropped (they are derived from the request's text).

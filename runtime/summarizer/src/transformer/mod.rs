@@ -15,6 +15,9 @@ mod attention;
 mod ops;
 
 use std::io::{Read, Seek};
+use std::sync::Mutex;
+
+use cloister_kernels::q4k;
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{GgmlDType, QStorage, QTensor, QuantizedType};
@@ -51,19 +54,82 @@ pub struct Config {
     pub rope: RopeStyle,
 }
 
-/// One weight matrix, `rows` outputs by `cols` inputs, in its file's quantisation.
+/// Weight rows handed to one worker at a time by [`Linear::forward`] on Q4_K.
+const ROW_GROUP: usize = 64;
+
+/// A weight matrix's bytes, in its file's quantisation.
+enum Matrix {
+    /// Q4_K: prompts through [`cloister_kernels::q4k::matmul`] (several activation rows per
+    /// pass over each weight block), single tokens through candle's kernel, on the same bytes.
+    Q4K(q4k::Matrix),
+    /// Any other type, multiplied by candle's kernels.
+    Candle(Box<dyn QuantizedType>),
+}
+
+/// One weight matrix, `rows` outputs by `cols` inputs.
 struct Linear {
-    w: Box<dyn QuantizedType>,
+    w: Matrix,
     rows: usize,
     cols: usize,
 }
 
 impl Linear {
     /// `out = x · Wᵀ` for `x` of `x.len() / cols` rows.
-    fn forward(&self, x: &[f32], out: &mut [f32]) -> candle_core::Result<()> {
+    fn forward(&self, x: &[f32], out: &mut [f32]) -> Result<(), SummarizeError> {
         let m = x.len() / self.cols;
-        self.w
-            .matmul_t((m, self.cols, self.rows), x, &mut out[..m * self.rows])
+        let out = &mut out[..m * self.rows];
+        let bytes = match &self.w {
+            Matrix::Candle(w) => return Ok(w.matmul_t((m, self.cols, self.rows), x, out)?),
+            Matrix::Q4K(w) if m == 1 => {
+                return Ok(w.storage().matmul_t((m, self.cols, self.rows), x, out)?);
+            }
+            Matrix::Q4K(w) => w.bytes(),
+        };
+        let acts = q4k::Activations::quantize(x, self.cols).map_err(kernel)?;
+        let row_bytes = bytes.len() / self.rows;
+        let rows = self.rows;
+        let shared = Mutex::new((out, None));
+        candle_core::utils::barrier_pool().execute_chunked(rows.div_ceil(ROW_GROUP), |groups| {
+            for g in groups {
+                let cols = g * ROW_GROUP..rows.min((g + 1) * ROW_GROUP);
+                let w = &bytes[cols.start * row_bytes..cols.end * row_bytes];
+                let mut tile = Zeroizing::new(vec![0f32; m * cols.len()]);
+                let done = q4k::matmul(w, &acts, &mut tile);
+                let mut guard = shared.lock().unwrap_or_else(|p| p.into_inner());
+                let (out, error) = &mut *guard;
+                match done {
+                    Ok(()) => {
+                        for (r, src) in tile.chunks_exact(cols.len()).enumerate() {
+                            out[r * rows + cols.start..r * rows + cols.end].copy_from_slice(src);
+                        }
+                    }
+                    Err(e) => *error = Some(e),
+                }
+            }
+        });
+        let (_, error) = shared.into_inner().unwrap_or_else(|p| p.into_inner());
+        error.map_or(Ok(()), |e| Err(kernel(e)))
+    }
+}
+
+impl Linear {
+    /// Rows `ids` expanded to f32 (the token embedding).
+    fn rows(&self, ids: &[u32], width: usize) -> Result<Zeroizing<Vec<f32>>, SummarizeError> {
+        let w = match &self.w {
+            Matrix::Candle(w) => &**w,
+            Matrix::Q4K(w) => w.storage(),
+        };
+        match w.embedding(ids, self.rows, width)? {
+            CpuStorage::F32(v) => Ok(Zeroizing::new(v)),
+            _ => Err(bad("the embedding did not expand to f32")),
+        }
+    }
+}
+
+fn kernel(e: q4k::KernelError) -> SummarizeError {
+    SummarizeError::UnsupportedModel {
+        path: String::new(),
+        reason: e.to_string(),
     }
 }
 
@@ -143,8 +209,16 @@ impl<R: Read + Seek> Loader<'_, R> {
         } else {
             t
         };
+        if t.dtype() == GgmlDType::Q4K && cloister_kernels::has_avx2() {
+            let w = Matrix::Q4K(q4k::Matrix::new(&t.data()?).map_err(kernel)?);
+            return Ok(Linear { w, rows, cols });
+        }
         match QStorage::from_data(t.data()?, &Device::Cpu, t.dtype())? {
-            QStorage::Cpu(w) => Ok(Linear { w, rows, cols }),
+            QStorage::Cpu(w) => Ok(Linear {
+                w: Matrix::Candle(w),
+                rows,
+                cols,
+            }),
             _ => Err(bad(format!("tensor {name} did not load to the CPU"))),
         }
     }
@@ -295,10 +369,7 @@ impl Transformer {
         }
         let (e, q_w, kv_w) = (c.embedding, c.heads * c.head_dim, c.kv_heads * c.head_dim);
         let buf = |n: usize| Zeroizing::new(vec![0f32; n]);
-        let mut x = match self.embedding.w.embedding(tokens, c.vocab, e)? {
-            CpuStorage::F32(v) => Zeroizing::new(v),
-            _ => return Err(bad("the embedding did not expand to f32")),
-        };
+        let mut x = self.embedding.rows(tokens, e)?;
         let (mut h, mut o) = (buf(m * e), buf(m * e));
         let (mut q, mut k, mut v, mut att) =
             (buf(m * q_w), buf(m * kv_w), buf(m * kv_w), buf(m * q_w));

@@ -1,35 +1,6 @@
-//! The element-wise parts of a llama-family layer, on plain `f32` rows. Reductions keep eight
-//! independent partial sums so that the compiler can vectorise them (it may not reorder a
-//! single floating-point sum).
+//! The element-wise parts of a llama-family layer, on plain `f32` rows.
 
-/// Lanes of the partial sums.
-const LANES: usize = 8;
-
-/// `a · b` (equal lengths).
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert_eq!(a.len(), b.len());
-    let mut acc = [0f32; LANES];
-    let (a8, a_rest) = a.split_at(a.len() - a.len() % LANES);
-    let (b8, b_rest) = b.split_at(a8.len());
-    for (x, y) in a8.chunks_exact(LANES).zip(b8.chunks_exact(LANES)) {
-        for l in 0..LANES {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    let mut sum = acc.iter().sum::<f32>();
-    for (x, y) in a_rest.iter().zip(b_rest) {
-        sum += x * y;
-    }
-    sum
-}
-
-/// `out += w · v`.
-pub fn axpy(out: &mut [f32], w: f32, v: &[f32]) {
-    debug_assert_eq!(out.len(), v.len());
-    for (o, x) in out.iter_mut().zip(v) {
-        *o += w * x;
-    }
-}
+use cloister_kernels::dot;
 
 /// `out = x / rms(x) * weight`, row by row (`x` and `out` hold whole rows of `weight.len()`).
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
@@ -149,16 +120,6 @@ impl Rope {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dot_matches_a_plain_sum_for_every_tail_length() {
-        for n in 0..40 {
-            let a: Vec<f32> = (0..n).map(|i| i as f32 * 0.5 - 3.0).collect();
-            let b: Vec<f32> = (0..n).map(|i| 1.0 - i as f32 * 0.25).collect();
-            let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-            assert!((dot(&a, &b) - plain).abs() < 1e-3, "n = {n}");
-        }
-    }
 
     #[test]
     fn softmax_sums_to_one_and_keeps_order() {

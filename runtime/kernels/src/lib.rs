@@ -1,0 +1,119 @@
+//! The summariser's SIMD inner loops, kept in one small crate because they need `unsafe`
+//! (intrinsic loads, and calls into functions compiled for AVX2 once the CPU has been checked).
+//! Everything else in the workspace forbids `unsafe`.
+//!
+//! * [`q4k`]: products of Q4_K weight rows (the GGUF block layout, read in place) with several
+//!   Q8_K-quantised activation rows at once — the prompt's matrix products. candle's kernels
+//!   take one activation row per weight row and unpack each weight block again for every row.
+//! * [`dot`] and [`axpy`]: the f32 loops of attention.
+//!
+//! Each operation picks AVX2+FMA at run time and otherwise runs a scalar equivalent; the tests
+//! check the two against each other and against candle's ggml-derived kernels.
+#![deny(unsafe_code)]
+
+pub mod q4k;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
+/// Whether this CPU has AVX2 and FMA (checked once).
+pub fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *HAS.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `a · b` over the shorter of the two.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        return avx2::dot_f32(a, b);
+    }
+    scalar::dot(a, b)
+}
+
+/// `out += w · v` over the shorter of the two.
+pub fn axpy(out: &mut [f32], w: f32, v: &[f32]) {
+    let n = out.len().min(v.len());
+    let (out, v) = (&mut out[..n], &v[..n]);
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        return avx2::axpy_f32(out, w, v);
+    }
+    scalar::axpy(out, w, v)
+}
+
+/// The portable versions (also the tests' reference).
+pub mod scalar {
+    /// Lanes of the partial sums: eight independent sums let the compiler vectorise the loop
+    /// (it may not reorder one floating-point sum).
+    const LANES: usize = 8;
+
+    /// `a · b` (equal lengths).
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let (a8, a_rest) = a.as_chunks::<LANES>();
+        let (b8, b_rest) = b.as_chunks::<LANES>();
+        let mut acc = [0f32; LANES];
+        for (x, y) in a8.iter().zip(b8) {
+            for l in 0..LANES {
+                acc[l] += x[l] * y[l];
+            }
+        }
+        let mut sum = acc.iter().sum::<f32>();
+        for (x, y) in a_rest.iter().zip(b_rest) {
+            sum += x * y;
+        }
+        sum
+    }
+
+    /// `out += w · v` (equal lengths).
+    pub fn axpy(out: &mut [f32], w: f32, v: &[f32]) {
+        for (o, x) in out.iter_mut().zip(v) {
+            *o += w * x;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 2001) as f32 / 1000.0 - 1.0)
+            .collect()
+    }
+
+    #[test]
+    fn dot_and_axpy_agree_with_the_scalar_versions_at_every_length() {
+        for n in 0..70 {
+            let (a, b) = (values(n, 1), values(n, 2));
+            let want = scalar::dot(&a, &b);
+            assert!((dot(&a, &b) - want).abs() <= 1e-4 * (1.0 + want.abs()), "dot, n = {n}");
+            let (mut got, mut want) = (values(n, 3), values(n, 3));
+            axpy(&mut got, 0.37, &a);
+            scalar::axpy(&mut want, 0.37, &a);
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-6, "axpy, n = {n}");
+            }
+        }
+    }
+
+    #[test]
+    fn mismatched_lengths_use_the_shorter() {
+        assert_eq!(dot(&[1.0, 2.0, 3.0], &[1.0, 1.0]), 3.0);
+        let mut out = [1.0, 1.0];
+        axpy(&mut out, 2.0, &[1.0, 1.0, 1.0]);
+        assert_eq!(out, [3.0, 3.0]);
+    }
+}
