@@ -19,6 +19,18 @@ fn load_i8(v: &[i8; 32]) -> __m256i {
 }
 
 #[target_feature(enable = "avx2")]
+fn load_i32(v: &[i32; 8]) -> __m256i {
+    // SAFETY: `v` is 32 readable bytes; the unaligned load has no alignment requirement.
+    unsafe { _mm256_loadu_si256(v.as_ptr().cast()) }
+}
+
+#[target_feature(enable = "avx2")]
+fn widen_u8(v: &[u8; 8]) -> __m256i {
+    // SAFETY: `v` is 8 readable bytes, exactly what the 64-bit load reads.
+    _mm256_cvtepu8_epi32(unsafe { _mm_loadl_epi64(v.as_ptr().cast()) })
+}
+
+#[target_feature(enable = "avx2")]
 fn load_f32(v: &[f32; 8]) -> __m256 {
     // SAFETY: `v` is 8 readable f32s; the unaligned load has no alignment requirement.
     unsafe { _mm256_loadu_ps(v.as_ptr()) }
@@ -99,7 +111,8 @@ pub(crate) fn q4k_rows(w: &[u8], h: &[Header], acts: &Activations, r0: usize, ou
 /// Per block: the 4-bit values are unpacked once (two 32-byte registers per 64 values) and
 /// multiplied with each of the `R` activation rows: `maddubs` (u4 × i8 pairs into i16: at most
 /// 2·15·127, no saturation), `madd` with the 6-bit scale into i32, summed; then one FMA per row
-/// with `d·dx`, and the mins through the activations' 32-value sums.
+/// with `d·dx`, and one for the mins (eight 6-bit mins times the activations' 32-value sums,
+/// times `dmin·dx`) into the same accumulator.
 #[target_feature(enable = "avx2,fma")]
 fn q4k_rows_avx2<const R: usize>(
     w: &[u8],
@@ -109,7 +122,6 @@ fn q4k_rows_avx2<const R: usize>(
 ) -> [f32; R] {
     let low = _mm256_set1_epi8(0x0F);
     let mut acc = [_mm256_setzero_ps(); R];
-    let mut mins = [0f32; R];
     for (b, (block, h)) in w.chunks_exact(BLOCK_BYTES).zip(headers).enumerate() {
         let mut sumi = [_mm256_setzero_si256(); R];
         for j in 0..QK_K / 64 {
@@ -127,20 +139,21 @@ fn q4k_rows_avx2<const R: usize>(
                 *s = _mm256_add_epi32(*s, _mm256_add_epi32(p_lo, p_hi));
             }
         }
+        let mins = widen_u8(&h.mins);
         for r in 0..R {
             let (dx, sums) = acts.scale(r0 + r, b);
+            let m = _mm256_mullo_epi32(mins, load_i32(chunk::<8, i32>(sums, 0)));
             acc[r] = _mm256_fmadd_ps(
                 _mm256_set1_ps(h.d * dx),
                 _mm256_cvtepi32_ps(sumi[r]),
                 acc[r],
             );
-            let m: i32 = h.mins.iter().zip(sums).map(|(&m, &s)| m as i32 * s).sum();
-            mins[r] += h.dmin * dx * m as f32;
+            acc[r] = _mm256_fnmadd_ps(_mm256_set1_ps(h.dmin * dx), _mm256_cvtepi32_ps(m), acc[r]);
         }
     }
     let mut out = [0f32; R];
     for r in 0..R {
-        out[r] = hsum(acc[r]) - mins[r];
+        out[r] = hsum(acc[r]);
     }
     out
 }
