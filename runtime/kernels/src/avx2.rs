@@ -63,10 +63,8 @@ fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
     let (a8, a_rest) = a.as_chunks::<8>();
     let (b8, b_rest) = b.as_chunks::<8>();
     let mut acc = [_mm256_setzero_ps(); 4];
-    let mut i = 0;
-    for (x, y) in a8.iter().zip(b8) {
+    for (i, (x, y)) in a8.iter().zip(b8).enumerate() {
         acc[i % 4] = _mm256_fmadd_ps(load_f32(x), load_f32(y), acc[i % 4]);
-        i += 1;
     }
     let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
     let mut total = hsum(sum);
@@ -98,14 +96,18 @@ fn axpy_f32_avx2(out: &mut [f32], w: f32, v: &[f32]) {
 /// The dot products of one Q4_K weight row `w` with activation rows `r0 ..` `r0 + out.len()`
 /// (at most [`ROWS_PER_PASS`]).
 pub(crate) fn q4k_rows(w: &[u8], h: &[Header], acts: &Activations, r0: usize, out: &mut [f32]) {
-    // SAFETY (all four): reached only when `has_avx2()` found AVX2 and FMA on this CPU.
-    match out.len() {
-        4 => out.copy_from_slice(&unsafe { q4k_rows_avx2::<4>(w, h, acts, r0) }),
-        3 => out.copy_from_slice(&unsafe { q4k_rows_avx2::<3>(w, h, acts, r0) }),
-        2 => out.copy_from_slice(&unsafe { q4k_rows_avx2::<2>(w, h, acts, r0) }),
-        1 => out.copy_from_slice(&unsafe { q4k_rows_avx2::<1>(w, h, acts, r0) }),
-        _ => debug_assert!(out.is_empty() || out.len() > ROWS_PER_PASS),
-    }
+    let dots: &[f32] = match out.len() {
+        // SAFETY: reached only when `has_avx2()` found AVX2 and FMA on this CPU.
+        4 => &unsafe { q4k_rows_avx2::<4>(w, h, acts, r0) },
+        // SAFETY: as above.
+        3 => &unsafe { q4k_rows_avx2::<3>(w, h, acts, r0) },
+        // SAFETY: as above.
+        2 => &unsafe { q4k_rows_avx2::<2>(w, h, acts, r0) },
+        // SAFETY: as above.
+        1 => &unsafe { q4k_rows_avx2::<1>(w, h, acts, r0) },
+        _ => return debug_assert!(out.is_empty() || out.len() > ROWS_PER_PASS),
+    };
+    out.copy_from_slice(dots);
 }
 
 /// Per block: the 4-bit values are unpacked once (two 32-byte registers per 64 values) and

@@ -22,7 +22,8 @@ pub fn has_avx2() -> bool {
     {
         static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         *HAS.get_or_init(|| {
-            std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
         })
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -99,7 +100,10 @@ mod tests {
         for n in 0..70 {
             let (a, b) = (values(n, 1), values(n, 2));
             let want = scalar::dot(&a, &b);
-            assert!((dot(&a, &b) - want).abs() <= 1e-4 * (1.0 + want.abs()), "dot, n = {n}");
+            assert!(
+                (dot(&a, &b) - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                "dot, n = {n}"
+            );
             let (mut got, mut want) = (values(n, 3), values(n, 3));
             axpy(&mut got, 0.37, &a);
             scalar::axpy(&mut want, 0.37, &a);

@@ -180,15 +180,19 @@ enum Reference {
 impl Reference {
     fn forward(&mut self, tokens: &[u32], pos: usize) -> Vec<f32> {
         let x = Tensor::new(tokens, &Device::Cpu)
-            .unwrap()
+            .expect("test value")
             .unsqueeze(0)
-            .unwrap();
+            .expect("test value");
         let logits = match self {
             Reference::Llama(m) => m.forward(&x, pos),
             Reference::Qwen2(m) => m.forward(&x, pos),
         }
         .expect("reference forward");
-        logits.i(0).unwrap().to_vec1().unwrap()
+        logits
+            .i(0)
+            .expect("test value")
+            .to_vec1()
+            .expect("test value")
     }
 }
 
@@ -197,7 +201,7 @@ fn argmax(v: &[f32]) -> usize {
         .enumerate()
         .max_by(|a, b| a.1.total_cmp(b.1))
         .map(|(i, _)| i)
-        .unwrap()
+        .expect("test value")
 }
 
 /// Runs a 12-token prompt, then 4 single tokens, through both and compares the logits. With f32
@@ -221,10 +225,10 @@ fn compare(arch: &str, tied: bool, quantised: bool) {
     let (ct, mut r) = read();
     let mut reference = match arch {
         "llama" => Reference::Llama(
-            quantized_llama::ModelWeights::from_gguf(ct, &mut r, &Device::Cpu).unwrap(),
+            quantized_llama::ModelWeights::from_gguf(ct, &mut r, &Device::Cpu).expect("test value"),
         ),
         _ => Reference::Qwen2(
-            quantized_qwen2::ModelWeights::from_gguf(ct, &mut r, &Device::Cpu).unwrap(),
+            quantized_qwen2::ModelWeights::from_gguf(ct, &mut r, &Device::Cpu).expect("test value"),
         ),
     };
     let prompt: Vec<u32> = vec![3, 141, 59, 26, 5, 35, 89, 79, 32, 38, 46, 264];
@@ -275,12 +279,17 @@ fn qwen2_matches_candle_transformers() {
 fn a_full_cache_and_an_unknown_token_are_named_errors() {
     let bytes = model("qwen2", true, 7);
     let mut r = Cursor::new(bytes);
-    let ct = Content::read(&mut r).unwrap();
-    let m = Transformer::load(&ct, &mut r, Config::from_gguf(&ct, "qwen2").unwrap()).unwrap();
+    let ct = Content::read(&mut r).expect("test value");
+    let m = Transformer::load(
+        &ct,
+        &mut r,
+        Config::from_gguf(&ct, "qwen2").expect("test value"),
+    )
+    .expect("test value");
     let mut cache = m.cache(2);
     assert!(m.forward(&[1, 2, 3], &mut cache).is_err());
     assert!(m.forward(&[VOCAB as u32], &mut cache).is_err());
     assert_eq!(cache.len(), 0, "a refused call stores nothing");
-    m.forward(&[1, 2], &mut cache).unwrap();
+    m.forward(&[1, 2], &mut cache).expect("test value");
     assert!(m.forward(&[1], &mut cache).is_err());
 }

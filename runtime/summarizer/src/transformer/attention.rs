@@ -50,6 +50,11 @@ impl KvCache {
         self.len
     }
 
+    /// Whether no position is filled yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Positions it can hold.
     pub fn capacity(&self) -> usize {
         self.capacity

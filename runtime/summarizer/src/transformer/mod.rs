@@ -204,7 +204,7 @@ impl<R: Read + Seek> Loader<'_, R> {
     /// (deterministic, at least as precise as the source, and SIMD).
     fn linear(&mut self, name: &str, rows: usize, cols: usize) -> Result<Linear, SummarizeError> {
         let t = self.tensor(name, &[rows, cols])?;
-        let t = if scalar_only(t.dtype()) && cols % 32 == 0 {
+        let t = if scalar_only(t.dtype()) && cols.is_multiple_of(32) {
             QTensor::quantize(&t.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)?
         } else {
             t
@@ -259,13 +259,17 @@ impl Config {
         let embedding = num("embedding_length")?;
         let heads = num("attention.head_count")?;
         let kv_heads = num("attention.head_count_kv").unwrap_or(heads);
-        if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 || embedding % heads != 0 {
+        if heads == 0
+            || kv_heads == 0
+            || !heads.is_multiple_of(kv_heads)
+            || !embedding.is_multiple_of(heads)
+        {
             return Err(bad(format!(
                 "{heads} heads, {kv_heads} key/value heads, width {embedding}"
             )));
         }
         let head_dim = num("attention.key_length").unwrap_or(embedding / heads);
-        if head_dim % 2 != 0 || num("rope.dimension_count").is_ok_and(|r| r != head_dim) {
+        if !head_dim.is_multiple_of(2) || num("rope.dimension_count").is_ok_and(|r| r != head_dim) {
             return Err(bad("partial or odd rotary dimensions"));
         }
         let vocab = ct
