@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use cloister_guest_image::model::{MINILM_L6_V2, SMOLLM2_135M, require};
 use cloister_summarizer::template::Turn;
 use cloister_summarizer::{
-    Embedder, GenerateParams, LanguageModel, RewriteRequest, Stop, SummarizeError,
+    Embedder, GenerateParams, Generation, LanguageModel, RewriteRequest, Stop, SummarizeError,
     SummarizeRequest, Summarizer, SummarizerConfig,
 };
 
@@ -107,55 +107,40 @@ fn a_long_thread_is_cut_to_the_budget_and_says_so() {
     assert!(r.truncated && r.messages_used < 60, "{r:?}");
 }
 
+/// `m`'s answer to one user turn, at most `max_new_tokens` long.
+fn ask(m: &LanguageModel, content: &str, max_new_tokens: usize, ignore_stop: bool) -> Generation {
+    let prompt = m
+        .prompt(&[Turn {
+            role: "user",
+            content,
+        }])
+        .expect("prompt");
+    let params = GenerateParams {
+        max_new_tokens,
+        ignore_stop_tokens: ignore_stop,
+        ..GenerateParams::default()
+    };
+    m.generate(&prompt, &params).expect("generate")
+}
+
 #[test]
 fn generation_stops_on_the_token_budget() {
     let m = llm();
+    let g = ask(&m, "Count from one to one hundred in words.", 5, false);
+    assert_eq!((g.generated_tokens, g.stop), (5, Stop::Length));
+    assert_eq!(g.tokens.len(), 5);
+    // A short answer ends on its end-of-turn token; benchmarks can run past it.
+    let short = ask(&m, "Reply with the single word: hi", 48, false);
+    assert_eq!(short.stop, Stop::Eos, "{:?}", short.text);
+    let past = ask(&m, "Reply with the single word: hi", 48, true);
+    assert_eq!((past.generated_tokens, past.stop), (48, Stop::Length));
+    assert_eq!(past.tokens[..short.tokens.len()], short.tokens[..]);
     let prompt = m
         .prompt(&[Turn {
             role: "user",
             content: "Count from one to one hundred in words.",
         }])
         .expect("prompt");
-    let g = m
-        .generate(
-            &prompt,
-            &GenerateParams {
-                max_new_tokens: 5,
-                ..GenerateParams::default()
-            },
-        )
-        .expect("generate");
-    assert_eq!((g.generated_tokens, g.stop), (5, Stop::Length));
-    assert_eq!(g.tokens.len(), 5);
-    // A short answer ends on its end-of-turn token; benchmarks can run past it.
-    let hi = m
-        .prompt(&[Turn {
-            role: "user",
-            content: "Reply with the single word: hi",
-        }])
-        .expect("prompt");
-    let short = m
-        .generate(
-            &hi,
-            &GenerateParams {
-                max_new_tokens: 48,
-                ..GenerateParams::default()
-            },
-        )
-        .expect("generate");
-    assert_eq!(short.stop, Stop::Eos, "{:?}", short.text);
-    let past = m
-        .generate(
-            &hi,
-            &GenerateParams {
-                max_new_tokens: 48,
-                ignore_stop_tokens: true,
-                ..GenerateParams::default()
-            },
-        )
-        .expect("generate");
-    assert_eq!((past.generated_tokens, past.stop), (48, Stop::Length));
-    assert_eq!(past.tokens[..short.tokens.len()], short.tokens[..]);
     // The prompt plus the budget must fit the model's positions.
     let e = m.generate(
         &prompt,
