@@ -2,16 +2,67 @@
 //! (intrinsic loads, and calls into functions compiled for AVX2 once the CPU has been checked).
 //! Everything else in the workspace forbids `unsafe`.
 //!
-//! * [`q4k`]: products of Q4_K weight rows (the GGUF block layout, read in place) with several
-//!   Q8_K-quantised activation rows at once — the prompt's matrix products. candle's kernels
-//!   take one activation row per weight row and unpack each weight block again for every row.
+//! * [`matmul`]: products of Q4_K or Q6_K weight rows (the GGUF block layouts, read in place,
+//!   held once in candle's storage as a [`Matrix`]) with several Q8_K-quantised
+//!   [`Activations`] rows at once — the prompt's matrix products. candle's kernels take one
+//!   activation row per weight row and unpack each weight block again for every row.
 //! * [`dot`] and [`axpy`]: the f32 loops of attention.
 //!
 //! Each operation picks AVX2+FMA at run time and otherwise runs a scalar equivalent; the tests
 //! check the two against each other and against candle's ggml-derived kernels.
 #![deny(unsafe_code)]
 
-pub mod q4k;
+mod acts;
+mod matrix;
+mod q4k;
+mod q6k;
+
+pub use acts::Activations;
+pub use matrix::{Format, Matrix, ROWS_PER_PASS, matmul};
+
+/// Values per quantised block.
+pub const QK_K: usize = 256;
+
+/// A shape that does not fit the layout.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KernelError {
+    /// The row width is not a whole number of blocks.
+    #[error("row width {k} is not a multiple of {QK_K}")]
+    RowWidth {
+        /// The width given.
+        k: usize,
+    },
+    /// A buffer is not a whole number of rows.
+    #[error("{what} has {len} elements, not a whole number of rows of {row}")]
+    Ragged {
+        /// Which buffer.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The row length.
+        row: usize,
+    },
+    /// The output does not hold activation rows × weight rows.
+    #[error("the output has {len} elements; {rows} x {cols} are needed")]
+    Output {
+        /// Its length.
+        len: usize,
+        /// Activation rows.
+        rows: usize,
+        /// Weight rows.
+        cols: usize,
+    },
+    /// candle stored the blocks in a size other than the file's (its block layout changed).
+    #[error("candle holds {len} bytes of {format:?} for {want} given")]
+    Layout {
+        /// The block format.
+        format: Format,
+        /// Bytes candle holds.
+        len: usize,
+        /// Bytes given.
+        want: usize,
+    },
+}
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;

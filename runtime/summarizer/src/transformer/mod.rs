@@ -17,7 +17,7 @@ mod ops;
 use std::io::{Read, Seek};
 use std::sync::Mutex;
 
-use cloister_kernels::q4k;
+use cloister_kernels::{Activations, Format, KernelError};
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{GgmlDType, QStorage, QTensor, QuantizedType};
@@ -54,14 +54,14 @@ pub struct Config {
     pub rope: RopeStyle,
 }
 
-/// Weight rows handed to one worker at a time by [`Linear::forward`] on Q4_K.
+/// Weight rows handed to one worker at a time by [`Linear::forward`] on Q4_K and Q6_K.
 const ROW_GROUP: usize = 64;
 
 /// A weight matrix's bytes, in its file's quantisation.
 enum Matrix {
-    /// Q4_K: prompts through [`cloister_kernels::q4k::matmul`] (several activation rows per
+    /// Q4_K or Q6_K: prompts through [`cloister_kernels::matmul`] (several activation rows per
     /// pass over each weight block), single tokens through candle's kernel, on the same bytes.
-    Q4K(q4k::Matrix),
+    Packed(cloister_kernels::Matrix),
     /// Any other type, multiplied by candle's kernels.
     Candle(Box<dyn QuantizedType>),
 }
@@ -80,12 +80,13 @@ impl Linear {
         let out = &mut out[..m * self.rows];
         let bytes = match &self.w {
             Matrix::Candle(w) => return Ok(w.matmul_t((m, self.cols, self.rows), x, out)?),
-            Matrix::Q4K(w) if m == 1 => {
+            Matrix::Packed(w) if m == 1 => {
                 return Ok(w.storage().matmul_t((m, self.cols, self.rows), x, out)?);
             }
-            Matrix::Q4K(w) => w.bytes(),
+            Matrix::Packed(w) => w,
         };
-        let acts = q4k::Activations::quantize(x, self.cols).map_err(kernel)?;
+        let (format, bytes) = (bytes.format(), bytes.bytes());
+        let acts = Activations::quantize(x, self.cols).map_err(kernel)?;
         let row_bytes = bytes.len() / self.rows;
         let rows = self.rows;
         let shared = Mutex::new((out, None));
@@ -94,7 +95,7 @@ impl Linear {
                 let cols = g * ROW_GROUP..rows.min((g + 1) * ROW_GROUP);
                 let w = &bytes[cols.start * row_bytes..cols.end * row_bytes];
                 let mut tile = Zeroizing::new(vec![0f32; m * cols.len()]);
-                let done = q4k::matmul(w, &acts, &mut tile);
+                let done = cloister_kernels::matmul(format, w, &acts, &mut tile);
                 let mut guard = shared.lock().unwrap_or_else(|p| p.into_inner());
                 let (out, error) = &mut *guard;
                 match done {
@@ -117,7 +118,7 @@ impl Linear {
     fn rows(&self, ids: &[u32], width: usize) -> Result<Zeroizing<Vec<f32>>, SummarizeError> {
         let w = match &self.w {
             Matrix::Candle(w) => &**w,
-            Matrix::Q4K(w) => w.storage(),
+            Matrix::Packed(w) => w.storage(),
         };
         match w.embedding(ids, self.rows, width)? {
             CpuStorage::F32(v) => Ok(Zeroizing::new(v)),
@@ -126,7 +127,7 @@ impl Linear {
     }
 }
 
-fn kernel(e: q4k::KernelError) -> SummarizeError {
+fn kernel(e: KernelError) -> SummarizeError {
     SummarizeError::UnsupportedModel {
         path: String::new(),
         reason: e.to_string(),
@@ -209,9 +210,15 @@ impl<R: Read + Seek> Loader<'_, R> {
         } else {
             t
         };
-        if t.dtype() == GgmlDType::Q4K && cloister_kernels::has_avx2() {
-            let w = Matrix::Q4K(q4k::Matrix::new(&t.data()?).map_err(kernel)?);
-            return Ok(Linear { w, rows, cols });
+        if let Some(format) = Format::of(t.dtype())
+            && cloister_kernels::has_avx2()
+        {
+            let w = cloister_kernels::Matrix::new(format, &t.data()?).map_err(kernel)?;
+            return Ok(Linear {
+                w: Matrix::Packed(w),
+                rows,
+                cols,
+            });
         }
         match QStorage::from_data(t.data()?, &Device::Cpu, t.dtype())? {
             QStorage::Cpu(w) => Ok(Linear {
