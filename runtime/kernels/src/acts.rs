@@ -16,6 +16,7 @@ pub struct Activations {
 }
 
 /// One activation row: per block its values, scale and 16-value sums.
+#[derive(Clone, Copy)]
 pub(crate) struct Row<'a> {
     pub qs: &'a [[i8; QK_K]],
     pub d: &'a [f32],
@@ -106,20 +107,6 @@ impl Activations {
             sums: self.sums[blocks.start * 16..blocks.end * 16].as_chunks().0,
         }
     }
-
-    /// The quantised values of block `b` of row `r`.
-    pub(crate) fn block(&self, r: usize, b: usize) -> &[i8; QK_K] {
-        let at = (r * self.blocks + b) * QK_K;
-        <&[i8; QK_K]>::try_from(&self.qs[at..at + QK_K]).expect("a block is QK_K values")
-    }
-
-    /// The scale and the sixteen 16-value sums of block `b` of row `r`.
-    pub(crate) fn scale(&self, r: usize, b: usize) -> (f32, &[i16; 16]) {
-        let i = r * self.blocks + b;
-        let sums = <&[i16; 16]>::try_from(&self.sums[i * 16..i * 16 + 16])
-            .expect("a block has sixteen sums");
-        (self.d[i], sums)
-    }
 }
 
 #[cfg(test)]
@@ -151,9 +138,9 @@ mod tests {
     fn values_scale_and_sums_agree() {
         let x: Vec<f32> = (0..512).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
         let acts = Activations::quantize(&x, 512).expect("test value");
+        let row = acts.row(0);
         for b in 0..2 {
-            let (d, sums) = acts.scale(0, b);
-            let q = acts.block(0, b);
+            let (d, sums, q) = (row.d[b], &row.sums[b], &row.qs[b]);
             for (i, v) in x[b * 256..b * 256 + 256].iter().enumerate() {
                 assert!((q[i] as f32 * d - v).abs() <= d * 0.5 + 1e-6, "value {i}");
             }

@@ -105,6 +105,45 @@ pub fn axpy(out: &mut [f32], w: f32, v: &[f32]) {
     scalar::axpy(out, w, v)
 }
 
+/// Rows taken by one call of [`dot_many`] or [`axpy_many`].
+pub const MANY: usize = 8;
+
+/// `out[r] = q_r · k` for each row `q_r` of `qs` (rows of `k.len()` values; as many as fit in
+/// `qs`, `out` and [`MANY`]).
+pub fn dot_many(qs: &[f32], k: &[f32], out: &mut [f32]) {
+    let d = k.len();
+    let rows = out
+        .len()
+        .min(MANY)
+        .min(qs.len().checked_div(d).unwrap_or(0));
+    let out = &mut out[..rows];
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && d > 0 {
+        return avx2::dot_many(qs, k, out);
+    }
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = scalar::dot(&qs[r * d..(r + 1) * d], k);
+    }
+}
+
+/// `out_r += w_r · v` for each row `out_r` of `outs` (rows of `v.len()` values; as many as fit
+/// in `outs`, `ws` and [`MANY`]).
+pub fn axpy_many(outs: &mut [f32], ws: &[f32], v: &[f32]) {
+    let d = v.len();
+    let rows = ws
+        .len()
+        .min(MANY)
+        .min(outs.len().checked_div(d).unwrap_or(0));
+    let ws = &ws[..rows];
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && d > 0 {
+        return avx2::axpy_many(outs, ws, v);
+    }
+    for (r, &w) in ws.iter().enumerate() {
+        scalar::axpy(&mut outs[r * d..(r + 1) * d], w, v);
+    }
+}
+
 /// The portable versions (also the tests' reference).
 pub mod scalar {
     /// Lanes of the partial sums: eight independent sums let the compiler vectorise the loop
@@ -162,6 +201,38 @@ mod tests {
                 assert!((g - w).abs() <= 1e-6, "axpy, n = {n}");
             }
         }
+    }
+
+    #[test]
+    fn many_rows_agree_with_one_row_at_a_time() {
+        for d in [1, 8, 13, 64, 128] {
+            for rows in 1..=MANY {
+                let (qs, k) = (values(rows * d, 5), values(d, 6));
+                let mut got = vec![0f32; rows];
+                dot_many(&qs, &k, &mut got);
+                for (r, g) in got.iter().enumerate() {
+                    let want = scalar::dot(&qs[r * d..(r + 1) * d], &k);
+                    assert!((g - want).abs() <= 1e-4 * (1.0 + want.abs()), "dot, d {d}");
+                }
+                let ws = values(rows, 7);
+                let (mut got, mut want) = (values(rows * d, 8), values(rows * d, 8));
+                axpy_many(&mut got, &ws, &k);
+                for (r, w) in ws.iter().enumerate() {
+                    scalar::axpy(&mut want[r * d..(r + 1) * d], *w, &k);
+                }
+                for (g, w) in got.iter().zip(&want) {
+                    assert!((g - w).abs() <= 1e-5, "axpy, d {d}");
+                }
+            }
+        }
+        // Short buffers bound the rows; nothing panics.
+        let mut out = [7.0f32; 3];
+        dot_many(&[1.0; 4], &[1.0, 1.0], &mut out);
+        assert_eq!(out, [2.0, 2.0, 7.0]);
+        dot_many(&[1.0; 4], &[], &mut out);
+        let mut outs = [0.0f32; 4];
+        axpy_many(&mut outs, &[1.0; 9], &[1.0, 2.0]);
+        assert_eq!(outs, [1.0, 2.0, 1.0, 2.0]);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! `64j .. 64j+32` and the high nibbles `64j+32 .. 64j+64`. Weight `i` is
 //! `d·scale·q − dmin·min`.
 
-use crate::Activations;
+use crate::acts::Row;
 
 /// Bytes per block.
 pub(crate) const BLOCK_BYTES: usize = 144;
@@ -43,20 +43,13 @@ pub(crate) fn header(block: &[u8]) -> Header {
     }
 }
 
-/// The dot products of one weight row with activation rows `r0 ..` `r0 + out.len()`.
-pub(crate) fn rows_scalar(
-    w: &[u8],
-    headers: &[Header],
-    acts: &Activations,
-    r0: usize,
-    out: &mut [f32],
-) {
+/// The dot products of one weight row with each of `rows`.
+pub(crate) fn rows_scalar(w: &[u8], headers: &[Header], rows: &[Row], out: &mut [f32]) {
     out.fill(0.0);
     for (b, (block, h)) in w.chunks_exact(BLOCK_BYTES).zip(headers).enumerate() {
         let qs = &block[16..];
-        for (i, o) in out.iter_mut().enumerate() {
-            let a = acts.block(r0 + i, b);
-            let (dx, sums) = acts.scale(r0 + i, b);
+        for (o, row) in out.iter_mut().zip(rows) {
+            let (a, dx, sums) = (&row.qs[b], row.d[b], &row.sums[b]);
             let mut dot = 0i32;
             let mut min = 0i32;
             for s in 0..8 {

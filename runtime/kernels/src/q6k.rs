@@ -5,7 +5,7 @@
 //! `ql[l]`, of `ql[l+32]`, the high nibble of `ql[l]`, of `ql[l+32]`, each with bits
 //! `2k .. 2k+2` of `qh[l]` (k = 0..4) on top. Weight `i` is `d·scale·(q − 32)`.
 
-use crate::Activations;
+use crate::acts::Row;
 
 /// Bytes per block.
 pub(crate) const BLOCK_BYTES: usize = 210;
@@ -41,19 +41,12 @@ fn value(block: &[u8], i: usize) -> i32 {
     (low | (high << 4)) as i32
 }
 
-/// The dot products of one weight row with activation rows `r0 ..` `r0 + out.len()`.
-pub(crate) fn rows_scalar(
-    w: &[u8],
-    headers: &[Header],
-    acts: &Activations,
-    r0: usize,
-    out: &mut [f32],
-) {
+/// The dot products of one weight row with each of `rows`.
+pub(crate) fn rows_scalar(w: &[u8], headers: &[Header], rows: &[Row], out: &mut [f32]) {
     out.fill(0.0);
     for (b, (block, h)) in w.chunks_exact(BLOCK_BYTES).zip(headers).enumerate() {
-        for (i, o) in out.iter_mut().enumerate() {
-            let a = acts.block(r0 + i, b);
-            let (dx, sums) = acts.scale(r0 + i, b);
+        for (o, row) in out.iter_mut().zip(rows) {
+            let (a, dx, sums) = (&row.qs[b], row.d[b], &row.sums[b]);
             let mut dot = 0i32;
             for (g, (scale, sum)) in h.scales.iter().zip(sums).enumerate() {
                 let part: i32 = (g * 16..g * 16 + 16)

@@ -3,9 +3,9 @@
 
 use std::sync::Mutex;
 
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
-use cloister_kernels::{axpy, dot};
+use cloister_kernels::{MANY, axpy_many, dot_many};
 
 use super::ops::softmax;
 
@@ -97,23 +97,43 @@ impl KvCache {
         let (keys, values) = (&self.k[layer][..], &self.v[layer][..]);
         let out = Mutex::new(out);
         candle_core::utils::barrier_pool().execute_chunked(heads, |range| {
-            let mut scores = vec![0f32; pos0 + rows];
-            let mut acc = vec![0f32; rows * d];
+            // A block of query rows meets each key and value once (they stream from L2).
+            let mut scores = Zeroizing::new(vec![0f32; MANY * (pos0 + rows)]);
+            let mut acc = Zeroizing::new(vec![0f32; rows * d]);
+            let mut qb = Zeroizing::new(vec![0f32; MANY * d]);
+            let mut w = [0f32; MANY];
             for h in range {
                 let span = self.head(h / group, pos0 + rows);
                 let (k, v) = (&keys[span.clone()], &values[span]);
                 acc.fill(0.0);
-                for i in 0..rows {
-                    let qi = &q[(i * heads + h) * d..][..d];
-                    let seen = pos0 + i + 1;
-                    let s = &mut scores[..seen];
-                    for (sj, kj) in s.iter_mut().zip(k.chunks_exact(d)) {
-                        *sj = dot(qi, kj) * scale;
+                for i0 in (0..rows).step_by(MANY) {
+                    let n = MANY.min(rows - i0);
+                    for r in 0..n {
+                        let at = ((i0 + r) * heads + h) * d;
+                        qb[r * d..(r + 1) * d].copy_from_slice(&q[at..at + d]);
                     }
-                    softmax(s);
-                    let oi = &mut acc[i * d..(i + 1) * d];
-                    for (&w, vj) in s.iter().zip(v.chunks_exact(d)) {
-                        axpy(oi, w, vj);
+                    // Every row of the block sees keys `0 .. pos0 + i0 + n`; row r only
+                    // `0 ..= pos0 + i0 + r`, the rest is masked after the products.
+                    let seen = pos0 + i0 + n;
+                    let width = pos0 + rows;
+                    for (j, kj) in k.chunks_exact(d).take(seen).enumerate() {
+                        dot_many(&qb[..n * d], kj, &mut w[..n]);
+                        for (r, x) in w[..n].iter().enumerate() {
+                            scores[r * width + j] = x * scale;
+                        }
+                    }
+                    for r in 0..n {
+                        let row = &mut scores[r * width..r * width + seen];
+                        let own = pos0 + i0 + r + 1;
+                        softmax(&mut row[..own]);
+                        row[own..].fill(0.0);
+                    }
+                    let out_block = &mut acc[i0 * d..(i0 + n) * d];
+                    for (j, vj) in v.chunks_exact(d).take(seen).enumerate() {
+                        for (r, x) in w[..n].iter_mut().enumerate() {
+                            *x = scores[r * width + j];
+                        }
+                        axpy_many(out_block, &w[..n], vj);
                     }
                 }
                 let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
@@ -121,6 +141,7 @@ impl KvCache {
                     out[(i * heads + h) * d..][..d].copy_from_slice(&acc[i * d..(i + 1) * d]);
                 }
             }
+            w.zeroize();
         });
     }
 }
@@ -176,10 +197,10 @@ mod tests {
         let value =
             |seed: usize, i: usize| ((seed * 7919 + i * 104_729) % 1000) as f32 / 500.0 - 1.0;
         let row = |seed: usize, n: usize| (0..n).map(|i| value(seed, i)).collect::<Vec<_>>();
-        let mut cache = KvCache::new(1, kv_heads, d, 8);
+        let mut cache = KvCache::new(1, kv_heads, d, 16);
         let (mut ks, mut vs) = (Vec::new(), Vec::new());
-        // A 5-token prompt, then one token.
-        for (step, rows) in [(0usize, 5usize), (1, 1)] {
+        // An 11-token prompt (a full block of query rows and a partial one), one token, three.
+        for (step, rows) in [(0usize, 11usize), (1, 1), (2, 3)] {
             let k: Vec<f32> = (0..rows)
                 .flat_map(|i| row(100 + step * 10 + i, kv_heads * d))
                 .collect();
@@ -201,6 +222,6 @@ mod tests {
                 assert!((a - b).abs() < 1e-5, "{a} != {b}");
             }
         }
-        assert_eq!(cache.len(), 6);
+        assert_eq!(cache.len(), 15);
     }
 }

@@ -12,19 +12,20 @@
 //! per generation; attention reads each key/value head once per query head, in place.
 
 mod attention;
+mod linear;
 mod ops;
 
 use std::io::{Read, Seek};
-use std::sync::Mutex;
 
-use cloister_kernels::{Activations, Format, KernelError};
+use cloister_kernels::Format;
 
+use candle_core::Device;
 use candle_core::quantized::gguf_file::Content;
-use candle_core::quantized::{GgmlDType, QStorage, QTensor, QuantizedType};
-use candle_core::{CpuStorage, Device};
+use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use zeroize::Zeroizing;
 
 pub use attention::KvCache;
+use linear::{Linear, Matrix, kernel, project};
 use ops::{Rope, RopeStyle};
 
 use crate::error::SummarizeError;
@@ -52,86 +53,6 @@ pub struct Config {
     pub rope_base: f32,
     /// Rotary dimension pairing.
     pub rope: RopeStyle,
-}
-
-/// Weight rows handed to one worker at a time by [`Linear::forward`] on Q4_K and Q6_K.
-const ROW_GROUP: usize = 64;
-
-/// A weight matrix's bytes, in its file's quantisation.
-enum Matrix {
-    /// Q4_K or Q6_K: prompts through [`cloister_kernels::matmul`] (several activation rows per
-    /// pass over each weight block), single tokens through candle's kernel, on the same bytes.
-    Packed(cloister_kernels::Matrix),
-    /// Any other type, multiplied by candle's kernels.
-    Candle(Box<dyn QuantizedType>),
-}
-
-/// One weight matrix, `rows` outputs by `cols` inputs.
-struct Linear {
-    w: Matrix,
-    rows: usize,
-    cols: usize,
-}
-
-impl Linear {
-    /// `out = x · Wᵀ` for `x` of `x.len() / cols` rows.
-    fn forward(&self, x: &[f32], out: &mut [f32]) -> Result<(), SummarizeError> {
-        let m = x.len() / self.cols;
-        let out = &mut out[..m * self.rows];
-        let bytes = match &self.w {
-            Matrix::Candle(w) => return Ok(w.matmul_t((m, self.cols, self.rows), x, out)?),
-            Matrix::Packed(w) if m == 1 => {
-                return Ok(w.storage().matmul_t((m, self.cols, self.rows), x, out)?);
-            }
-            Matrix::Packed(w) => w,
-        };
-        let (format, bytes) = (bytes.format(), bytes.bytes());
-        let acts = Activations::quantize(x, self.cols).map_err(kernel)?;
-        let row_bytes = bytes.len() / self.rows;
-        let rows = self.rows;
-        let shared = Mutex::new((out, None));
-        candle_core::utils::barrier_pool().execute_chunked(rows.div_ceil(ROW_GROUP), |groups| {
-            for g in groups {
-                let cols = g * ROW_GROUP..rows.min((g + 1) * ROW_GROUP);
-                let w = &bytes[cols.start * row_bytes..cols.end * row_bytes];
-                let mut tile = Zeroizing::new(vec![0f32; m * cols.len()]);
-                let done = cloister_kernels::matmul(format, w, &acts, &mut tile);
-                let mut guard = shared.lock().unwrap_or_else(|p| p.into_inner());
-                let (out, error) = &mut *guard;
-                match done {
-                    Ok(()) => {
-                        for (r, src) in tile.chunks_exact(cols.len()).enumerate() {
-                            out[r * rows + cols.start..r * rows + cols.end].copy_from_slice(src);
-                        }
-                    }
-                    Err(e) => *error = Some(e),
-                }
-            }
-        });
-        let (_, error) = shared.into_inner().unwrap_or_else(|p| p.into_inner());
-        error.map_or(Ok(()), |e| Err(kernel(e)))
-    }
-}
-
-impl Linear {
-    /// Rows `ids` expanded to f32 (the token embedding).
-    fn rows(&self, ids: &[u32], width: usize) -> Result<Zeroizing<Vec<f32>>, SummarizeError> {
-        let w = match &self.w {
-            Matrix::Candle(w) => &**w,
-            Matrix::Packed(w) => w.storage(),
-        };
-        match w.embedding(ids, self.rows, width)? {
-            CpuStorage::F32(v) => Ok(Zeroizing::new(v)),
-            _ => Err(bad("the embedding did not expand to f32")),
-        }
-    }
-}
-
-fn kernel(e: KernelError) -> SummarizeError {
-    SummarizeError::UnsupportedModel {
-        path: String::new(),
-        reason: e.to_string(),
-    }
 }
 
 struct Layer {
@@ -388,9 +309,7 @@ impl Transformer {
         let table = self.rope.table(cache.len(), m);
         for (i, l) in self.layers.iter().enumerate() {
             ops::rms_norm(&x, &l.attn_norm, c.eps, &mut h);
-            l.q.forward(&h, &mut q)?;
-            l.k.forward(&h, &mut k)?;
-            l.v.forward(&h, &mut v)?;
+            project(&[&l.q, &l.k, &l.v], &h, &mut [&mut q, &mut k, &mut v])?;
             for (t, bias) in [
                 (&mut q, &l.q_bias),
                 (&mut k, &l.k_bias),
@@ -404,24 +323,21 @@ impl Transformer {
             self.rope.apply(&mut k, c.kv_heads, &table);
             cache.store(i, &k, &v);
             cache.attend(i, &q, c.heads, &mut att);
-            l.o.forward(&att, &mut o)?;
+            project(&[&l.o], &att, &mut [&mut o])?;
             ops::add_assign(&mut x, &o);
 
             ops::rms_norm(&x, &l.ffn_norm, c.eps, &mut h);
-            l.gate.forward(&h, &mut gate)?;
-            l.up.forward(&h, &mut up)?;
+            project(&[&l.gate, &l.up], &h, &mut [&mut gate, &mut up])?;
             ops::swiglu(&mut gate, &up);
-            l.down.forward(&gate, &mut o)?;
+            project(&[&l.down], &gate, &mut [&mut o])?;
             ops::add_assign(&mut x, &o);
         }
         cache.advance(m);
         let last = &x[(m - 1) * e..];
         ops::rms_norm(last, &self.output_norm, c.eps, &mut h[..e]);
         let mut logits = buf(c.vocab);
-        self.output
-            .as_ref()
-            .unwrap_or(&self.embedding)
-            .forward(&h[..e], &mut logits)?;
+        let output = self.output.as_ref().unwrap_or(&self.embedding);
+        project(&[output], &h[..e], &mut [&mut logits])?;
         Ok(logits)
     }
 }

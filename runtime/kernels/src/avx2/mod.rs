@@ -1,0 +1,161 @@
+//! AVX2+FMA versions. The public wrappers are safe: each is only reached after
+//! [`crate::has_avx2`] returned true, and every load reads from a fixed-size array reference.
+#![allow(unsafe_code)]
+
+use std::arch::x86_64::*;
+
+mod quant;
+
+pub(crate) use quant::{q4k_rows, q6k_rows};
+
+#[target_feature(enable = "avx2")]
+fn load_u8(v: &[u8; 32]) -> __m256i {
+    // SAFETY: `v` is 32 readable bytes; the unaligned load has no alignment requirement.
+    unsafe { _mm256_loadu_si256(v.as_ptr().cast()) }
+}
+
+#[target_feature(enable = "avx2")]
+fn load_i8(v: &[i8; 32]) -> __m256i {
+    // SAFETY: `v` is 32 readable bytes; the unaligned load has no alignment requirement.
+    unsafe { _mm256_loadu_si256(v.as_ptr().cast()) }
+}
+
+#[target_feature(enable = "avx2")]
+fn load_i16(v: &[i16; 16]) -> __m256i {
+    // SAFETY: `v` is 32 readable bytes; the unaligned load has no alignment requirement.
+    unsafe { _mm256_loadu_si256(v.as_ptr().cast()) }
+}
+
+#[target_feature(enable = "avx2")]
+fn load_8(v: &[u8; 8]) -> __m128i {
+    // SAFETY: `v` is 8 readable bytes, exactly what the 64-bit load reads.
+    unsafe { _mm_loadl_epi64(v.as_ptr().cast()) }
+}
+
+#[target_feature(enable = "avx2")]
+fn load_16(v: &[u8; 16]) -> __m128i {
+    // SAFETY: `v` is 16 readable bytes; the unaligned load has no alignment requirement.
+    unsafe { _mm_loadu_si128(v.as_ptr().cast()) }
+}
+
+#[target_feature(enable = "avx2")]
+fn load_f32(v: &[f32; 8]) -> __m256 {
+    // SAFETY: `v` is 8 readable f32s; the unaligned load has no alignment requirement.
+    unsafe { _mm256_loadu_ps(v.as_ptr()) }
+}
+
+#[target_feature(enable = "avx2")]
+fn store_f32(v: &mut [f32; 8], x: __m256) {
+    // SAFETY: `v` is 8 writable f32s, borrowed exclusively; no alignment requirement.
+    unsafe { _mm256_storeu_ps(v.as_mut_ptr(), x) }
+}
+
+#[target_feature(enable = "avx2")]
+fn hsum(x: __m256) -> f32 {
+    let mut lanes = [0f32; 8];
+    store_f32(&mut lanes, x);
+    lanes.iter().sum()
+}
+
+fn chunk<const N: usize, T>(s: &[T], at: usize) -> &[T; N] {
+    <&[T; N]>::try_from(&s[at..at + N]).expect("the range is N long")
+}
+
+pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    // SAFETY: reached only when `has_avx2()` found AVX2 and FMA on this CPU.
+    unsafe { dot_f32_avx2(a, b) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
+    let (a8, a_rest) = a.as_chunks::<8>();
+    let (b8, b_rest) = b.as_chunks::<8>();
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for (i, (x, y)) in a8.iter().zip(b8).enumerate() {
+        acc[i % 4] = _mm256_fmadd_ps(load_f32(x), load_f32(y), acc[i % 4]);
+    }
+    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut total = hsum(sum);
+    for (x, y) in a_rest.iter().zip(b_rest) {
+        total += x * y;
+    }
+    total
+}
+
+pub(crate) fn axpy_f32(out: &mut [f32], w: f32, v: &[f32]) {
+    // SAFETY: reached only when `has_avx2()` found AVX2 and FMA on this CPU.
+    unsafe { axpy_f32_avx2(out, w, v) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn axpy_f32_avx2(out: &mut [f32], w: f32, v: &[f32]) {
+    let wv = _mm256_set1_ps(w);
+    let (o8, o_rest) = out.as_chunks_mut::<8>();
+    let (v8, v_rest) = v.as_chunks::<8>();
+    for (o, x) in o8.iter_mut().zip(v8) {
+        let r = _mm256_fmadd_ps(wv, load_f32(x), load_f32(o));
+        store_f32(o, r);
+    }
+    for (o, x) in o_rest.iter_mut().zip(v_rest) {
+        *o += w * x;
+    }
+}
+
+pub(crate) fn dot_many(qs: &[f32], k: &[f32], out: &mut [f32]) {
+    // SAFETY: reached only when `has_avx2()` found AVX2 and FMA on this CPU.
+    unsafe { dot_many_avx2(qs, k, out) }
+}
+
+/// `out[r] = qs[r] · k` for up to [`crate::MANY`] rows of `k.len()` values: each eight values
+/// of `k` are loaded once for all the rows.
+#[target_feature(enable = "avx2,fma")]
+fn dot_many_avx2(qs: &[f32], k: &[f32], out: &mut [f32]) {
+    let d = k.len();
+    let rows = out.len().min(crate::MANY);
+    let (k8, k_rest) = k.as_chunks::<8>();
+    let mut acc = [_mm256_setzero_ps(); crate::MANY];
+    for (c, kc) in k8.iter().enumerate() {
+        let kv = load_f32(kc);
+        for (r, a) in acc.iter_mut().enumerate().take(rows) {
+            let q = chunk::<8, f32>(qs, r * d + 8 * c);
+            *a = _mm256_fmadd_ps(load_f32(q), kv, *a);
+        }
+    }
+    for (r, o) in out.iter_mut().enumerate().take(rows) {
+        let tail = &qs[r * d + 8 * k8.len()..(r + 1) * d];
+        *o = hsum(acc[r]) + tail.iter().zip(k_rest).map(|(a, b)| a * b).sum::<f32>();
+    }
+}
+
+pub(crate) fn axpy_many(outs: &mut [f32], ws: &[f32], v: &[f32]) {
+    // SAFETY: reached only when `has_avx2()` found AVX2 and FMA on this CPU.
+    unsafe { axpy_many_avx2(outs, ws, v) }
+}
+
+/// `outs[r] += ws[r] · v` for each row `r` of `v.len()` values: each eight values of `v` are
+/// loaded once for all the rows.
+#[target_feature(enable = "avx2,fma")]
+fn axpy_many_avx2(outs: &mut [f32], ws: &[f32], v: &[f32]) {
+    let d = v.len();
+    let (v8, v_rest) = v.as_chunks::<8>();
+    let rows = ws.len().min(crate::MANY);
+    let mut wv = [_mm256_setzero_ps(); crate::MANY];
+    for (x, &w) in wv.iter_mut().zip(ws) {
+        *x = _mm256_set1_ps(w);
+    }
+    for (c, vc) in v8.iter().enumerate() {
+        let x = load_f32(vc);
+        for (r, w) in wv.iter().enumerate().take(rows) {
+            let o = <&mut [f32; 8]>::try_from(&mut outs[r * d + 8 * c..r * d + 8 * c + 8])
+                .expect("eight values");
+            let sum = _mm256_fmadd_ps(*w, x, load_f32(o));
+            store_f32(o, sum);
+        }
+    }
+    for (r, &w) in ws.iter().enumerate().take(rows) {
+        let tail = &mut outs[r * d + 8 * v8.len()..(r + 1) * d];
+        for (o, x) in tail.iter_mut().zip(v_rest) {
+            *o += w * x;
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Weight matrices and the projections through them.
+//!
+//! A prompt's rows are split into chunks of [`CHUNK_ROWS`] over candle's worker pool; each
+//! worker quantises its rows once to Q8_K and runs them through every matrix that reads the
+//! same input (q, k and v; gate and up), writing its own rows of each output in place. A
+//! single token goes through candle's one-row kernels.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use candle_core::CpuStorage;
+use candle_core::quantized::QuantizedType;
+use cloister_kernels::{Activations, KernelError};
+use zeroize::Zeroizing;
+
+use super::bad;
+use crate::error::SummarizeError;
+
+/// Prompt rows handed to one worker at a time: large enough that each weight tile's headers,
+/// unpacked once per chunk, serve four passes; small enough that the workers finish together.
+const CHUNK_ROWS: usize = 64;
+
+/// A weight matrix's bytes, in its file's quantisation.
+pub(super) enum Matrix {
+    /// Q4_K or Q6_K: prompts through [`cloister_kernels::matmul`] (several activation rows per
+    /// pass over each weight block), single tokens through candle's kernel, on the same bytes.
+    Packed(cloister_kernels::Matrix),
+    /// Any other type, multiplied by candle's kernels.
+    Candle(Box<dyn QuantizedType>),
+}
+
+/// One weight matrix, `rows` outputs by `cols` inputs.
+pub(super) struct Linear {
+    pub w: Matrix,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl Linear {
+    /// `out = x · Wᵀ` through candle's kernels, for `x` of `x.len() / cols` rows.
+    fn forward_candle(&self, x: &[f32], out: &mut [f32]) -> Result<(), SummarizeError> {
+        let m = x.len() / self.cols;
+        let out = &mut out[..m * self.rows];
+        let w = match &self.w {
+            Matrix::Candle(w) => &**w,
+            Matrix::Packed(w) => w.storage(),
+        };
+        Ok(w.matmul_t((m, self.cols, self.rows), x, out)?)
+    }
+
+    /// Rows `ids` expanded to f32 (the token embedding).
+    pub fn rows(&self, ids: &[u32], width: usize) -> Result<Zeroizing<Vec<f32>>, SummarizeError> {
+        let w = match &self.w {
+            Matrix::Candle(w) => &**w,
+            Matrix::Packed(w) => w.storage(),
+        };
+        match w.embedding(ids, self.rows, width)? {
+            CpuStorage::F32(v) => Ok(Zeroizing::new(v)),
+            _ => Err(bad("the embedding did not expand to f32")),
+        }
+    }
+}
+
+pub(super) fn kernel(e: KernelError) -> SummarizeError {
+    bad(e.to_string())
+}
+
+/// `outs[i] = x · linears[i]ᵀ` for `x` of `x.len() / cols` rows (every matrix reads `cols`
+/// inputs; each output holds at least the rows times that matrix's outputs).
+pub(super) fn project(
+    linears: &[&Linear],
+    x: &[f32],
+    outs: &mut [&mut [f32]],
+) -> Result<(), SummarizeError> {
+    let Some(first) = linears.first() else {
+        return Ok(());
+    };
+    let cols = first.cols;
+    if linears.len() != outs.len() || linears.iter().any(|l| l.cols != cols) {
+        return Err(bad("a projection's matrices disagree on their input"));
+    }
+    let m = x.len() / cols;
+    if let Some(short) = linears
+        .iter()
+        .zip(outs.iter())
+        .find(|(l, o)| o.len() < m * l.rows)
+    {
+        return Err(bad(format!(
+            "an output of {} values cannot hold {m} x {}",
+            short.1.len(),
+            short.0.rows
+        )));
+    }
+    let packed = linears.iter().all(|l| matches!(l.w, Matrix::Packed(_)));
+    if m == 1 || !packed {
+        for (l, out) in linears.iter().zip(outs.iter_mut()) {
+            l.forward_candle(x, out)?;
+        }
+        return Ok(());
+    }
+    // Each chunk's rows of every output, taken by the worker that computes them.
+    let mut parts: Vec<Vec<&mut [f32]>> = (0..m.div_ceil(CHUNK_ROWS)).map(|_| Vec::new()).collect();
+    for (l, out) in linears.iter().zip(outs.iter_mut()) {
+        for (part, rows) in parts
+            .iter_mut()
+            .zip(out[..m * l.rows].chunks_mut(CHUNK_ROWS * l.rows))
+        {
+            part.push(rows);
+        }
+    }
+    let slots: Vec<Mutex<Option<Vec<&mut [f32]>>>> =
+        parts.into_iter().map(|p| Mutex::new(Some(p))).collect();
+    let failure = Mutex::new(None);
+    // Chunks are taken one at a time from a shared cursor (candle's pool hands out ranges of
+    // about a sixteenth of the work, too coarse here: the last range decides when all finish).
+    let cursor = AtomicUsize::new(0);
+    candle_core::utils::barrier_pool().execute_chunked(slots.len(), |_| {
+        loop {
+            let c = cursor.fetch_add(1, Ordering::Relaxed);
+            if c >= slots.len() {
+                break;
+            }
+            let taken = slots[c].lock().unwrap_or_else(|p| p.into_inner()).take();
+            let Some(mut part) = taken else { continue };
+            let rows = &x[c * CHUNK_ROWS * cols..x.len().min((c + 1) * CHUNK_ROWS * cols)];
+            if let Err(e) = chunk(linears, rows, cols, &mut part) {
+                *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            }
+        }
+    });
+    match failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(kernel(e)),
+        None => Ok(()),
+    }
+}
+
+/// One worker's rows: quantised once, through every matrix.
+fn chunk(
+    linears: &[&Linear],
+    x: &[f32],
+    cols: usize,
+    outs: &mut [&mut [f32]],
+) -> Result<(), KernelError> {
+    let acts = Activations::quantize(x, cols)?;
+    for (l, out) in linears.iter().zip(outs.iter_mut()) {
+        if let Matrix::Packed(w) = &l.w {
+            cloister_kernels::matmul(w.format(), w.bytes(), &acts, out)?;
+        }
+    }
+    Ok(())
+}
