@@ -1,7 +1,8 @@
 //! The key/value cache, allocated once per generation for every position it will hold, and
-//! causal attention with grouped key/value heads, split across candle's worker pool by head.
+//! causal attention with grouped key/value heads, split across candle's worker pool.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use zeroize::{Zeroize, Zeroizing};
 
@@ -88,63 +89,83 @@ impl KvCache {
     /// Causal attention of `q` (`rows` rows of `heads * head_dim`, at positions `len ..`,
     /// already stored for `layer`) over positions `0 ..= its own`; the result, laid out like `q`,
     /// goes to `out`.
+    ///
+    /// Work items are (key/value head, run of [`ITEM_ROWS`] query rows), taken from a shared
+    /// cursor by candle's workers. Within an item, the queries of every head sharing that key
+    /// head, in blocks of [`MANY`], meet each key and value once (they stream from L2): a
+    /// single token's grouped heads read the cache once, not once per head.
     pub fn attend(&self, layer: usize, q: &[f32], heads: usize, out: &mut [f32]) {
         let d = self.head_dim;
         let rows = q.len() / (heads * d);
         let group = heads / self.kv_heads;
         let pos0 = self.len;
+        let width = pos0 + rows;
         let scale = 1.0 / (d as f32).sqrt();
         let (keys, values) = (&self.k[layer][..], &self.v[layer][..]);
+        let runs = rows.div_ceil(ITEM_ROWS);
+        let items = self.kv_heads * runs;
         let out = Mutex::new(out);
-        candle_core::utils::barrier_pool().execute_chunked(heads, |range| {
-            // A block of query rows meets each key and value once (they stream from L2).
-            let mut scores = Zeroizing::new(vec![0f32; MANY * (pos0 + rows)]);
-            let mut acc = Zeroizing::new(vec![0f32; rows * d]);
+        let cursor = AtomicUsize::new(0);
+        candle_core::utils::barrier_pool().execute_chunked(items, |_| {
+            let mut scores = Zeroizing::new(vec![0f32; MANY * width]);
             let mut qb = Zeroizing::new(vec![0f32; MANY * d]);
+            let mut acc = Zeroizing::new(vec![0f32; MANY * d]);
             let mut w = [0f32; MANY];
-            for h in range {
-                let span = self.head(h / group, pos0 + rows);
+            loop {
+                let item = cursor.fetch_add(1, Ordering::Relaxed);
+                if item >= items {
+                    break;
+                }
+                let (kv, run) = (item / runs, item % runs);
+                let span = self.head(kv, width);
                 let (k, v) = (&keys[span.clone()], &values[span]);
-                acc.fill(0.0);
-                for i0 in (0..rows).step_by(MANY) {
-                    let n = MANY.min(rows - i0);
-                    for r in 0..n {
-                        let at = ((i0 + r) * heads + h) * d;
+                // The item's queries: (row, head) for its rows and the heads of this group.
+                let first = run * ITEM_ROWS;
+                let last = rows.min(first + ITEM_ROWS);
+                let queries: Vec<(usize, usize)> = (first..last)
+                    .flat_map(|i| (kv * group..(kv + 1) * group).map(move |h| (i, h)))
+                    .collect();
+                for block in queries.chunks(MANY) {
+                    let n = block.len();
+                    for (r, &(i, h)) in block.iter().enumerate() {
+                        let at = (i * heads + h) * d;
                         qb[r * d..(r + 1) * d].copy_from_slice(&q[at..at + d]);
                     }
-                    // Every row of the block sees keys `0 .. pos0 + i0 + n`; row r only
-                    // `0 ..= pos0 + i0 + r`, the rest is masked after the products.
-                    let seen = pos0 + i0 + n;
-                    let width = pos0 + rows;
+                    // Query row i sees keys 0 ..= pos0 + i; the block computes up to its last
+                    // row's and masks the rest after the products.
+                    let seen = pos0 + block.iter().map(|&(i, _)| i).max().unwrap_or(0) + 1;
                     for (j, kj) in k.chunks_exact(d).take(seen).enumerate() {
                         dot_many(&qb[..n * d], kj, &mut w[..n]);
                         for (r, x) in w[..n].iter().enumerate() {
                             scores[r * width + j] = x * scale;
                         }
                     }
-                    for r in 0..n {
+                    for (r, &(i, _)) in block.iter().enumerate() {
                         let row = &mut scores[r * width..r * width + seen];
-                        let own = pos0 + i0 + r + 1;
+                        let own = pos0 + i + 1;
                         softmax(&mut row[..own]);
                         row[own..].fill(0.0);
                     }
-                    let out_block = &mut acc[i0 * d..(i0 + n) * d];
+                    acc[..n * d].fill(0.0);
                     for (j, vj) in v.chunks_exact(d).take(seen).enumerate() {
                         for (r, x) in w[..n].iter_mut().enumerate() {
                             *x = scores[r * width + j];
                         }
-                        axpy_many(out_block, &w[..n], vj);
+                        axpy_many(&mut acc[..n * d], &w[..n], vj);
                     }
-                }
-                let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
-                for i in 0..rows {
-                    out[(i * heads + h) * d..][..d].copy_from_slice(&acc[i * d..(i + 1) * d]);
+                    let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
+                    for (r, &(i, h)) in block.iter().enumerate() {
+                        out[(i * heads + h) * d..][..d].copy_from_slice(&acc[r * d..(r + 1) * d]);
+                    }
                 }
             }
             w.zeroize();
         });
     }
 }
+
+/// Query rows per work item of [`KvCache::attend`].
+const ITEM_ROWS: usize = 8;
 
 #[cfg(test)]
 mod tests {

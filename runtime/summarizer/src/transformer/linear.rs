@@ -1,6 +1,6 @@
 //! Weight matrices and the projections through them.
 //!
-//! A prompt's rows are split into chunks of [`CHUNK_ROWS`] over candle's worker pool; each
+//! A prompt's rows are split into chunks of at most [`CHUNK_ROWS`] over candle's worker pool; each
 //! worker quantises its rows once to Q8_K and runs them through every matrix that reads the
 //! same input (q, k and v; gate and up), writing its own rows of each output in place. A
 //! single token goes through candle's one-row kernels.
@@ -16,9 +16,20 @@ use zeroize::Zeroizing;
 use super::bad;
 use crate::error::SummarizeError;
 
-/// Prompt rows handed to one worker at a time: large enough that each weight tile's headers,
-/// unpacked once per chunk, serve four passes; small enough that the workers finish together.
+/// Most prompt rows handed to one worker at a time: each weight tile, fetched once per chunk,
+/// serves all of its rows (measured on Qwen2.5-1.5B: 16 rows 0.73x llama.cpp's prompt speed,
+/// 32 rows 0.82x, 64 rows 0.78–0.84x, within the machine's drift).
 const CHUNK_ROWS: usize = 64;
+
+/// Rows per chunk for `m` rows: at most [`CHUNK_ROWS`], a whole number of kernel passes, and
+/// chunks in a multiple of the worker count so that no worker is left with the tail alone.
+fn chunk_rows(m: usize) -> usize {
+    let workers = candle_core::utils::get_num_threads().max(1);
+    let chunks = m.div_ceil(CHUNK_ROWS).next_multiple_of(workers);
+    m.div_ceil(chunks)
+        .next_multiple_of(cloister_kernels::ROWS_PER_PASS)
+        .min(CHUNK_ROWS)
+}
 
 /// A weight matrix's bytes, in its file's quantisation.
 pub(super) enum Matrix {
@@ -99,11 +110,12 @@ pub(super) fn project(
         return Ok(());
     }
     // Each chunk's rows of every output, taken by the worker that computes them.
-    let mut parts: Vec<Vec<&mut [f32]>> = (0..m.div_ceil(CHUNK_ROWS)).map(|_| Vec::new()).collect();
+    let size = chunk_rows(m);
+    let mut parts: Vec<Vec<&mut [f32]>> = (0..m.div_ceil(size)).map(|_| Vec::new()).collect();
     for (l, out) in linears.iter().zip(outs.iter_mut()) {
         for (part, rows) in parts
             .iter_mut()
-            .zip(out[..m * l.rows].chunks_mut(CHUNK_ROWS * l.rows))
+            .zip(out[..m * l.rows].chunks_mut(size * l.rows))
         {
             part.push(rows);
         }
@@ -122,7 +134,7 @@ pub(super) fn project(
             }
             let taken = slots[c].lock().unwrap_or_else(|p| p.into_inner()).take();
             let Some(mut part) = taken else { continue };
-            let rows = &x[c * CHUNK_ROWS * cols..x.len().min((c + 1) * CHUNK_ROWS * cols)];
+            let rows = &x[c * size * cols..x.len().min((c + 1) * size * cols)];
             if let Err(e) = chunk(linears, rows, cols, &mut part) {
                 *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
             }
@@ -148,4 +160,18 @@ fn chunk(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_whole_passes_and_cover_every_row() {
+        for m in [2, 7, 63, 64, 65, 122, 200, 512, 634, 2400] {
+            let size = chunk_rows(m);
+            assert!(size <= CHUNK_ROWS && size.is_multiple_of(cloister_kernels::ROWS_PER_PASS));
+            assert!(m.div_ceil(size) * size >= m, "m {m}");
+        }
+    }
 }
