@@ -156,21 +156,25 @@ pub fn matmul(
     Ok(())
 }
 
-type Rows<H> = fn(&[u8], &[H], &[Row], &mut [f32]);
+/// One weight row against a pass of activation rows (and their scales per block, transposed).
+type Rows<H> = fn(&[u8], &[H], &Pass, &[[f32; ROWS_PER_PASS]], &mut [f32; ROWS_PER_PASS]);
+type Pass<'a> = [Row<'a>; ROWS_PER_PASS];
 
-fn rows_q4k(w: &[u8], h: &[q4k::Header], rows: &[Row], out: &mut [f32]) {
+fn rows_q4k(w: &[u8], h: &[q4k::Header], rows: &Pass, dx: &[[f32; 8]], out: &mut [f32; 8]) {
     #[cfg(target_arch = "x86_64")]
     if crate::has_avx2() {
-        return crate::avx2::q4k_rows(w, h, rows, out);
+        return crate::avx2::q4k_rows(w, h, rows, dx, out);
     }
+    let _ = dx;
     q4k::rows_scalar(w, h, rows, out)
 }
 
-fn rows_q6k(w: &[u8], h: &[q6k::Header], rows: &[Row], out: &mut [f32]) {
+fn rows_q6k(w: &[u8], h: &[q6k::Header], rows: &Pass, dx: &[[f32; 8]], out: &mut [f32; 8]) {
     #[cfg(target_arch = "x86_64")]
     if crate::has_avx2() {
-        return crate::avx2::q6k_rows(w, h, rows, out);
+        return crate::avx2::q6k_rows(w, h, rows, dx, out);
     }
+    let _ = dx;
     q6k::rows_scalar(w, h, rows, out)
 }
 
@@ -188,21 +192,25 @@ fn tiles<H>(
 ) {
     let cols = weights.len() / row_bytes;
     let mut headers = Vec::with_capacity(WEIGHT_TILE * acts.blocks());
+    let mut dx = vec![[0f32; ROWS_PER_PASS]; acts.blocks()];
     for (t, tile) in weights.chunks(WEIGHT_TILE * row_bytes).enumerate() {
         headers.clear();
         headers.extend(tile.chunks_exact(block_bytes).map(header));
         let mut r = 0;
         while r < acts.rows() {
             let n = ROWS_PER_PASS.min(acts.rows() - r);
-            let pass: [Row; ROWS_PER_PASS] =
-                std::array::from_fn(|i| acts.row((r + i).min(r + n - 1)));
+            // A short pass repeats its last row; the extra products are dropped.
+            let pass: Pass = std::array::from_fn(|i| acts.row((r + i).min(r + n - 1)));
+            for (b, d) in dx.iter_mut().enumerate() {
+                *d = std::array::from_fn(|i| pass[i].d[b]);
+            }
             for (c, (w, h)) in tile
                 .chunks_exact(row_bytes)
                 .zip(headers.chunks_exact(acts.blocks()))
                 .enumerate()
             {
                 let mut dots = [0f32; ROWS_PER_PASS];
-                rows(w, h, &pass[..n], &mut dots[..n]);
+                rows(w, h, &pass, &dx, &mut dots);
                 let col = t * WEIGHT_TILE + c;
                 for (i, v) in dots[..n].iter().enumerate() {
                     out[(r + i) * cols + col] = *v;

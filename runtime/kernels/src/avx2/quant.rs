@@ -2,73 +2,78 @@
 
 use std::arch::x86_64::*;
 
-use super::{chunk, hsum, load_8, load_16, load_i8, load_i16, load_u8};
+use super::{chunk, load_8, load_16, load_f32, load_i8, load_i16, load_u8, store_f32};
 use crate::acts::Row;
 use crate::matrix::ROWS_PER_PASS;
 use crate::{QK_K, q4k, q6k};
 
-/// Calls `kernel::<R>` for `R = out.len()` (1 to [`ROWS_PER_PASS`]) and stores its sums.
-macro_rules! by_rows {
-    ($kernel:ident, $w:expr, $h:expr, $rows:expr, $out:expr) => {{
-        let (rows, out): (&[Row], &mut [f32]) = ($rows, $out);
-        let n = rows.len().min(out.len());
-        let dots: &[f32] = match n {
-            // SAFETY: reached only when `has_avx2()` found AVX2 and FMA on this CPU.
-            8 => &unsafe { $kernel::<8>($w, $h, fixed(rows)) },
-            // SAFETY: as above.
-            7 => &unsafe { $kernel::<7>($w, $h, fixed(rows)) },
-            // SAFETY: as above.
-            6 => &unsafe { $kernel::<6>($w, $h, fixed(rows)) },
-            // SAFETY: as above.
-            5 => &unsafe { $kernel::<5>($w, $h, fixed(rows)) },
-            // SAFETY: as above.
-            4 => &unsafe { $kernel::<4>($w, $h, fixed(rows)) },
-            // SAFETY: as above.
-            3 => &unsafe { $kernel::<3>($w, $h, fixed(rows)) },
-            // SAFETY: as above.
-            2 => &unsafe { $kernel::<2>($w, $h, fixed(rows)) },
-            // SAFETY: as above.
-            1 => &unsafe { $kernel::<1>($w, $h, fixed(rows)) },
-            _ => return debug_assert!(n == 0 || n > ROWS_PER_PASS),
-        };
-        out[..n].copy_from_slice(dots);
-    }};
+/// The dot products of one Q4_K weight row `w` with each of the [`ROWS_PER_PASS`] `rows`
+/// (`dx[b]`: the rows' scales for block `b`).
+pub(crate) fn q4k_rows(
+    w: &[u8],
+    h: &[q4k::Header],
+    rows: &[Row; ROWS_PER_PASS],
+    dx: &[[f32; ROWS_PER_PASS]],
+    out: &mut [f32; ROWS_PER_PASS],
+) {
+    // SAFETY: reached only when `has_avx2()` found AVX2 and FMA on this CPU.
+    *out = unsafe { q4k_rows_avx2(w, h, rows, dx) };
 }
 
-/// The first `R` rows as an array (the caller matched `R` to the length).
-fn fixed<'r, 'a, const R: usize>(rows: &'r [Row<'a>]) -> &'r [Row<'a>; R] {
-    rows[..R].try_into().expect("R rows were counted")
+/// The dot products of one Q6_K weight row `w` with each of the [`ROWS_PER_PASS`] `rows`
+/// (`dx[b]`: the rows' scales for block `b`).
+pub(crate) fn q6k_rows(
+    w: &[u8],
+    h: &[q6k::Header],
+    rows: &[Row; ROWS_PER_PASS],
+    dx: &[[f32; ROWS_PER_PASS]],
+    out: &mut [f32; ROWS_PER_PASS],
+) {
+    // SAFETY: reached only when `has_avx2()` found AVX2 and FMA on this CPU.
+    *out = unsafe { q6k_rows_avx2(w, h, rows, dx) };
 }
 
-/// The dot products of one Q4_K weight row `w` with each of `rows` (at most
-/// [`ROWS_PER_PASS`]).
-pub(crate) fn q4k_rows(w: &[u8], h: &[q4k::Header], rows: &[Row], out: &mut [f32]) {
-    by_rows!(q4k_rows_avx2, w, h, rows, out)
-}
+const _: () = assert!(ROWS_PER_PASS == 8, "the reductions below fold eight rows");
 
-/// The dot products of one Q6_K weight row `w` with each of `rows` (at most
-/// [`ROWS_PER_PASS`]).
-pub(crate) fn q6k_rows(w: &[u8], h: &[q6k::Header], rows: &[Row], out: &mut [f32]) {
-    by_rows!(q6k_rows_avx2, w, h, rows, out)
+/// Eight vectors of eight i32 into one: lane `r` is the sum of `v[r]`'s lanes (six horizontal
+/// adds and one cross-lane add).
+#[target_feature(enable = "avx2")]
+fn reduce8(v: &[__m256i; 8]) -> __m256i {
+    let h01 = _mm256_hadd_epi32(v[0], v[1]);
+    let h23 = _mm256_hadd_epi32(v[2], v[3]);
+    let h45 = _mm256_hadd_epi32(v[4], v[5]);
+    let h67 = _mm256_hadd_epi32(v[6], v[7]);
+    // Per 128-bit lane: rows 0-3 (then 4-7), partial sums of that lane's half.
+    let lo = _mm256_hadd_epi32(h01, h23);
+    let hi = _mm256_hadd_epi32(h45, h67);
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256::<0x20>(lo, hi),
+        _mm256_permute2x128_si256::<0x31>(lo, hi),
+    )
 }
 
 /// Per block: the 4-bit values are unpacked once (two 32-byte registers per 64 values) and
-/// multiplied with each of the `R` activation rows: `maddubs` (u4 × i8 pairs into i16: at most
-/// 2·15·127, no saturation), `madd` with the 6-bit scale into i32, summed; the mins (each
-/// repeated over its two 16-value sums) `madd` with the activations' 16-value sums; then one
-/// FMA per row with `d·dx` and one with `−dmin·dx`.
+/// multiplied with each of the eight activation rows: `maddubs` (u4 × i8 pairs into i16: at
+/// most 2·15·127, no saturation), `madd` with the 6-bit scale into i32, summed; the mins (each
+/// repeated over its two 16-value sums) `madd` with the activations' 16-value sums. The eight
+/// rows' sums fold into one vector (lane = row) for the float step: `d·S − dmin·M`, times the
+/// rows' scales, into one accumulator.
 #[target_feature(enable = "avx2,fma")]
-fn q4k_rows_avx2<const R: usize>(w: &[u8], headers: &[q4k::Header], rows: &[Row; R]) -> [f32; R] {
-    let n = headers.len();
+fn q4k_rows_avx2(
+    w: &[u8],
+    headers: &[q4k::Header],
+    rows: &[Row; ROWS_PER_PASS],
+    dx: &[[f32; ROWS_PER_PASS]],
+) -> [f32; ROWS_PER_PASS] {
     let low = _mm256_set1_epi8(0x0F);
-    let mut acc = [_mm256_setzero_ps(); R];
-    for (b, (block, h)) in w
+    let mut acc = _mm256_setzero_ps();
+    for (b, ((block, h), dx)) in w
         .chunks_exact(q4k::BLOCK_BYTES)
         .zip(headers)
+        .zip(dx)
         .enumerate()
-        .take(n)
     {
-        let mut sumi = [_mm256_setzero_si256(); R];
+        let mut sumi = [_mm256_setzero_si256(); ROWS_PER_PASS];
         for j in 0..QK_K / 64 {
             let q4 = load_u8(chunk::<32, u8>(block, 16 + 32 * j));
             let lo = _mm256_and_si256(q4, low);
@@ -86,14 +91,22 @@ fn q4k_rows_avx2<const R: usize>(w: &[u8], headers: &[q4k::Header], rows: &[Row;
         }
         let mins8 = load_8(&h.mins);
         let mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mins8, mins8));
-        let (d, dmin) = (_mm256_set1_ps(h.d), _mm256_set1_ps(h.dmin));
-        for ((a, s), row) in acc.iter_mut().zip(&sumi).zip(rows) {
-            let m = _mm256_cvtepi32_ps(_mm256_madd_epi16(mins, load_i16(&row.sums[b])));
-            let v = _mm256_fmsub_ps(_mm256_cvtepi32_ps(*s), d, _mm256_mul_ps(m, dmin));
-            *a = _mm256_fmadd_ps(_mm256_set1_ps(row.d[b]), v, *a);
+        let mut m = [_mm256_setzero_si256(); ROWS_PER_PASS];
+        for (m, row) in m.iter_mut().zip(rows) {
+            *m = _mm256_madd_epi16(mins, load_i16(&row.sums[b]));
         }
+        let s = _mm256_cvtepi32_ps(reduce8(&sumi));
+        let m = _mm256_cvtepi32_ps(reduce8(&m));
+        let v = _mm256_fmsub_ps(
+            s,
+            _mm256_set1_ps(h.d),
+            _mm256_mul_ps(m, _mm256_set1_ps(h.dmin)),
+        );
+        acc = _mm256_fmadd_ps(v, load_f32(dx), acc);
     }
-    acc.map(|a| hsum(a))
+    let mut out = [0f32; ROWS_PER_PASS];
+    store_f32(&mut out, acc);
+    out
 }
 
 /// Byte shuffles that spread one half-block's eight i16 scales (in both 128-bit lanes) over a
@@ -120,14 +133,24 @@ const Q6K_SCALE_SPREAD: [[u8; 32]; 4] = {
 /// scales; the −32 offset is taken once per block as `32 · Σ scale · (16-value sum)`; then one
 /// FMA per row with `d·dx`.
 #[target_feature(enable = "avx2,fma")]
-fn q6k_rows_avx2<const R: usize>(w: &[u8], headers: &[q6k::Header], rows: &[Row; R]) -> [f32; R] {
+fn q6k_rows_avx2(
+    w: &[u8],
+    headers: &[q6k::Header],
+    rows: &[Row; ROWS_PER_PASS],
+    dx: &[[f32; ROWS_PER_PASS]],
+) -> [f32; ROWS_PER_PASS] {
     let m4 = _mm256_set1_epi8(0x0F);
     let m2 = _mm256_set1_epi8(0x30);
     let spread = Q6K_SCALE_SPREAD.map(|t| load_u8(&t));
-    let mut acc = [_mm256_setzero_ps(); R];
-    for (b, (block, h)) in w.chunks_exact(q6k::BLOCK_BYTES).zip(headers).enumerate() {
+    let mut acc = _mm256_setzero_ps();
+    for (b, ((block, h), dx)) in w
+        .chunks_exact(q6k::BLOCK_BYTES)
+        .zip(headers)
+        .zip(dx)
+        .enumerate()
+    {
         let scales = h.scales.map(|s| s as u8);
-        let mut sumi = [_mm256_setzero_si256(); R];
+        let mut sumi = [_mm256_setzero_si256(); ROWS_PER_PASS];
         for half in 0..2 {
             let ql0 = load_u8(chunk::<32, u8>(block, 64 * half));
             let ql1 = load_u8(chunk::<32, u8>(block, 64 * half + 32));
@@ -162,12 +185,14 @@ fn q6k_rows_avx2<const R: usize>(w: &[u8], headers: &[q6k::Header], rows: &[Row;
             }
         }
         let all = _mm256_cvtepi8_epi16(load_16(&scales));
-        let d = _mm256_set1_ps(h.d);
-        for ((a, s), row) in acc.iter_mut().zip(&sumi).zip(rows) {
+        for (s, row) in sumi.iter_mut().zip(rows) {
             let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(all, load_i16(&row.sums[b])));
-            let v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(*s, offset)), d);
-            *a = _mm256_fmadd_ps(_mm256_set1_ps(row.d[b]), v, *a);
+            *s = _mm256_sub_epi32(*s, offset);
         }
+        let v = _mm256_mul_ps(_mm256_cvtepi32_ps(reduce8(&sumi)), _mm256_set1_ps(h.d));
+        acc = _mm256_fmadd_ps(v, load_f32(dx), acc);
     }
-    acc.map(|a| hsum(a))
+    let mut out = [0f32; ROWS_PER_PASS];
+    store_f32(&mut out, acc);
+    out
 }
