@@ -105,42 +105,43 @@ pub fn axpy(out: &mut [f32], w: f32, v: &[f32]) {
     scalar::axpy(out, w, v)
 }
 
-/// Rows taken by one call of [`dot_many`] or [`axpy_many`].
+/// Rows taken by one call of [`dot_many`] or [`weighted_rows`].
 pub const MANY: usize = 8;
 
-/// `out[r] = q_r · k` for each row `q_r` of `qs` (rows of `k.len()` values; as many as fit in
-/// `qs`, `out` and [`MANY`]).
-pub fn dot_many(qs: &[f32], k: &[f32], out: &mut [f32]) {
+/// `out[r] = q_r · k` for each row `q_r` of `qs` (rows of `k.len()` values, at most [`MANY`]);
+/// rows `qs` does not hold come out 0.
+pub fn dot_many(qs: &[f32], k: &[f32], out: &mut [f32; MANY]) {
     let d = k.len();
-    let rows = out
-        .len()
-        .min(MANY)
-        .min(qs.len().checked_div(d).unwrap_or(0));
-    let out = &mut out[..rows];
+    out.fill(0.0);
+    if d == 0 {
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() && d > 0 {
+    if has_avx2() {
         return avx2::dot_many(qs, k, out);
     }
-    for (r, o) in out.iter_mut().enumerate() {
-        *o = scalar::dot(&qs[r * d..(r + 1) * d], k);
+    for (o, q) in out.iter_mut().zip(qs.chunks_exact(d)) {
+        *o = scalar::dot(q, k);
     }
 }
 
-/// `out_r += w_r · v` for each row `out_r` of `outs` (rows of `v.len()` values; as many as fit
-/// in `outs`, `ws` and [`MANY`]).
-pub fn axpy_many(outs: &mut [f32], ws: &[f32], v: &[f32]) {
-    let d = v.len();
-    let rows = ws
-        .len()
-        .min(MANY)
-        .min(outs.len().checked_div(d).unwrap_or(0));
-    let ws = &ws[..rows];
+/// `out[r] = Σ_j weights[j][r] · v_j` for the [`MANY`] rows of `out` (`out.len() / MANY`
+/// values each, the width of each row `v_j` of `values`; as many `j` as both hold) — the
+/// attention-weighted sum of value rows for a block of queries.
+pub fn weighted_rows(weights: &[[f32; MANY]], values: &[f32], out: &mut [f32]) {
+    let d = out.len() / MANY;
+    let out = &mut out[..d * MANY];
+    let n = weights.len().min(values.len().checked_div(d).unwrap_or(0));
+    let (weights, values) = (&weights[..n], &values[..n * d]);
     #[cfg(target_arch = "x86_64")]
     if has_avx2() && d > 0 {
-        return avx2::axpy_many(outs, ws, v);
+        return avx2::weighted_rows(weights, values, out);
     }
-    for (r, &w) in ws.iter().enumerate() {
-        scalar::axpy(&mut outs[r * d..(r + 1) * d], w, v);
+    out.fill(0.0);
+    for (w, v) in weights.iter().zip(values.chunks_exact(d.max(1))) {
+        for (r, row) in out.chunks_exact_mut(d.max(1)).enumerate() {
+            scalar::axpy(row, w[r], v);
+        }
     }
 }
 
@@ -208,31 +209,47 @@ mod tests {
         for d in [1, 8, 13, 64, 128] {
             for rows in 1..=MANY {
                 let (qs, k) = (values(rows * d, 5), values(d, 6));
-                let mut got = vec![0f32; rows];
+                let mut got = [9f32; MANY];
                 dot_many(&qs, &k, &mut got);
                 for (r, g) in got.iter().enumerate() {
-                    let want = scalar::dot(&qs[r * d..(r + 1) * d], &k);
+                    let want = if r < rows {
+                        scalar::dot(&qs[r * d..(r + 1) * d], &k)
+                    } else {
+                        0.0
+                    };
                     assert!((g - want).abs() <= 1e-4 * (1.0 + want.abs()), "dot, d {d}");
                 }
-                let ws = values(rows, 7);
-                let (mut got, mut want) = (values(rows * d, 8), values(rows * d, 8));
-                axpy_many(&mut got, &ws, &k);
-                for (r, w) in ws.iter().enumerate() {
-                    scalar::axpy(&mut want[r * d..(r + 1) * d], *w, &k);
+            }
+            for n in [0, 1, 5, 17] {
+                let ws: Vec<[f32; MANY]> = (0..n)
+                    .map(|j| std::array::from_fn(|r| values(1, (j * MANY + r) as u32)[0]))
+                    .collect();
+                let vs = values(n * d, 9);
+                let mut got = vec![7f32; MANY * d];
+                weighted_rows(&ws, &vs, &mut got);
+                let mut want = vec![0f32; MANY * d];
+                for (w, v) in ws.iter().zip(vs.chunks_exact(d)) {
+                    for r in 0..MANY {
+                        scalar::axpy(&mut want[r * d..(r + 1) * d], w[r], v);
+                    }
                 }
                 for (g, w) in got.iter().zip(&want) {
-                    assert!((g - w).abs() <= 1e-5, "axpy, d {d}");
+                    assert!(
+                        (g - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                        "weighted, d {d}, n {n}"
+                    );
                 }
             }
         }
-        // Short buffers bound the rows; nothing panics.
-        let mut out = [7.0f32; 3];
+        // Short buffers bound the work; nothing panics.
+        let mut out = [7.0f32; MANY];
         dot_many(&[1.0; 4], &[1.0, 1.0], &mut out);
-        assert_eq!(out, [2.0, 2.0, 7.0]);
+        assert_eq!(out, [2.0, 2.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
         dot_many(&[1.0; 4], &[], &mut out);
-        let mut outs = [0.0f32; 4];
-        axpy_many(&mut outs, &[1.0; 9], &[1.0, 2.0]);
-        assert_eq!(outs, [1.0, 2.0, 1.0, 2.0]);
+        assert_eq!(out, [0.0; MANY]);
+        let mut outs = [1.0f32; 2 * MANY];
+        weighted_rows(&[[1.0; MANY]; 3], &[1.0, 2.0], &mut outs);
+        assert_eq!(&outs[..2], &[1.0, 2.0]);
     }
 
     #[test]

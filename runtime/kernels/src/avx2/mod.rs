@@ -101,17 +101,18 @@ fn axpy_f32_avx2(out: &mut [f32], w: f32, v: &[f32]) {
     }
 }
 
-pub(crate) fn dot_many(qs: &[f32], k: &[f32], out: &mut [f32]) {
+pub(crate) fn dot_many(qs: &[f32], k: &[f32], out: &mut [f32; crate::MANY]) {
     // SAFETY: reached only when `has_avx2()` found AVX2 and FMA on this CPU.
     unsafe { dot_many_avx2(qs, k, out) }
 }
 
-/// `out[r] = qs[r] · k` for up to [`crate::MANY`] rows of `k.len()` values: each eight values
-/// of `k` are loaded once for all the rows.
+/// `out[r] = qs[r] · k` for the [`crate::MANY`] rows of `qs` (`qs` holds `rows` of them; the
+/// rest come out 0): each eight values of `k` are loaded once for all the rows, and the eight
+/// sums fold into one vector.
 #[target_feature(enable = "avx2,fma")]
-fn dot_many_avx2(qs: &[f32], k: &[f32], out: &mut [f32]) {
+fn dot_many_avx2(qs: &[f32], k: &[f32], out: &mut [f32; crate::MANY]) {
     let d = k.len();
-    let rows = out.len().min(crate::MANY);
+    let rows = (qs.len() / d).min(crate::MANY);
     let (k8, k_rest) = k.as_chunks::<8>();
     let mut acc = [_mm256_setzero_ps(); crate::MANY];
     for (c, kc) in k8.iter().enumerate() {
@@ -121,41 +122,56 @@ fn dot_many_avx2(qs: &[f32], k: &[f32], out: &mut [f32]) {
             *a = _mm256_fmadd_ps(load_f32(q), kv, *a);
         }
     }
-    for (r, o) in out.iter_mut().enumerate().take(rows) {
-        let tail = &qs[r * d + 8 * k8.len()..(r + 1) * d];
-        *o = hsum(acc[r]) + tail.iter().zip(k_rest).map(|(a, b)| a * b).sum::<f32>();
-    }
-}
-
-pub(crate) fn axpy_many(outs: &mut [f32], ws: &[f32], v: &[f32]) {
-    // SAFETY: reached only when `has_avx2()` found AVX2 and FMA on this CPU.
-    unsafe { axpy_many_avx2(outs, ws, v) }
-}
-
-/// `outs[r] += ws[r] · v` for each row `r` of `v.len()` values: each eight values of `v` are
-/// loaded once for all the rows.
-#[target_feature(enable = "avx2,fma")]
-fn axpy_many_avx2(outs: &mut [f32], ws: &[f32], v: &[f32]) {
-    let d = v.len();
-    let (v8, v_rest) = v.as_chunks::<8>();
-    let rows = ws.len().min(crate::MANY);
-    let mut wv = [_mm256_setzero_ps(); crate::MANY];
-    for (x, &w) in wv.iter_mut().zip(ws) {
-        *x = _mm256_set1_ps(w);
-    }
-    for (c, vc) in v8.iter().enumerate() {
-        let x = load_f32(vc);
-        for (r, w) in wv.iter().enumerate().take(rows) {
-            let o = <&mut [f32; 8]>::try_from(&mut outs[r * d + 8 * c..r * d + 8 * c + 8])
-                .expect("eight values");
-            let sum = _mm256_fmadd_ps(*w, x, load_f32(o));
-            store_f32(o, sum);
+    let h01 = _mm256_hadd_ps(acc[0], acc[1]);
+    let h23 = _mm256_hadd_ps(acc[2], acc[3]);
+    let h45 = _mm256_hadd_ps(acc[4], acc[5]);
+    let h67 = _mm256_hadd_ps(acc[6], acc[7]);
+    let lo = _mm256_hadd_ps(h01, h23);
+    let hi = _mm256_hadd_ps(h45, h67);
+    let sums = _mm256_add_ps(
+        _mm256_permute2f128_ps::<0x20>(lo, hi),
+        _mm256_permute2f128_ps::<0x31>(lo, hi),
+    );
+    store_f32(out, sums);
+    if !k_rest.is_empty() {
+        for (r, o) in out.iter_mut().enumerate().take(rows) {
+            let tail = &qs[r * d + 8 * k8.len()..(r + 1) * d];
+            *o += tail.iter().zip(k_rest).map(|(a, b)| a * b).sum::<f32>();
         }
     }
-    for (r, &w) in ws.iter().enumerate().take(rows) {
-        let tail = &mut outs[r * d + 8 * v8.len()..(r + 1) * d];
-        for (o, x) in tail.iter_mut().zip(v_rest) {
-            *o += w * x;
+}
+
+pub(crate) fn weighted_rows(weights: &[[f32; crate::MANY]], values: &[f32], out: &mut [f32]) {
+    // SAFETY: reached only when `has_avx2()` found AVX2 and FMA on this CPU.
+    unsafe { weighted_rows_avx2(weights, values, out) }
+}
+
+/// `out[r] = Σ_j weights[j][r] · values[j]` for the [`crate::MANY`] rows of `out` (`d` values
+/// each): eight columns at a time, the eight rows' sums stay in registers over every `j`.
+#[target_feature(enable = "avx2,fma")]
+fn weighted_rows_avx2(weights: &[[f32; crate::MANY]], values: &[f32], out: &mut [f32]) {
+    let d = out.len() / crate::MANY;
+    for c in 0..d / 8 {
+        let mut acc = [_mm256_setzero_ps(); crate::MANY];
+        for (w, v) in weights.iter().zip(values.chunks_exact(d)) {
+            let x = load_f32(chunk::<8, f32>(v, 8 * c));
+            for (a, &wr) in acc.iter_mut().zip(w) {
+                *a = _mm256_fmadd_ps(_mm256_set1_ps(wr), x, *a);
+            }
+        }
+        for (r, a) in acc.iter().enumerate() {
+            let o = <&mut [f32; 8]>::try_from(&mut out[r * d + 8 * c..r * d + 8 * c + 8])
+                .expect("eight values");
+            store_f32(o, *a);
+        }
+    }
+    for c in d / 8 * 8..d {
+        for r in 0..crate::MANY {
+            out[r * d + c] = weights
+                .iter()
+                .zip(values.chunks_exact(d))
+                .map(|(w, v)| w[r] * v[c])
+                .sum();
         }
     }
 }

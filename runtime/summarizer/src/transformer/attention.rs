@@ -4,11 +4,9 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
-use cloister_kernels::{MANY, axpy_many, dot_many};
-
-use super::ops::softmax;
+use cloister_kernels::{MANY, dot_many, weighted_rows};
 
 /// Keys and values of every layer, `[kv_head][position][head_dim]` per layer, zeroized when
 /// dropped (they are derived from the request's text).
@@ -107,10 +105,10 @@ impl KvCache {
         let out = Mutex::new(out);
         let cursor = AtomicUsize::new(0);
         candle_core::utils::barrier_pool().execute_chunked(items, |_| {
-            let mut scores = Zeroizing::new(vec![0f32; MANY * width]);
+            // Per key: the block's eight scores, side by side (the value pass reads them so).
+            let mut scores = Zeroizing::new(vec![[0f32; MANY]; width]);
             let mut qb = Zeroizing::new(vec![0f32; MANY * d]);
             let mut acc = Zeroizing::new(vec![0f32; MANY * d]);
-            let mut w = [0f32; MANY];
             loop {
                 let item = cursor.fetch_add(1, Ordering::Relaxed);
                 if item >= items {
@@ -134,33 +132,42 @@ impl KvCache {
                     // Query row i sees keys 0 ..= pos0 + i; the block computes up to its last
                     // row's and masks the rest after the products.
                     let seen = pos0 + block.iter().map(|&(i, _)| i).max().unwrap_or(0) + 1;
-                    for (j, kj) in k.chunks_exact(d).take(seen).enumerate() {
-                        dot_many(&qb[..n * d], kj, &mut w[..n]);
-                        for (r, x) in w[..n].iter().enumerate() {
-                            scores[r * width + j] = x * scale;
-                        }
+                    let s = &mut scores[..seen];
+                    for (sj, kj) in s.iter_mut().zip(k.chunks_exact(d)) {
+                        dot_many(&qb[..n * d], kj, sj);
                     }
-                    for (r, &(i, _)) in block.iter().enumerate() {
-                        let row = &mut scores[r * width..r * width + seen];
-                        let own = pos0 + i + 1;
-                        softmax(&mut row[..own]);
-                        row[own..].fill(0.0);
+                    for r in 0..MANY {
+                        let own = block.get(r).map_or(0, |&(i, _)| pos0 + i + 1);
+                        softmax_column(s, r, own, scale);
                     }
-                    acc[..n * d].fill(0.0);
-                    for (j, vj) in v.chunks_exact(d).take(seen).enumerate() {
-                        for (r, x) in w[..n].iter_mut().enumerate() {
-                            *x = scores[r * width + j];
-                        }
-                        axpy_many(&mut acc[..n * d], &w[..n], vj);
-                    }
+                    weighted_rows(s, &v[..seen * d], &mut acc);
                     let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
                     for (r, &(i, h)) in block.iter().enumerate() {
                         out[(i * heads + h) * d..][..d].copy_from_slice(&acc[r * d..(r + 1) * d]);
                     }
                 }
             }
-            w.zeroize();
         });
+    }
+}
+
+/// Softmax of `scale ·` column `r` over rows `..own`; the rest of the column becomes 0.
+fn softmax_column(s: &mut [[f32; MANY]], r: usize, own: usize, scale: f32) {
+    let own = own.min(s.len());
+    let max = s[..own]
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, x| m.max(x[r] * scale));
+    let mut sum = 0.0;
+    for x in &mut s[..own] {
+        x[r] = (x[r] * scale - max).exp();
+        sum += x[r];
+    }
+    let inv = if sum > 0.0 { 1.0 / sum } else { 0.0 };
+    for x in &mut s[..own] {
+        x[r] *= inv;
+    }
+    for x in &mut s[own..] {
+        x[r] = 0.0;
     }
 }
 
@@ -210,6 +217,21 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn a_column_softmax_sums_to_one_keeps_order_and_masks_the_rest() {
+        let mut s = vec![[0f32; MANY]; 5];
+        for (j, v) in [1.0, 3.0, 2.0, -50.0, 9.0].into_iter().enumerate() {
+            s[j][2] = v;
+            s[j][0] = 4.0;
+        }
+        softmax_column(&mut s, 2, 4, 1.0);
+        let col: Vec<f32> = s.iter().map(|x| x[2]).collect();
+        assert!((col.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(col[1] > col[2] && col[2] > col[0] && col[0] > col[3]);
+        assert_eq!(col[4], 0.0, "past its own position");
+        assert!(s.iter().all(|x| x[0] == 4.0), "other columns untouched");
     }
 
     #[test]

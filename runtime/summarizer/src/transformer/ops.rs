@@ -35,20 +35,6 @@ pub fn swiglu(gate: &mut [f32], up: &[f32]) {
     }
 }
 
-/// In-place softmax of `x`.
-pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    let inv = 1.0 / sum;
-    for v in x.iter_mut() {
-        *v *= inv;
-    }
-}
-
 /// How a head's dimensions are paired for rotary position embedding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RopeStyle {
@@ -120,14 +106,6 @@ impl Rope {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn softmax_sums_to_one_and_keeps_order() {
-        let mut x = vec![1.0, 3.0, 2.0, -50.0];
-        softmax(&mut x);
-        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert!(x[1] > x[2] && x[2] > x[0] && x[0] > x[3]);
-    }
 
     #[test]
     fn rms_norm_gives_unit_rms_before_the_weight() {
