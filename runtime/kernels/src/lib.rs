@@ -125,6 +125,23 @@ pub fn dot_many(qs: &[f32], k: &[f32], out: &mut [f32; MANY]) {
     }
 }
 
+/// [`dot_many`] against each of `out.len()` rows of `keys` (rows of `keys.len() / out.len()`
+/// values): `out[j][r] = q_r · key_j`.
+pub fn dot_blocks(qs: &[f32], keys: &[f32], out: &mut [[f32; MANY]]) {
+    if out.is_empty() {
+        return;
+    }
+    let d = keys.len() / out.len();
+    let out = &mut out[..keys.len().checked_div(d).unwrap_or(0).min(keys.len())];
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() && d > 0 {
+        return avx2::dot_blocks(qs, &keys[..out.len() * d], out);
+    }
+    for (o, k) in out.iter_mut().zip(keys.chunks_exact(d.max(1))) {
+        dot_many(qs, k, o);
+    }
+}
+
 /// `out[r] = Σ_j weights[j][r] · v_j` for the [`MANY`] rows of `out` (`out.len() / MANY`
 /// values each, the width of each row `v_j` of `values`; as many `j` as both hold) — the
 /// attention-weighted sum of value rows for a block of queries.
@@ -241,6 +258,15 @@ mod tests {
                 }
             }
         }
+        let (qs, keys) = (values(3 * 16, 1), values(5 * 16, 2));
+        let mut blocks = [[0f32; MANY]; 5];
+        dot_blocks(&qs, &keys, &mut blocks);
+        for (j, k) in keys.chunks_exact(16).enumerate() {
+            let mut one = [0f32; MANY];
+            dot_many(&qs, k, &mut one);
+            assert_eq!(blocks[j], one);
+        }
+        dot_blocks(&qs, &[], &mut blocks);
         // Short buffers bound the work; nothing panics.
         let mut out = [7.0f32; MANY];
         dot_many(&[1.0; 4], &[1.0, 1.0], &mut out);

@@ -106,9 +106,24 @@ pub(crate) fn dot_many(qs: &[f32], k: &[f32], out: &mut [f32; crate::MANY]) {
     unsafe { dot_many_avx2(qs, k, out) }
 }
 
+pub(crate) fn dot_blocks(qs: &[f32], keys: &[f32], out: &mut [[f32; crate::MANY]]) {
+    // SAFETY: reached only when `has_avx2()` found AVX2 and FMA on this CPU.
+    unsafe { dot_blocks_avx2(qs, keys, out) }
+}
+
+/// [`dot_many_avx2`] for each row of `keys` (`out.len()` rows of equal width).
+#[target_feature(enable = "avx2,fma")]
+fn dot_blocks_avx2(qs: &[f32], keys: &[f32], out: &mut [[f32; crate::MANY]]) {
+    let d = keys.len() / out.len().max(1);
+    for (o, k) in out.iter_mut().zip(keys.chunks_exact(d.max(1))) {
+        dot_many_avx2(qs, k, o);
+    }
+}
+
 /// `out[r] = qs[r] · k` for the [`crate::MANY`] rows of `qs` (`qs` holds `rows` of them; the
 /// rest come out 0): each eight values of `k` are loaded once for all the rows, and the eight
 /// sums fold into one vector.
+#[inline]
 #[target_feature(enable = "avx2,fma")]
 fn dot_many_avx2(qs: &[f32], k: &[f32], out: &mut [f32; crate::MANY]) {
     let d = k.len();

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use zeroize::Zeroizing;
 
-use cloister_kernels::{MANY, dot_many, weighted_rows};
+use cloister_kernels::{MANY, dot_blocks, weighted_rows};
 
 /// Keys and values of every layer, `[kv_head][position][head_dim]` per layer, zeroized when
 /// dropped (they are derived from the request's text).
@@ -133,9 +133,7 @@ impl KvCache {
                     // row's and masks the rest after the products.
                     let seen = pos0 + block.iter().map(|&(i, _)| i).max().unwrap_or(0) + 1;
                     let s = &mut scores[..seen];
-                    for (sj, kj) in s.iter_mut().zip(k.chunks_exact(d)) {
-                        dot_many(&qb[..n * d], kj, sj);
-                    }
+                    dot_blocks(&qb[..n * d], &k[..seen * d], s);
                     for r in 0..MANY {
                         let own = block.get(r).map_or(0, |&(i, _)| pos0 + i + 1);
                         softmax_column(s, r, own, scale);

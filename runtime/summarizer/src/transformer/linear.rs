@@ -83,6 +83,17 @@ pub(super) fn project(
     x: &[f32],
     outs: &mut [&mut [f32]],
 ) -> Result<(), SummarizeError> {
+    project_then(linears, x, outs, |_| {})
+}
+
+/// [`project`], then `then` on each run of rows of the outputs (the same rows of each, in
+/// order), by the worker that computed them while they are in its cache.
+pub(super) fn project_then(
+    linears: &[&Linear],
+    x: &[f32],
+    outs: &mut [&mut [f32]],
+    then: impl Fn(&mut [&mut [f32]]) + Sync,
+) -> Result<(), SummarizeError> {
     let Some(first) = linears.first() else {
         return Ok(());
     };
@@ -107,6 +118,12 @@ pub(super) fn project(
         for (l, out) in linears.iter().zip(outs.iter_mut()) {
             l.forward_candle(x, out)?;
         }
+        let mut rows: Vec<&mut [f32]> = linears
+            .iter()
+            .zip(outs.iter_mut())
+            .map(|(l, o)| &mut o[..m * l.rows])
+            .collect();
+        then(&mut rows);
         return Ok(());
     }
     // Each chunk's rows of every output, taken by the worker that computes them.
@@ -135,8 +152,9 @@ pub(super) fn project(
             let taken = slots[c].lock().unwrap_or_else(|p| p.into_inner()).take();
             let Some(mut part) = taken else { continue };
             let rows = &x[c * size * cols..x.len().min((c + 1) * size * cols)];
-            if let Err(e) = chunk(linears, rows, cols, &mut part) {
-                *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            match chunk(linears, rows, cols, &mut part) {
+                Ok(()) => then(&mut part),
+                Err(e) => *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e),
             }
         }
     });

@@ -6,10 +6,11 @@
 //! whole cache), copy the keys for every grouped head, and candle 0.11 runs every Q4_K matrix
 //! — decode included — through a repacked copy of the weights (a third more bytes per token,
 //! and both copies stay in memory). Here each weight matrix is held once, compact, as read from
-//! the file, and multiplied by candle's own ggml-style kernels (activations quantised to Q8_K,
-//! `vec_dot_q4k_q8k` / `vec_dot_q6k_q8k`, split over its worker pool); the token embedding
-//! stays quantised and only the rows a prompt uses are expanded; the KV cache is allocated once
-//! per generation; attention reads each key/value head once per query head, in place.
+//! the file. Prompts are multiplied by `cloister-kernels` (Q4_K and Q6_K over eight activation
+//! rows per pass; see `linear.rs`), single tokens by candle's ggml-style kernels on the same
+//! bytes; the token embedding stays quantised and only the rows a prompt uses are expanded; the
+//! KV cache is allocated once per generation; attention shares each pass over a key/value head
+//! between all the query heads of its group (see `attention.rs`).
 
 mod attention;
 mod linear;
@@ -25,7 +26,7 @@ use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use zeroize::Zeroizing;
 
 pub use attention::KvCache;
-use linear::{Linear, Matrix, kernel, project};
+use linear::{Linear, Matrix, kernel, project, project_then};
 use ops::{Rope, RopeStyle};
 
 use crate::error::SummarizeError;
@@ -327,8 +328,11 @@ impl Transformer {
             ops::add_assign(&mut x, &o);
 
             ops::rms_norm(&x, &l.ffn_norm, c.eps, &mut h);
-            project(&[&l.gate, &l.up], &h, &mut [&mut gate, &mut up])?;
-            ops::swiglu(&mut gate, &up);
+            project_then(&[&l.gate, &l.up], &h, &mut [&mut gate, &mut up], |o| {
+                if let [g, u] = o {
+                    ops::swiglu(g, u);
+                }
+            })?;
             project(&[&l.down], &gate, &mut [&mut o])?;
             ops::add_assign(&mut x, &o);
         }
