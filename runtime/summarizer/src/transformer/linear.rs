@@ -98,8 +98,10 @@ pub(super) fn project_then(
         return Ok(());
     };
     let cols = first.cols;
-    if linears.len() != outs.len() || linears.iter().any(|l| l.cols != cols) {
-        return Err(bad("a projection's matrices disagree on their input"));
+    if cols == 0 || linears.len() != outs.len() || linears.iter().any(|l| l.cols != cols) {
+        return Err(bad(
+            "a projection's matrices read no input or disagree on it",
+        ));
     }
     let m = x.len() / cols;
     if let Some(short) = linears
