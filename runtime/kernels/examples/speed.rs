@@ -48,20 +48,6 @@ fn main() -> anyhow::Result<()> {
                 ratios.push(a / b);
             }
             ratios.sort_by(f64::total_cmp);
-            // L1-resident probe: 8 weight rows, 4 activation rows, many times.
-            {
-                let small = &matrix.bytes()[..8 * row_bytes];
-                let acts = Activations::quantize(&x[..4 * k], k)?;
-                let mut o = vec![0f32; 32];
-                let reps = 2000;
-                let t = Instant::now();
-                for _ in 0..reps {
-                    matmul(format, small, &acts, &mut o)?;
-                }
-                let r = (32 * k * reps) as f64 / t.elapsed().as_secs_f64() / 1e9;
-                println!("  L1-resident: {r:.1} GMAC/s");
-            }
-
             println!(
                 "{format:?} {rows}x{k}, {m} rows: cloister {ours:.1} GMAC/s, candle {candle:.1} GMAC/s, median ratio {:.2}",
                 ratios[ratios.len() / 2]

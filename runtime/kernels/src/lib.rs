@@ -6,7 +6,8 @@
 //!   held once in candle's storage as a [`Matrix`]) with several Q8_K-quantised
 //!   [`Activations`] rows at once — the prompt's matrix products. candle's kernels take one
 //!   activation row per weight row and unpack each weight block again for every row.
-//! * [`dot`] and [`axpy`]: the f32 loops of attention.
+//! * [`dot`], [`dot_many`], [`dot_blocks`] and [`weighted_rows`]: the f32 loops of norms and
+//!   attention.
 //!
 //! Each operation picks AVX2+FMA at run time and otherwise runs a scalar equivalent; the tests
 //! check the two against each other and against candle's ggml-derived kernels.
@@ -92,17 +93,6 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
         return avx2::dot_f32(a, b);
     }
     scalar::dot(a, b)
-}
-
-/// `out += w · v` over the shorter of the two.
-pub fn axpy(out: &mut [f32], w: f32, v: &[f32]) {
-    let n = out.len().min(v.len());
-    let (out, v) = (&mut out[..n], &v[..n]);
-    #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
-        return avx2::axpy_f32(out, w, v);
-    }
-    scalar::axpy(out, w, v)
 }
 
 /// Rows taken by one call of [`dot_many`] or [`weighted_rows`].
@@ -204,7 +194,7 @@ mod tests {
     }
 
     #[test]
-    fn dot_and_axpy_agree_with_the_scalar_versions_at_every_length() {
+    fn dot_agrees_with_the_scalar_version_at_every_length() {
         for n in 0..70 {
             let (a, b) = (values(n, 1), values(n, 2));
             let want = scalar::dot(&a, &b);
@@ -212,12 +202,6 @@ mod tests {
                 (dot(&a, &b) - want).abs() <= 1e-4 * (1.0 + want.abs()),
                 "dot, n = {n}"
             );
-            let (mut got, mut want) = (values(n, 3), values(n, 3));
-            axpy(&mut got, 0.37, &a);
-            scalar::axpy(&mut want, 0.37, &a);
-            for (g, w) in got.iter().zip(&want) {
-                assert!((g - w).abs() <= 1e-6, "axpy, n = {n}");
-            }
         }
     }
 
@@ -281,8 +265,5 @@ mod tests {
     #[test]
     fn mismatched_lengths_use_the_shorter() {
         assert_eq!(dot(&[1.0, 2.0, 3.0], &[1.0, 1.0]), 3.0);
-        let mut out = [1.0, 1.0];
-        axpy(&mut out, 2.0, &[1.0, 1.0, 1.0]);
-        assert_eq!(out, [3.0, 3.0]);
     }
 }

@@ -82,25 +82,6 @@ fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
     total
 }
 
-pub(crate) fn axpy_f32(out: &mut [f32], w: f32, v: &[f32]) {
-    // SAFETY: reached only when `has_avx2()` found AVX2 and FMA on this CPU.
-    unsafe { axpy_f32_avx2(out, w, v) }
-}
-
-#[target_feature(enable = "avx2,fma")]
-fn axpy_f32_avx2(out: &mut [f32], w: f32, v: &[f32]) {
-    let wv = _mm256_set1_ps(w);
-    let (o8, o_rest) = out.as_chunks_mut::<8>();
-    let (v8, v_rest) = v.as_chunks::<8>();
-    for (o, x) in o8.iter_mut().zip(v8) {
-        let r = _mm256_fmadd_ps(wv, load_f32(x), load_f32(o));
-        store_f32(o, r);
-    }
-    for (o, x) in o_rest.iter_mut().zip(v_rest) {
-        *o += w * x;
-    }
-}
-
 pub(crate) fn dot_many(qs: &[f32], k: &[f32], out: &mut [f32; crate::MANY]) {
     // SAFETY: reached only when `has_avx2()` found AVX2 and FMA on this CPU.
     unsafe { dot_many_avx2(qs, k, out) }
