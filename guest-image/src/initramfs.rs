@@ -144,6 +144,9 @@ pub struct ManifestFields {
     pub firmware_sha256: BTreeMap<String, String>,
     /// The kernel command line (the guest's configuration).
     pub cmdline: String,
+    /// The weights disk, when the weights are not in the initramfs
+    /// ([`crate::weights_disk::BuiltWeightsDisk::manifest_value`]).
+    pub weights_disk: Option<Value>,
 }
 
 /// Everything an archive is built from.
@@ -354,6 +357,9 @@ fn manifest_json(
     top.insert("kernel_sha256", Value::from(m.kernel_sha256.as_str()));
     top.insert("firmware_sha256", to_value(&m.firmware_sha256)?);
     top.insert("cmdline", Value::from(m.cmdline.as_str()));
+    if let Some(disk) = &m.weights_disk {
+        top.insert("weights_disk", disk.clone());
+    }
     top.insert("source_date_epoch", Value::from(spec.source_date_epoch));
     top.insert("files", Value::Array(files));
     top.insert("symlinks", Value::Array(symlinks));
@@ -602,6 +608,7 @@ mod tests {
                 ("amdsev".to_owned(), "ef".repeat(32)),
             ]),
             cmdline: "console=ttyS0 cloister.attester=sev-snp".to_owned(),
+            weights_disk: None,
         }
     }
 

@@ -57,8 +57,10 @@ pub struct PinnedModule {
 }
 
 /// The modules the guest needs, in load order: the vsock transport (host ⇄ guest HTTP), then
-/// configfs and the TSM report interface, then the platform's attestation driver.
-pub const MODULES: [PinnedModule; 7] = [
+/// configfs and the TSM report interface, then the platform's attestation driver, then what a
+/// dm-verity weights disk needs (virtio disk, device-mapper and its verity target, the SHA-256
+/// SIMD implementations, EROFS).
+pub const MODULES: [PinnedModule; 15] = [
     PinnedModule {
         name: "vsock",
         sha256: "bce39bf2b50cf19ea15faf1ffb5a6ee609ef1c9c4805393afb8c90dfcf796800",
@@ -86,6 +88,38 @@ pub const MODULES: [PinnedModule; 7] = [
     PinnedModule {
         name: "tdx-guest",
         sha256: "d7568c5abc240f1fbd1d524a97c7df8e6f245a05c9a0b182ac87da32853ab693",
+    },
+    PinnedModule {
+        name: "virtio_blk",
+        sha256: "49d13257e6d409518c7f8363fc2b9f3185719ae43b540d8ad457d23e9c4114b3",
+    },
+    PinnedModule {
+        name: "dm-mod",
+        sha256: "4ebe4667ebc1da3b6cdfc35a34f97ed5c19a01055fa08ed70d84044dcb962aea",
+    },
+    PinnedModule {
+        name: "dm-bufio",
+        sha256: "c77436b1adfa2b16226b8ae70663e62c611ff0e7c65daabdb4d0e28cc5f3094f",
+    },
+    PinnedModule {
+        name: "reed_solomon",
+        sha256: "f5d8283e5ad638c7203aa3a6508cb6cc12bcfe8fd9322c91f82d6092507b8ecf",
+    },
+    PinnedModule {
+        name: "dm-verity",
+        sha256: "6c255c8e0ff4fec00763cb6f2eb0792f5cf07b4ae3d2672b8abcbfe02ffe0e93",
+    },
+    PinnedModule {
+        name: "sha256-ssse3",
+        sha256: "40c8887cfb1232924c2656f1f1fb30493b52a937e0c8740a9724f6d2ea801b59",
+    },
+    PinnedModule {
+        name: "libcrc32c",
+        sha256: "41ea88f3e63a1eee95a4980933f76e1ba4637c268f9d1006a09d6e4090ce101e",
+    },
+    PinnedModule {
+        name: "erofs",
+        sha256: "64cce2d10872ea756039942e6096c99d9691b52587dcb8948f137587fd19e4ae",
     },
 ];
 

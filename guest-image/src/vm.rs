@@ -44,6 +44,9 @@ pub struct VmSpec {
     pub kernel: PathBuf,
     /// initrd.
     pub initrd: PathBuf,
+    /// The weights disk (attached read-only as the first virtio disk), if any. It is not
+    /// measured by the firmware: the command line carries its dm-verity root hash.
+    pub disk: Option<PathBuf>,
     /// Kernel command line.
     pub cmdline: String,
     /// Emulated launches: the kernel-hashes page and its GPA.
@@ -109,6 +112,15 @@ pub fn qemu_args(spec: &VmSpec) -> Result<Vec<OsString>, ImageError> {
     ));
     push("-device");
     push("vhost-user-vsock-pci,chardev=vs0");
+    if let Some(disk) = &spec.disk {
+        push("-drive");
+        push(&format!(
+            "file={},format=raw,if=none,id=weights,readonly=on",
+            disk.display()
+        ));
+        push("-device");
+        push("virtio-blk-pci,drive=weights");
+    }
     push("-bios");
     a.push(spec.firmware.clone().into_os_string());
     match spec.platform {

@@ -9,6 +9,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::weights::Weights;
+
 /// Where the guest gets its evidence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttestMode {
@@ -47,6 +49,8 @@ pub struct GuestConfig {
     pub emulated_sp_port: u32,
     /// `cloister.model=` workload model name (`none` serves only `echo`).
     pub model: String,
+    /// `cloister.weights=` where the model weights are (initramfs, or a dm-verity disk).
+    pub weights: Weights,
     /// `cloister.max_body=` largest request body, bytes.
     pub max_body: usize,
     /// `cloister.max_concurrent=` requests processed at once (more get 503).
@@ -65,6 +69,7 @@ impl GuestConfig {
             port: DEFAULT_PORT,
             emulated_sp_port: DEFAULT_EMULATED_SP_PORT,
             model: "none".to_owned(),
+            weights: Weights::Initramfs,
             max_body: 1 << 20,
             max_concurrent: 4,
             deadline: Duration::from_secs(120),
@@ -100,11 +105,12 @@ pub enum ConfigError {
     Missing(&'static str),
 }
 
-const KEYS: [&str; 8] = [
+const KEYS: [&str; 9] = [
     "cloister.attest",
     "cloister.port",
     "cloister.sp_port",
     "cloister.model",
+    "cloister.weights",
     "cloister.max_body",
     "cloister.max_concurrent",
     "cloister.deadline_ms",
@@ -182,6 +188,15 @@ impl GuestConfig {
                     }
                     cfg.model = value.to_owned();
                 }
+                "cloister.weights" => {
+                    cfg.weights = value.parse().map_err(|e: crate::weights::WeightsError| {
+                        ConfigError::InvalidValue {
+                            key: key.to_owned(),
+                            value: value.chars().take(40).collect(),
+                            expected: e.expected(),
+                        }
+                    })?
+                }
                 "cloister.max_body" => {
                     cfg.max_body = number(key, value, 1024, 64 << 20, "bytes, 1 KiB to 64 MiB")?
                 }
@@ -223,12 +238,13 @@ impl fmt::Display for GuestConfig {
         write!(
             f,
             "cloister.attest={} cloister.port={} cloister.sp_port={} cloister.model={} \
-             cloister.max_body={} cloister.max_concurrent={} cloister.deadline_ms={} \
+             cloister.weights={} cloister.max_body={} cloister.max_concurrent={} cloister.deadline_ms={} \
              cloister.key_lifetime_s={}",
             self.attest.as_str(),
             self.port,
             self.emulated_sp_port,
             self.model,
+            self.weights,
             self.max_body,
             self.max_concurrent,
             self.deadline.as_millis(),
@@ -246,6 +262,11 @@ mod tests {
         let mut c = GuestConfig::new(AttestMode::Snp);
         c.port = 9000;
         c.model = "qwen2.5-1.5b".to_owned();
+        c.weights = Weights::Verity(crate::weights::VerityWeights {
+            data_blocks: 3,
+            root_hash: [7; 32],
+            salt: [9; 32],
+        });
         c.deadline = Duration::from_millis(2500);
         let line = format!("console=ttyS0 panic=-1 {} quiet", c.to_cmdline());
         assert_eq!(GuestConfig::from_cmdline(&line), Ok(c));
@@ -280,6 +301,8 @@ mod tests {
             "cloister.attest=emulated cloister.deadline_ms=",
             "cloister.attest=emulated cloister.model=../../etc",
             "cloister.attest=emulated cloister.key_lifetime_s=5",
+            "cloister.attest=emulated cloister.weights=disk",
+            "cloister.attest=emulated cloister.weights=verity:1:00:00",
         ] {
             assert!(
                 matches!(

@@ -3,6 +3,7 @@
 //! * [`evidence`] — the evidence bundle a guest presents (report or quote, endorsements, key
 //!   config, expiry, image manifest digest, optional transparency-log proof).
 //! * [`binding`] — the one definition of the `report_data` binding.
+//! * [`guest_config`], [`weights`] — the guest's measured kernel command line.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -10,6 +11,7 @@ pub mod binding;
 pub mod emulated_sp;
 pub mod evidence;
 pub mod guest_config;
+pub mod weights;
 mod wire;
 
 pub use binding::{BindingError, report_data};
@@ -17,4 +19,5 @@ pub use evidence::{
     BUNDLE_VERSION, Endorsements, EvidenceBundle, LogProof, Platform, SnpCertificates,
 };
 pub use guest_config::{AttestMode, ConfigError, GuestConfig};
+pub use weights::{VerityWeights, Weights, WeightsError};
 pub use wire::BundleError;

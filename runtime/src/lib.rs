@@ -10,6 +10,7 @@
 //! * [`workload`] — the `Workload` trait and the `echo` workload.
 //! * [`summarize`] — the summariser's workloads (`/v1/summarize`, `/v1/rewrite`) and model loading.
 //! * [`server`] — HTTP/1.1 over vsock or a Unix socket, with limits.
+//! * [`weights`] — the dm-verity weights disk: verified, mounted read-only.
 #![forbid(unsafe_code)]
 
 pub mod attest;
@@ -19,4 +20,5 @@ pub mod init;
 pub mod keys;
 pub mod server;
 pub mod summarize;
+pub mod weights;
 pub mod workload;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use cloister_protocol::{AttestMode, GuestConfig, Platform};
+use cloister_protocol::{AttestMode, GuestConfig, Platform, Weights};
 use cloister_runtime::attest::Attester;
 use cloister_runtime::attest::emulated::{EmulatedSnpAttester, SpAddress};
 use cloister_runtime::attest::sev_guest::SevGuestAttester;
@@ -19,6 +19,7 @@ use cloister_runtime::init;
 use cloister_runtime::keys::KeyRing;
 use cloister_runtime::server::{self, AppState, Limits, Listen};
 use cloister_runtime::summarize;
+use cloister_runtime::weights;
 use cloister_runtime::workload::Router;
 use cloister_summarizer::SummarizerConfig;
 
@@ -171,7 +172,20 @@ fn guest() -> Result<()> {
             port: cfg.emulated_sp_port,
         })),
     };
-    let router = router(&cfg, Some(Path::new(summarize::MODELS_DIR)))?;
+    let models = Path::new(summarize::MODELS_DIR);
+    if let Weights::Verity(verity) = &cfg.weights {
+        let started = std::time::Instant::now();
+        let node = weights::mount_verity(verity, models)?;
+        eprintln!(
+            "cloister: weights disk verified by dm-verity ({} data blocks, root {}) on {}, \
+             mounted in {:.2} s",
+            verity.data_blocks,
+            hex::encode(verity.root_hash),
+            node.display(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let router = router(&cfg, Some(models))?;
     let state = state(
         &cfg,
         attester,
@@ -210,6 +224,9 @@ fn dev() -> Result<()> {
         bail!(
             "development mode attests only with the emulated processor (cloister.attest=emulated)"
         );
+    }
+    if cfg.weights != Weights::Initramfs {
+        bail!("development mode reads the weights from --models, not from a weights disk");
     }
     let mut manifest = [0u8; 32];
     hex::decode_to_slice(&args.manifest_digest, &mut manifest).context("--manifest-digest")?;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use cloister_protocol::{AttestMode, GuestConfig};
-use cloister_xtask::image::{self, Image};
+use cloister_xtask::image::{self, Image, WeightsPlacement};
 
 /// Builds the emulated-attestation image into `dir` (cached inputs make this quick after the
 /// first build: firmware, kernel and the static runtime are reused).
@@ -12,13 +12,13 @@ pub fn emulated_image(dir: &Path) -> Image {
     image::build(&GuestConfig::new(AttestMode::Emulated), dir).expect("the guest image builds")
 }
 
-/// Builds the emulated-attestation image with `model`'s weights (and the embedder's) in the
-/// initramfs, `cloister.model` set, and the deadline a model image gets under TCG.
-pub fn emulated_model_image(dir: &Path, model: &str) -> Image {
+/// Builds the emulated-attestation image with `model`'s weights (and the embedder's) where
+/// `placement` says, `cloister.model` set, and the deadline a model image gets under TCG.
+pub fn emulated_model_image(dir: &Path, model: &str, placement: WeightsPlacement) -> Image {
     let mut config = GuestConfig::new(AttestMode::Emulated);
     config.model = model.to_owned();
     config.deadline = std::time::Duration::from_secs(600);
-    image::build(&config, dir).expect("the model image builds")
+    image::build_with(&config, placement, dir).expect("the model image builds")
 }
 
 /// A marker string no log, console or file may ever show.

@@ -9,8 +9,9 @@ use cloister_guest_image::firmware::{self, BuiltFirmware};
 use cloister_guest_image::initramfs::{self, Compression, InitramfsSpec, ManifestFields};
 use cloister_guest_image::initramfs::{Content, Entry};
 use cloister_guest_image::model::{self, PinnedModel};
+use cloister_guest_image::weights_disk::{self, BuiltWeightsDisk, WeightsDiskSpec};
 use cloister_guest_image::{cache_root, digest, kernel};
-use cloister_protocol::GuestConfig;
+use cloister_protocol::{GuestConfig, Weights};
 
 /// The static guest init's target.
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
@@ -38,9 +39,27 @@ pub struct Image {
     pub firmware: BuiltFirmware,
     /// Size of the static init.
     pub init_size: u64,
-    /// Bytes of model weights in the initramfs.
+    /// Bytes of model weights (in the initramfs, or on the weights disk).
     pub model_bytes: u64,
+    /// The dm-verity weights disk, when the weights are on one.
+    pub weights_disk: Option<BuiltWeightsDisk>,
 }
+
+/// Where an image's model weights go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum WeightsPlacement {
+    /// Inside the initramfs: hashed whole by the firmware before the kernel starts.
+    Initramfs,
+    /// On a read-only virtio disk (EROFS + dm-verity hash tree) whose root hash is on the
+    /// measured command line: blocks are checked as the guest reads them. The default: with
+    /// Qwen's 1.2 GB under TCG it reached READY 10 s sooner (473 s against 484 s) in 2.3 GB
+    /// less guest RAM (3.5 GiB against 5.75 GiB), and it has no 4 GiB-per-file limit.
+    #[default]
+    Disk,
+}
+
+/// The weights disk's file name in the image directory.
+pub const WEIGHTS_DISK: &str = "weights.img";
 
 /// Where the runtime finds model weights (`cloister_runtime::summarize::MODELS_DIR`).
 pub const GUEST_MODELS_DIR: &str = "/cloister/models";
@@ -146,8 +165,15 @@ pub fn build_runtime() -> Result<PathBuf> {
         .join("cloister-runtime"))
 }
 
-/// Builds the image for `config` into `out`.
+/// Builds the image for `config` into `out`, the weights (if any) on the default
+/// [`WeightsPlacement`].
 pub fn build(config: &GuestConfig, out: &Path) -> Result<Image> {
+    build_with(config, WeightsPlacement::default(), out)
+}
+
+/// Builds the image for `config` into `out`, with the weights where `placement` says. For a
+/// disk, `cloister.weights` on the command line becomes the disk's verity parameters.
+pub fn build_with(config: &GuestConfig, placement: WeightsPlacement, out: &Path) -> Result<Image> {
     let cache = cache_root();
     let firmware = firmware::ensure(&cache, false)?;
     let kernel = kernel::ensure(&cache)?;
@@ -158,18 +184,39 @@ pub fn build(config: &GuestConfig, out: &Path) -> Result<Image> {
     let models = image_models(&config.model)?;
     let mut entries = initramfs::guest_entries(&init, &kernel.modules)?;
     let mut model_bytes = 0;
+    let mut disk_files = Vec::new();
     for m in &models {
         let dir = model::ensure(&cache, m)?;
         for f in m.files {
             let src = dir.join(f.name);
             model_bytes += std::fs::metadata(&src)?.len();
-            entries.push(Entry::file(
-                &format!("{GUEST_MODELS_DIR}/{}/{}", m.name, f.name),
-                Content::File(src),
-                false,
-            ));
+            let path = format!("{}/{}", m.name, f.name);
+            match placement {
+                WeightsPlacement::Initramfs => entries.push(Entry::file(
+                    &format!("{GUEST_MODELS_DIR}/{path}"),
+                    Content::File(src),
+                    false,
+                )),
+                WeightsPlacement::Disk => disk_files.push((path, src)),
+            }
         }
     }
+    let mut config = config.clone();
+    let weights_disk = if disk_files.is_empty() {
+        let _ = std::fs::remove_file(out.join(WEIGHTS_DISK));
+        config.weights = Weights::Initramfs;
+        None
+    } else {
+        let disk = weights_disk::build(
+            &WeightsDiskSpec {
+                files: disk_files,
+                source_date_epoch: source_date_epoch()?,
+            },
+            &out.join(WEIGHTS_DISK),
+        )?;
+        config.weights = Weights::Verity(disk.verity);
+        Some(disk)
+    };
     // candle's quantised-matmul pool spins while rayon's workers wait: with few vCPUs they
     // fight (generation 10x slower, measured). The kernel hands `NAME=value` parameters it
     // does not know to init as environment variables, so this is measured with the rest.
@@ -188,7 +235,7 @@ pub fn build(config: &GuestConfig, out: &Path) -> Result<Image> {
         entries,
         source_date_epoch: source_date_epoch()?,
         // Weights do not compress, and gunzip of a gigabyte under TCG would cost minutes.
-        compression: if models.is_empty() {
+        compression: if models.is_empty() || weights_disk.is_some() {
             Compression::Gzip
         } else {
             Compression::None
@@ -197,9 +244,10 @@ pub fn build(config: &GuestConfig, out: &Path) -> Result<Image> {
             kernel_sha256,
             firmware_sha256,
             cmdline: cmdline.clone(),
+            weights_disk: weights_disk.as_ref().map(BuiltWeightsDisk::manifest_value),
         },
     };
-    let initrd = out.join(initrd_name(&config.model));
+    let initrd = out.join(initrd_name(&config.model, placement));
     let built = initramfs::build(&spec, &initrd)?;
     let vmlinuz = out.join("vmlinuz");
     std::fs::copy(&kernel.vmlinuz, &vmlinuz)?;
@@ -210,17 +258,18 @@ pub fn build(config: &GuestConfig, out: &Path) -> Result<Image> {
         kernel: vmlinuz,
         initrd,
         cmdline,
-        config: config.clone(),
+        config,
         manifest_sha256: built.manifest_sha256,
         firmware,
         init_size,
         model_bytes,
+        weights_disk,
     })
 }
 
-/// The initramfs's file name: gzip-compressed without models, a bare cpio with them.
-pub fn initrd_name(model: &str) -> &'static str {
-    if model == "none" {
+/// The initramfs's file name: a bare cpio when it carries weights, gzip-compressed otherwise.
+pub fn initrd_name(model: &str, placement: WeightsPlacement) -> &'static str {
+    if model == "none" || placement == WeightsPlacement::Disk {
         "initrd.cpio.gz"
     } else {
         "initrd.cpio"

@@ -42,6 +42,8 @@ pub struct LaunchOptions {
     pub boot_initrd: Option<PathBuf>,
     /// Recompute the digest and page for `boot_initrd` (a launch whose measurement differs).
     pub measure_boot_initrd: bool,
+    /// Replace the weights disk that boots (the command line still names the image's own).
+    pub boot_disk: Option<PathBuf>,
     /// How long the firmware may take to start the kernel.
     pub kernel_timeout: Duration,
     /// How long until the ready line.
@@ -63,12 +65,20 @@ impl LaunchOptions {
             return d;
         }
         let weights_mib = image.model_bytes.div_ceil(1 << 20) as u32;
-        let memory_mib = (1024 + 4 * weights_mib).next_multiple_of(256);
+        let in_initrd = image.weights_disk.is_none();
+        // On a weights disk the file system is read through the page cache (which the kernel
+        // may drop), so the unpacked initramfs's copy is not there to size for.
+        let copies = if in_initrd { 4 } else { 2 };
+        let memory_mib = (1024 + copies * weights_mib).next_multiple_of(256);
         LaunchOptions {
             memory_mib,
             // The firmware hashes the whole initrd before the kernel prints anything: under TCG
             // a 1.2 GB initrd took longer than the default 60 s.
-            kernel_timeout: Duration::from_secs(60 + u64::from(weights_mib) / 3),
+            kernel_timeout: if in_initrd {
+                Duration::from_secs(60 + u64::from(weights_mib) / 3)
+            } else {
+                d.kernel_timeout
+            },
             // Under TCG the first forward pass (candle repacks every Q4_K tensor then) runs
             // for minutes: a minute per 60 MiB of weights.
             ready_timeout: Duration::from_secs(240 + u64::from(weights_mib)),
@@ -88,6 +98,7 @@ impl Default for LaunchOptions {
             seed: None,
             boot_initrd: None,
             measure_boot_initrd: false,
+            boot_disk: None,
             kernel_timeout: Duration::from_secs(60),
             ready_timeout: Duration::from_secs(240),
             stall_timeout: vm::STALL_TIMEOUT,
@@ -212,6 +223,10 @@ impl RunningGuest {
             firmware: image.firmware.amdsev.clone(),
             kernel: image.kernel.clone(),
             initrd: boot_initrd,
+            disk: opts
+                .boot_disk
+                .clone()
+                .or_else(|| image.weights_disk.as_ref().map(|d| d.path.clone())),
             cmdline: image.cmdline.clone(),
             hashes_page: Some((gpa, page_path)),
             memory_mib: opts.memory_mib,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use cloister_guest_image::vm::{LaunchPlatform, VmSpec, qemu_args};
 use cloister_protocol::{AttestMode, GuestConfig};
-use cloister_xtask::image;
+use cloister_xtask::image::{self, WeightsPlacement};
 use cloister_xtask::launch::{LaunchOptions, RunningGuest, expected};
 use cloister_xtask::setup;
 
@@ -42,6 +42,9 @@ pub struct ImageArgs {
     /// `cloister.model`: `none` (echo only), or a pinned model whose weights go into the image.
     #[arg(long, default_value = "none")]
     model: String,
+    /// Where the weights go: in the initramfs, or on a dm-verity disk.
+    #[arg(long, value_enum, default_value_t)]
+    weights: WeightsPlacement,
     /// End with one JSON object.
     #[arg(long)]
     json: bool,
@@ -66,7 +69,7 @@ pub fn image_cmd(args: &ImageArgs) -> Result<ExitCode> {
         .out
         .clone()
         .unwrap_or_else(|| default_out(&args.platform));
-    let img = image::build(&config, &out)?;
+    let img = image::build_with(&config, args.weights, &out)?;
     let (digest, gpa, page) = expected(&img, &img.initrd, args.vcpus)?;
     std::fs::write(out.join("hashes-page.bin"), page)?;
     let record = serde_json::json!({
@@ -82,6 +85,7 @@ pub fn image_cmd(args: &ImageArgs) -> Result<ExitCode> {
         "init_bytes": img.init_size,
         "model": img.config.model,
         "model_bytes": img.model_bytes,
+        "weights_disk": img.weights_disk.as_ref().map(|d| d.manifest_value()),
     });
     std::fs::write(
         out.join("measurement.json"),
@@ -93,6 +97,14 @@ pub fn image_cmd(args: &ImageArgs) -> Result<ExitCode> {
         "initrd            {} bytes",
         std::fs::metadata(&img.initrd)?.len()
     );
+    if let Some(d) = &img.weights_disk {
+        println!(
+            "weights disk      {} ({} data blocks, verity root {})",
+            d.path.display(),
+            d.verity.data_blocks,
+            hex::encode(d.verity.root_hash)
+        );
+    }
     println!("cmdline           {}", img.cmdline);
     println!("snp_launch_digest {}", hex::encode(digest));
     if args.json {
@@ -123,6 +135,9 @@ pub struct RunArgs {
     /// (the kernel finds no initramfs), and under TCG the model could not meet a deadline.
     #[arg(long, default_value = "all-minilm-l6-v2")]
     model: String,
+    /// Where the weights go: in the initramfs, or on a dm-verity disk.
+    #[arg(long, value_enum, default_value_t)]
+    weights: WeightsPlacement,
     /// The chat to summarise (JSON `{"messages": [{"from", "at", "text"}]}`; default: a
     /// built-in team chat).
     #[arg(long)]
@@ -150,7 +165,11 @@ fn print_command(args: &[std::ffi::OsString]) {
 pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
     let mode = attest_mode(&args.platform)?;
     if mode != AttestMode::Emulated {
-        let img = image::build(&config_for(mode, &args.model), &default_out(&args.platform))?;
+        let img = image::build_with(
+            &config_for(mode, &args.model),
+            args.weights,
+            &default_out(&args.platform),
+        )?;
         let platform = if mode == AttestMode::Snp {
             LaunchPlatform::Snp
         } else {
@@ -166,6 +185,7 @@ pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
             firmware: firmware.clone(),
             kernel: img.kernel.clone(),
             initrd: img.initrd.clone(),
+            disk: img.weights_disk.as_ref().map(|d| d.path.clone()),
             cmdline: img.cmdline.clone(),
             hashes_page: None,
             memory_mib: args
@@ -195,8 +215,9 @@ pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
         Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
         None => SAMPLE_CHAT.as_bytes().to_vec(),
     };
-    let img = image::build(
+    let img = image::build_with(
         &config_for(AttestMode::Emulated, &args.model),
+        args.weights,
         &default_out("emulated"),
     )?;
     let sized = LaunchOptions::for_image(&img);
@@ -213,6 +234,7 @@ pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
             firmware: img.firmware.amdsev.clone(),
             kernel: img.kernel.clone(),
             initrd: img.initrd.clone(),
+            disk: img.weights_disk.as_ref().map(|d| d.path.clone()),
             cmdline: img.cmdline.clone(),
             hashes_page: Some((gpa, img.dir.join("hashes-page.bin"))),
             memory_mib: opts.memory_mib,
@@ -233,6 +255,14 @@ pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
         guest.boot_time.as_secs_f64(),
         guest.ready_line.trim()
     );
+    // The runtime's own boot lines (weights disk, model load): they never carry request data.
+    for line in guest.console().iter().filter(|l| {
+        l.contains("cloister: weights")
+            || l.contains("cloister: model")
+            || l.contains("Freeing initrd")
+    }) {
+        println!("  guest: {}", line.trim());
+    }
     let bundle = match guest.evidence(b"") {
         Ok(b) => b,
         Err(e) => {

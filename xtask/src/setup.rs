@@ -1,5 +1,5 @@
-//! Installs what a launch needs when it is missing: QEMU (Debian package) and
-//! vhost-device-vsock (crates.io), printing what it does.
+//! Installs what a launch needs when it is missing: QEMU and the weights disk's builders
+//! (Debian packages) and vhost-device-vsock (crates.io), printing what it does.
 
 use std::process::Command;
 
@@ -10,26 +10,32 @@ fn on_path(tool: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
 }
 
-/// QEMU and vhost-device-vsock, installed if absent.
+/// The Debian packages a launch needs, by a command each one brings.
+const DEBIAN_TOOLS: [(&str, &str); 3] = [
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("mkfs.erofs", "erofs-utils"),
+    ("veritysetup", "cryptsetup-bin"),
+];
+
+/// QEMU, mkfs.erofs, veritysetup and vhost-device-vsock, installed if absent.
 pub fn ensure_launch_tools() -> Result<()> {
-    if !on_path("qemu-system-x86_64") {
-        eprintln!("[setup] installing qemu-system-x86 (Debian)");
+    let missing: Vec<&str> = DEBIAN_TOOLS
+        .iter()
+        .filter(|(tool, _)| !on_path(tool))
+        .map(|(_, package)| *package)
+        .collect();
+    if !missing.is_empty() {
+        let list = missing.join(" ");
+        eprintln!("[setup] installing {list} (Debian)");
         let update = Command::new("apt-get").args(["update", "-qq"]).status();
         let status = Command::new("apt-get")
-            .args([
-                "install",
-                "-y",
-                "-qq",
-                "--no-install-recommends",
-                "qemu-system-x86",
-            ])
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
             .context("running apt-get")?;
         if update.is_err() || !status.success() {
-            bail!(
-                "could not install qemu-system-x86: run `apt-get install qemu-system-x86` as root"
-            );
+            bail!("could not install {list}: run `apt-get install {list}` as root");
         }
     }
     if !on_path("vhost-device-vsock") {
