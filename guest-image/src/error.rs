@@ -133,6 +133,15 @@ pub enum ImageError {
         /// The source file.
         source_path: PathBuf,
     },
+    /// A weights disk path that is not plain and relative.
+    #[error("weights disk path {0:?} is not a plain relative path")]
+    WeightsDiskPath(String),
+    /// mkfs.erofs wrote an image that is not whole 4096-byte blocks.
+    #[error("mkfs.erofs wrote {0} bytes, not a whole number of 4096-byte blocks")]
+    WeightsDiskSize(u64),
+    /// veritysetup's report has no root hash.
+    #[error("veritysetup printed no root hash (see {0})")]
+    VerityRootHash(PathBuf),
     /// The manifest could not be serialised.
     #[error("serialising the initramfs manifest: {0}")]
     Manifest(String),

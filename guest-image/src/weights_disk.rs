@@ -84,9 +84,7 @@ fn check_relative(path: &str) -> Result<(), ImageError> {
     if ok {
         Ok(())
     } else {
-        Err(ImageError::Manifest(format!(
-            "weights disk path {path:?} is not a plain relative path"
-        )))
+        Err(ImageError::WeightsDiskPath(path.to_owned()))
     }
 }
 
@@ -201,9 +199,7 @@ pub fn build(spec: &WeightsDiskSpec, out: &Path) -> Result<BuiltWeightsDisk, Ima
         .map_err(ImageError::io("reading the size of", out))?
         .len();
     if size == 0 || size % VERITY_BLOCK_SIZE != 0 {
-        return Err(ImageError::Manifest(format!(
-            "mkfs.erofs wrote {size} bytes, not a whole number of 4096-byte blocks"
-        )));
+        return Err(ImageError::WeightsDiskSize(size));
     }
     let data_blocks = size / VERITY_BLOCK_SIZE;
     progress.stage("veritysetup format");
@@ -213,12 +209,7 @@ pub fn build(spec: &WeightsDiskSpec, out: &Path) -> Result<BuiltWeightsDisk, Ima
     format.arg(out).arg(out);
     run_logged(format, &log, &progress)?;
     let report = std::fs::read_to_string(&log).map_err(ImageError::io("reading", &log))?;
-    let root = root_hash(&report).ok_or_else(|| {
-        ImageError::Manifest(format!(
-            "veritysetup printed no root hash (see {})",
-            log.display()
-        ))
-    })?;
+    let root = root_hash(&report).ok_or_else(|| ImageError::VerityRootHash(log.clone()))?;
     // Check the tree in user space before anything depends on it.
     progress.stage("veritysetup verify");
     let mut verify = Command::new("veritysetup");

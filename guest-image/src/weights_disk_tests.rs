@@ -158,7 +158,7 @@ fn refuses_paths_that_are_not_plain_and_relative() {
         assert!(
             matches!(
                 build(&spec, &tmp.path().join("x.img")),
-                Err(ImageError::Manifest(_))
+                Err(ImageError::WeightsDiskPath(_))
             ),
             "{bad:?}"
         );
