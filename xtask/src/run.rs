@@ -131,8 +131,8 @@ pub struct RunArgs {
     #[arg(long)]
     memory_mib: Option<u32>,
     /// `cloister.model`: the pinned model that answers (`none`: echo only). The default is the
-    /// extractive summariser: an image with the 1.5B model (1.2 GB initramfs) does not boot yet
-    /// (the kernel finds no initramfs), and under TCG the model could not meet a deadline.
+    /// extractive summariser, chosen by `cargo xtask eval`; under TCG a language model boots
+    /// (about 8 minutes to READY for the 1.5B) but cannot meet a deadline.
     #[arg(long, default_value = "all-minilm-l6-v2")]
     model: String,
     /// Where the weights go: in the initramfs, or on a dm-verity disk.
