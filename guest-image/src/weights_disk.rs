@@ -7,8 +7,9 @@
 //! command line ([`cloister_protocol::VerityWeights`]), so the launch measurement binds the
 //! weights and the guest's kernel checks each block against it as the block is read.
 //!
-//! The salt is derived from the files' names and digests, so one set of weights always gives
-//! the same disk and root hash, and different weights never share a salt.
+//! The salt is derived from the files' names and digests and every time stamp is fixed, so one
+//! set of weights always gives the same disk and root hash, whatever the release, and different
+//! weights never share a salt.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
@@ -31,9 +32,12 @@ const SALT_CONTEXT: &[u8] = b"cloister weights disk v1\0";
 pub struct WeightsDiskSpec {
     /// Files, by relative path (`MODEL/FILE`); directories are implied.
     pub files: Vec<(String, PathBuf)>,
-    /// Time stamp of every file and of the file system.
-    pub source_date_epoch: u32,
 }
+
+/// Time stamp of every file and of the file system: fixed, so that the disk and its root hash
+/// depend on the weights alone (not on the release), and one disk serves every release that
+/// pins the same weights.
+const DISK_TIME: u32 = 0;
 
 /// A built weights disk.
 #[derive(Debug, Clone)]
@@ -188,7 +192,7 @@ pub fn build(spec: &WeightsDiskSpec, out: &Path) -> Result<BuiltWeightsDisk, Ima
     progress.stage("mkfs.erofs");
     let mut mkfs = Command::new("mkfs.erofs");
     mkfs.args(["-x", "-1", "--all-root", "--ignore-mtime"])
-        .arg(format!("-T{}", spec.source_date_epoch))
+        .arg(format!("-T{DISK_TIME}"))
         .arg(format!("-U{}", uuid_from(&salt)))
         .arg(out)
         .arg(&staging);

@@ -208,10 +208,7 @@ pub fn build_with(config: &GuestConfig, placement: WeightsPlacement, out: &Path)
         None
     } else {
         let disk = weights_disk::build(
-            &WeightsDiskSpec {
-                files: disk_files,
-                source_date_epoch: source_date_epoch()?,
-            },
+            &WeightsDiskSpec { files: disk_files },
             &out.join(WEIGHTS_DISK),
         )?;
         config.weights = Weights::Verity(disk.verity);
