@@ -1,0 +1,130 @@
+//! `cloister-log`: create a release log, append release records, print its checkpoint, and
+//! write inclusion bundles. (The HTTP server comes next; the directory is already servable
+//! as static files.)
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use clap::{Parser, Subcommand};
+use cloister_transparency::{InclusionBundle, Log, ReleaseRecord};
+use zeroize::Zeroizing;
+
+#[derive(Parser)]
+#[command(about = "Cloister's transparency log of release measurements")]
+struct Cli {
+    /// The log directory (C2SP tiles, checkpoint).
+    #[arg(long, env = "CLOISTER_LOG_DIR")]
+    log: PathBuf,
+    /// The signing key file (signed-note `PRIVATE+KEY+…`), kept outside the served directory.
+    #[arg(long, env = "CLOISTER_LOG_KEY")]
+    key: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Creates an empty log named ORIGIN and its key pair; prints the verifier key.
+    Init {
+        /// The log's name (its checkpoints' origin line).
+        origin: String,
+    },
+    /// Appends release records (files of canonical JSON) in one batch.
+    Add {
+        /// The records.
+        #[arg(required = true)]
+        records: Vec<PathBuf>,
+    },
+    /// Prints the current signed checkpoint.
+    Checkpoint,
+    /// Writes the inclusion bundle of entry INDEX under the current checkpoint.
+    Prove {
+        /// The entry.
+        index: u64,
+    },
+}
+
+fn vkey_path(key: &Path) -> PathBuf {
+    key.with_extension("pub")
+}
+
+fn open(cli: &Cli) -> anyhow::Result<Log> {
+    let skey = Zeroizing::new(
+        std::fs::read_to_string(&cli.key)
+            .with_context(|| format!("reading {}", cli.key.display()))?,
+    );
+    let vkey = std::fs::read_to_string(vkey_path(&cli.key))?;
+    Ok(Log::open(&cli.log, &skey, vkey.trim())?)
+}
+
+fn main() -> anyhow::Result<()> {
+    use std::io::Write;
+    let cli = Cli::parse();
+    // Output errors (a closed pipe) are returned, not panics.
+    let mut out = std::io::stdout().lock();
+    match &cli.command {
+        Command::Init { origin } => {
+            if cli.key.exists() {
+                bail!(
+                    "{} exists: refusing to replace a log key",
+                    cli.key.display()
+                );
+            }
+            let (skey, vkey) = signed_note::generate_key(&mut rand_core::OsRng, origin);
+            let skey = Zeroizing::new(skey);
+            write_private(&cli.key, &skey)?;
+            std::fs::write(vkey_path(&cli.key), format!("{vkey}\n"))?;
+            Log::create(&cli.log, &skey, &vkey)?;
+            writeln!(out, "{vkey}")?;
+        }
+        Command::Add { records } => {
+            let log = open(&cli)?;
+            let mut entries = Vec::new();
+            for r in records {
+                let bytes = std::fs::read(r).with_context(|| format!("reading {}", r.display()))?;
+                // Records are appended in their canonical encoding whatever the file's layout.
+                let record: ReleaseRecord = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("{} is not a release record", r.display()))?;
+                entries.push(record.to_bytes()?);
+            }
+            let appended = log.append(&entries, |_| {})?;
+            for (i, r) in records.iter().enumerate() {
+                writeln!(out, "{}\t{}", appended.first + i as u64, r.display())?;
+            }
+        }
+        Command::Checkpoint => {
+            let (cp, _, _) = open(&cli)?.checkpoint()?;
+            out.write_all(&cp)?;
+        }
+        Command::Prove { index } => {
+            let log = open(&cli)?;
+            let (cp, size, _) = log.checkpoint()?;
+            let proof = log.prove_inclusion(*index, size)?;
+            let bundle = InclusionBundle {
+                record: STANDARD.encode(log.entry(*index)?),
+                index: *index,
+                proof: proof.iter().map(|h| hex::encode(h.0)).collect(),
+                checkpoint: String::from_utf8(cp)?,
+            };
+            writeln!(out, "{}", serde_json::to_string_pretty(&bundle)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a secret readable by its owner only.
+fn write_private(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(secret.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}

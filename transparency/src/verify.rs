@@ -1,0 +1,209 @@
+//! The verifying half: what a device checks, offline, from a bundle the operator hands it —
+//! the checkpoint's log signature, K of N witness cosignatures, the entry's inclusion proof —
+//! and, against the newest checkpoint it verified before, a consistency proof (no rollback,
+//! no fork).
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use signed_note::{Note, NoteError, StandardVerifier, Verifier, VerifierList};
+use tlog_tiles::{Checkpoint, Hash};
+
+use crate::cosign::CosignatureVerifier;
+use crate::{ReleaseRecord, VerifyError};
+
+/// The keys a device trusts: the log's, and the witnesses of which `quorum` must cosign.
+#[derive(Debug, Clone)]
+pub struct TrustedLog {
+    origin: String,
+    log_key: String,
+    witnesses: Vec<CosignatureVerifier>,
+    quorum: usize,
+}
+
+/// A checkpoint whose signatures verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedCheckpoint {
+    /// Entries in the tree.
+    pub size: u64,
+    /// The tree's root hash.
+    pub root: [u8; 32],
+    /// The witnesses that cosigned it (names).
+    pub witnesses: Vec<String>,
+}
+
+/// Everything a device needs to check that a record is in the log, with no round trip.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InclusionBundle {
+    /// The record's canonical bytes, base64.
+    pub record: String,
+    /// Its index in the log.
+    pub index: u64,
+    /// The inclusion proof, hashes in hex, leaf to root.
+    pub proof: Vec<String>,
+    /// The checkpoint, signed by the log and cosigned by witnesses.
+    pub checkpoint: String,
+}
+
+impl TrustedLog {
+    /// Trust the log with signed-note verifier key `log_key` and origin its key name, and
+    /// `witness_keys` (tlog-cosignature verifier keys) of which `quorum` must cosign.
+    pub fn new(log_key: &str, witness_keys: &[String], quorum: usize) -> Result<Self, VerifyError> {
+        let v = StandardVerifier::new(log_key)
+            .map_err(|_| VerifyError::Key(log_key.chars().take(80).collect()))?;
+        let witnesses = witness_keys
+            .iter()
+            .map(|k| CosignatureVerifier::new(k).map_err(|_| VerifyError::Key(k.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
+        if quorum > witnesses.len() {
+            return Err(VerifyError::Quorum {
+                quorum,
+                witnesses: witnesses.len(),
+            });
+        }
+        Ok(TrustedLog {
+            origin: v.name().to_owned(),
+            log_key: log_key.to_owned(),
+            witnesses,
+            quorum,
+        })
+    }
+
+    /// Checks a signed checkpoint: the log's signature, the origin, and at least `quorum`
+    /// distinct configured witnesses' cosignatures.
+    pub fn verify_checkpoint(&self, signed: &[u8]) -> Result<VerifiedCheckpoint, VerifyError> {
+        let note = Note::from_bytes(signed).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        let log = StandardVerifier::new(&self.log_key)
+            .map_err(|_| VerifyError::Key(self.log_key.clone()))?;
+        let log_id = (log.name().to_owned(), log.key_id());
+        let mut all: Vec<Box<dyn Verifier>> = vec![Box::new(log)];
+        all.extend(
+            self.witnesses
+                .iter()
+                .map(|w| Box::new(w.clone()) as Box<dyn Verifier>),
+        );
+        let (verified, _) = note.verify(&VerifierList::new(all)).map_err(|e| match e {
+            NoteError::InvalidSignature { name, .. } => VerifyError::BadSignature(name),
+            NoteError::UnverifiedNote => VerifyError::NoLogSignature,
+            e => VerifyError::Malformed(e.to_string()),
+        })?;
+        if !verified
+            .iter()
+            .any(|s| (s.name(), s.id()) == (log_id.0.as_str(), log_id.1))
+        {
+            return Err(VerifyError::NoLogSignature);
+        }
+        let witnesses: Vec<String> = verified
+            .iter()
+            .filter(|s| (s.name(), s.id()) != (log_id.0.as_str(), log_id.1))
+            .map(|s| s.name().to_owned())
+            .collect();
+        if witnesses.len() < self.quorum {
+            return Err(VerifyError::Witnesses {
+                have: witnesses.len(),
+                need: self.quorum,
+            });
+        }
+        let cp = Checkpoint::from_bytes(note.text())
+            .map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        if cp.origin() != self.origin {
+            return Err(VerifyError::Origin(cp.origin().to_owned()));
+        }
+        Ok(VerifiedCheckpoint {
+            size: cp.size(),
+            root: cp.hash().0,
+            witnesses,
+        })
+    }
+
+    /// Checks a bundle: its checkpoint, then the record's inclusion under it. Returns the
+    /// record and the checkpoint.
+    pub fn verify_inclusion(
+        &self,
+        bundle: &InclusionBundle,
+    ) -> Result<(ReleaseRecord, VerifiedCheckpoint), VerifyError> {
+        let cp = self.verify_checkpoint(bundle.checkpoint.as_bytes())?;
+        let record = STANDARD
+            .decode(&bundle.record)
+            .map_err(|e| VerifyError::Malformed(format!("record: {e}")))?;
+        if bundle.index >= cp.size {
+            return Err(VerifyError::IndexBeyondTree {
+                index: bundle.index,
+                size: cp.size,
+            });
+        }
+        let proof = hashes(&bundle.proof)?;
+        tlog_tiles::check_record(
+            &proof,
+            cp.size,
+            Hash(cp.root),
+            bundle.index,
+            tlog_tiles::record_hash(&record),
+        )
+        .map_err(|_| VerifyError::Inclusion)?;
+        let record = ReleaseRecord::from_bytes(&record)
+            .map_err(|e| VerifyError::Malformed(e.to_string()))?;
+        Ok((record, cp))
+    }
+}
+
+/// Proof hashes from hex.
+pub fn hashes(hex_hashes: &[String]) -> Result<Vec<Hash>, VerifyError> {
+    hex_hashes
+        .iter()
+        .map(|h| {
+            let b: [u8; 32] = hex::decode(h)
+                .ok()
+                .and_then(|v| v.try_into().ok())
+                .ok_or_else(|| VerifyError::Malformed(format!("proof hash {h:.70}")))?;
+            Ok(Hash(b))
+        })
+        .collect()
+}
+
+/// The newest checkpoint a device has verified; it moves only forward along one tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeenCheckpoint {
+    /// Entries in the tree.
+    pub size: u64,
+    /// Its root hash.
+    #[serde(with = "hex::serde")]
+    pub root: [u8; 32],
+}
+
+impl SeenCheckpoint {
+    /// Moves to `new` if `proof` shows this tree is a prefix of it; an older tree is a
+    /// rollback and another tree of a size already seen, or one the proof does not join, a
+    /// fork.
+    pub fn advance(&mut self, new: &VerifiedCheckpoint, proof: &[Hash]) -> Result<(), VerifyError> {
+        if new.size < self.size {
+            return Err(VerifyError::Rollback {
+                seen: self.size,
+                offered: new.size,
+            });
+        }
+        if new.size == self.size {
+            return if new.root == self.root {
+                Ok(())
+            } else {
+                Err(VerifyError::Fork { size: new.size })
+            };
+        }
+        if self.size > 0 {
+            tlog_tiles::check_tree(
+                &proof.to_vec(),
+                new.size,
+                Hash(new.root),
+                self.size,
+                Hash(self.root),
+            )
+            .map_err(|_| VerifyError::Fork { size: new.size })?;
+        }
+        *self = SeenCheckpoint {
+            size: new.size,
+            root: new.root,
+        };
+        Ok(())
+    }
+}
