@@ -61,6 +61,11 @@ impl CosignatureSigner {
         })
     }
 
+    /// Signs at `time` from now on.
+    pub fn set_time(&mut self, time: u64) {
+        self.time = time;
+    }
+
     /// The verifier key, `name+id+base64(0x04 ‖ public key)`.
     pub fn verifier_key(&self) -> String {
         let mut typed = vec![COSIGNATURE_V1];

@@ -18,6 +18,7 @@
 
 pub mod cosign;
 mod record;
+pub mod server;
 pub mod storage;
 mod verify;
 mod witness;
@@ -27,7 +28,7 @@ use std::path::{Path, PathBuf};
 pub use record::{Measurement, ReleaseRecord, SCHEMA};
 pub use storage::{Appended, Log, Stage};
 pub use verify::{InclusionBundle, SeenCheckpoint, TrustedLog, VerifiedCheckpoint, hashes};
-pub use witness::Witness;
+pub use witness::{Witness, WitnessRefusal};
 
 /// Tile height (C2SP tlog-tiles fixes 8: 256 hashes or entries per tile).
 pub const HEIGHT: u8 = 8;

@@ -42,7 +42,7 @@ pub struct Log {
     dir: PathBuf,
     origin: String,
     signer: StandardSigner,
-    verifier: VerifierList,
+    vkey: String,
 }
 
 impl std::fmt::Debug for Log {
@@ -97,7 +97,7 @@ impl Log {
             dir: dir.to_path_buf(),
             origin: signed_note::Signer::name(&signer).to_owned(),
             signer,
-            verifier: VerifierList::new(vec![Box::new(verifier)]),
+            vkey: vkey.to_owned(),
         })
     }
 
@@ -111,7 +111,9 @@ impl Log {
         let path = self.dir.join("checkpoint");
         let bytes = std::fs::read(&path).map_err(io(&path))?;
         let note = Note::from_bytes(&bytes).map_err(|e| LogError::Checkpoint(e.to_string()))?;
-        note.verify(&self.verifier)
+        let verifier = StandardVerifier::new(&self.vkey)
+            .map_err(|_| LogError::VerifierKey(self.vkey.chars().take(80).collect()))?;
+        note.verify(&VerifierList::new(vec![Box::new(verifier)]))
             .map_err(|e| LogError::Checkpoint(e.to_string()))?;
         let cp =
             Checkpoint::from_bytes(note.text()).map_err(|e| LogError::Checkpoint(e.to_string()))?;
@@ -278,6 +280,34 @@ pub fn c2sp_path(tile: &Tile) -> String {
         Some(n) => format!("tile/entries/{n}"),
         None => format!("tile/{rest}"),
     }
+}
+
+/// The canonical C2SP path of the tile or bundle `path` names, if it names one.
+pub fn tile_path(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("tile/")?;
+    let (level, index) = rest.split_once('/')?;
+    // `Tile::from_path` panics on a level above 63 or a width outside 1..=2^H: refused first.
+    if level != "entries" && level.parse::<u8>().ok().is_none_or(|l| l > 63) {
+        return None;
+    }
+    if let Some((_, width)) = index.split_once(".p/")
+        && width
+            .parse::<u64>()
+            .ok()
+            .is_none_or(|w| w == 0 || w >= BUNDLE)
+    {
+        return None;
+    }
+    let go = match level {
+        "entries" => format!("tile/{HEIGHT}/data/{index}"),
+        _ => format!("tile/{HEIGHT}/{rest}"),
+    };
+    // And any other assertion of the crate's on hostile input is a refusal, not a crash.
+    let tile = std::panic::catch_unwind(|| Tile::from_path(&go))
+        .ok()?
+        .ok()?;
+    let canonical = c2sp_path(&tile);
+    (canonical == path).then_some(canonical)
 }
 
 /// The entries of a bundle.

@@ -291,3 +291,33 @@ fn devices_and_witnesses_refuse_rollback_and_forks() {
         "the forked tree has one cosignature"
     );
 }
+
+#[test]
+fn only_c2sp_tile_paths_are_read() {
+    assert_eq!(
+        storage::tile_path("tile/0/000").as_deref(),
+        Some("tile/0/000")
+    );
+    assert_eq!(
+        storage::tile_path("tile/entries/x001/234.p/7").as_deref(),
+        Some("tile/entries/x001/234.p/7")
+    );
+    assert_eq!(
+        storage::tile_path("tile/2/001.p/255").as_deref(),
+        Some("tile/2/001.p/255")
+    );
+    for bad in [
+        "tile/0/000.p/0",
+        "tile/0/000.p/256",
+        "tile/64/000",
+        "tile/255/000",
+        "tile/0/1",
+        "tile/0/x000/001",
+        "tile/0/../../hashes",
+        "tile/entries",
+        "checkpoint",
+        "tile/8/0/000",
+    ] {
+        assert_eq!(storage::tile_path(bad), None, "{bad}");
+    }
+}

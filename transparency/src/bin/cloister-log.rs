@@ -44,6 +44,15 @@ enum Command {
         /// The entry.
         index: u64,
     },
+    /// Serves the log over HTTP (static tiles, bundles, consistency proofs, `POST /add`).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8600")]
+        listen: String,
+        /// File holding the operator's API key for `POST /add`.
+        #[arg(long, env = "CLOISTER_LOG_API_KEY_FILE")]
+        api_key_file: PathBuf,
+    },
 }
 
 fn vkey_path(key: &Path) -> PathBuf {
@@ -97,6 +106,31 @@ fn main() -> anyhow::Result<()> {
         Command::Checkpoint => {
             let (cp, _, _) = open(&cli)?.checkpoint()?;
             out.write_all(&cp)?;
+        }
+        Command::Serve {
+            listen,
+            api_key_file,
+        } => {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .init();
+            let log = open(&cli)?;
+            let key = Zeroizing::new(
+                std::fs::read_to_string(api_key_file)
+                    .with_context(|| format!("reading {}", api_key_file.display()))?,
+            );
+            if key.trim().len() < 16 {
+                bail!("the API key must be at least 16 characters");
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind(listen).await?;
+                tracing::info!(%listen, "log listening");
+                cloister_transparency::server::serve(log, key, listener).await
+            })?;
         }
         Command::Prove { index } => {
             let log = open(&cli)?;

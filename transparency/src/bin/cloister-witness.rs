@@ -1,0 +1,174 @@
+//! `cloister-witness`: a witness of one Cloister release log. `init` makes its key; `serve`
+//! answers C2SP tlog-witness `POST /add-checkpoint`, cosigning (tlog-cosignature/v1) only a
+//! checkpoint the log signed that extends the last one it cosigned.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use cloister_transparency::Witness;
+use cloister_transparency::cosign::CosignatureSigner;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use rand_core::RngCore;
+use zeroize::Zeroizing;
+
+#[derive(Parser)]
+#[command(about = "A witness of a Cloister transparency log")]
+struct Cli {
+    /// The witness's key file (`name` and the hex Ed25519 seed), readable by its owner only.
+    #[arg(long, env = "CLOISTER_WITNESS_KEY")]
+    key: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Makes the key of a witness named NAME; prints its verifier key.
+    Init {
+        /// The witness's name.
+        name: String,
+    },
+    /// Serves `POST /add-checkpoint` for the log with verifier key `--log-key`.
+    Serve {
+        /// The log's signed-note verifier key.
+        #[arg(long, env = "CLOISTER_WITNESS_LOG_KEY")]
+        log_key: String,
+        /// Where the last cosigned checkpoint is kept.
+        #[arg(long)]
+        state: PathBuf,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8601")]
+        listen: String,
+    },
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn load(path: &Path) -> anyhow::Result<CosignatureSigner> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+    );
+    let (name, seed) = text
+        .trim()
+        .split_once(' ')
+        .context("the key file is `name hex-seed`")?;
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(seed, &mut bytes[..]).context("the seed is not 32 hex bytes")?;
+    Ok(CosignatureSigner::new(name, &bytes, now())?)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Init { name } => {
+            if cli.key.exists() {
+                bail!(
+                    "{} exists: refusing to replace a witness key",
+                    cli.key.display()
+                );
+            }
+            let mut seed = Zeroizing::new([0u8; 32]);
+            rand_core::OsRng.fill_bytes(&mut seed[..]);
+            let signer = CosignatureSigner::new(&name, &seed, now())?;
+            let line = Zeroizing::new(format!("{name} {}\n", hex::encode(&seed[..])));
+            write_private(&cli.key, &line)?;
+            use std::io::Write;
+            writeln!(std::io::stdout(), "{}", signer.verifier_key())?;
+        }
+        Command::Serve {
+            log_key,
+            state,
+            listen,
+        } => {
+            let witness = Witness::new(load(&cli.key)?, &log_key, &state)?;
+            let witness = Arc::new(Mutex::new(witness));
+            let listener = tokio::net::TcpListener::bind(&listen).await?;
+            tracing::info!(%listen, "witness listening");
+            loop {
+                let (stream, _) = listener.accept().await?;
+                let witness = witness.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let witness = witness.clone();
+                        async move { Ok::<_, std::convert::Infallible>(handle(witness, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn handle(
+    witness: Arc<Mutex<Witness>>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> hyper::Response<Full<Bytes>> {
+    let respond = |status: u16, ctype: &str, body: Vec<u8>| {
+        let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() =
+            hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+        if let Ok(v) = ctype.parse() {
+            r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+        }
+        r
+    };
+    if req.method() != hyper::Method::POST || req.uri().path() != "/add-checkpoint" {
+        return respond(404, "text/plain", b"not found\n".to_vec());
+    }
+    let Ok(body) = Limited::new(req.into_body(), 64 * 1024).collect().await else {
+        return respond(413, "text/plain", b"too large\n".to_vec());
+    };
+    let body = body.to_bytes();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut w = witness.lock().unwrap_or_else(|p| p.into_inner());
+        w.set_time(now());
+        w.add_checkpoint(&body)
+    })
+    .await;
+    let status = match &answer {
+        Ok(Ok(_)) => 200,
+        Ok(Err(e)) => e.status(),
+        Err(_) => 500,
+    };
+    tracing::info!(status, "add-checkpoint");
+    match answer {
+        Ok(Ok(line)) => respond(200, "text/plain", line),
+        Ok(Err(cloister_transparency::WitnessRefusal::Conflict(size))) => {
+            respond(409, "text/x.tlog.size", format!("{size}\n").into_bytes())
+        }
+        Ok(Err(e)) => respond(e.status(), "text/plain", format!("{e}\n").into_bytes()),
+        Err(_) => respond(500, "text/plain", b"internal\n".to_vec()),
+    }
+}
+
+/// Writes a secret readable by its owner only.
+fn write_private(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(secret.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,286 @@
+//! `cloister-log serve`: the log over HTTP.
+//!
+//! * `GET /checkpoint` and `GET /tile/…` — the C2SP static files, read from the directory
+//!   (any web server could serve them instead);
+//! * `GET /bundle/<index>` — the entry's [`InclusionBundle`] under the current checkpoint;
+//! * `GET /consistency/<old>/<new>` — a consistency proof, one base64 hash per line (the
+//!   witness protocol's encoding);
+//! * `POST /add` with `Authorization: Bearer <operator key>` — release records (a JSON record
+//!   or an array of them), appended in their canonical encoding. Appends are serialised
+//!   through one writer that takes every request waiting at once as one batch (one fsync
+//!   round for all of them);
+//! * `GET /healthz`.
+//!
+//! Errors are `application/problem+json`; logs carry the route and status, never the key.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Method, StatusCode};
+use hyper_util::rt::TokioIo;
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+use zeroize::Zeroizing;
+
+use crate::{InclusionBundle, Log, LogError, ReleaseRecord};
+
+/// Largest `POST /add` body.
+const MAX_BODY: usize = 1 << 20;
+/// Requests waiting for the writer before `POST /add` answers 503.
+const QUEUE: usize = 1024;
+
+type Reply = hyper::Response<Full<Bytes>>;
+type Batch = (
+    Vec<Vec<u8>>,
+    oneshot::Sender<Result<(u64, Vec<u8>), String>>,
+);
+
+/// A running log server's shared state.
+#[derive(Debug)]
+struct State {
+    log: Arc<Log>,
+    /// SHA-256 of the operator's API key (compared as digests: no timing on the key).
+    key_digest: [u8; 32],
+    writer: mpsc::Sender<Batch>,
+}
+
+fn reply(status: u16, content_type: &str, body: impl Into<Bytes>) -> Reply {
+    let mut r = hyper::Response::new(Full::new(body.into()));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn problem(status: u16, kind: &str, detail: &str) -> Reply {
+    let body = serde_json::json!({
+        "type": format!("https://cloister.invalid/problems/{kind}"),
+        "title": kind,
+        "status": status,
+        "detail": detail,
+    });
+    reply(status, "application/problem+json", body.to_string())
+}
+
+fn log_problem(e: &LogError) -> Reply {
+    match e {
+        LogError::Range { .. } => problem(404, "not-in-log", &e.to_string()),
+        _ => problem(500, "log", &e.to_string()),
+    }
+}
+
+/// Serves `log` on `listener` until the process ends; `api_key` authorises appends.
+pub async fn serve(
+    log: Log,
+    api_key: Zeroizing<String>,
+    listener: tokio::net::TcpListener,
+) -> std::io::Result<()> {
+    let log = Arc::new(log);
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let writer_log = log.clone();
+    tokio::task::spawn_blocking(move || writer(&writer_log, rx));
+    let state = Arc::new(State {
+        log,
+        key_digest: Sha256::digest(api_key.trim().as_bytes()).into(),
+        writer: tx,
+    });
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        let state = state.clone();
+        tokio::spawn(async move { connection(state, stream, peer).await });
+    }
+}
+
+async fn connection(state: Arc<State>, stream: tokio::net::TcpStream, _peer: SocketAddr) {
+    let service = service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(&state, req).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+async fn route(state: &Arc<State>, req: hyper::Request<Incoming>) -> Reply {
+    let path = req.uri().path().to_owned();
+    let reply = match (req.method(), path.as_str()) {
+        (&Method::GET, "/healthz") => reply(200, "text/plain", "ok\n"),
+        (&Method::GET, "/checkpoint") => checkpoint(state).await,
+        (&Method::GET, p) if p.starts_with("/tile/") => tile(state, &p[1..]).await,
+        (&Method::GET, p) if p.starts_with("/bundle/") => bundle(state, &p[8..]).await,
+        (&Method::GET, p) if p.starts_with("/consistency/") => consistency(state, &p[13..]).await,
+        (&Method::POST, "/add") => add(state, req).await,
+        (_, "/add" | "/checkpoint" | "/healthz") => {
+            problem(405, "method-not-allowed", "wrong method for this path")
+        }
+        _ => problem(404, "not-found", "no such route"),
+    };
+    tracing::info!(route = %route_name(&path), status = reply.status().as_u16(), "request");
+    reply
+}
+
+fn route_name(path: &str) -> &str {
+    path.split('/').nth(1).unwrap_or("")
+}
+
+async fn blocking<T: Send + 'static>(
+    state: &Arc<State>,
+    f: impl FnOnce(&Log) -> Result<T, LogError> + Send + 'static,
+) -> Result<T, Reply> {
+    let log = state.log.clone();
+    match tokio::task::spawn_blocking(move || f(&log)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(log_problem(&e)),
+        Err(_) => Err(problem(500, "internal", "the task failed")),
+    }
+}
+
+async fn checkpoint(state: &Arc<State>) -> Reply {
+    match blocking(state, |log| Ok(log.checkpoint()?.0)).await {
+        Ok(bytes) => reply(200, "text/plain; charset=utf-8", bytes),
+        Err(r) => r,
+    }
+}
+
+/// A tile or bundle, if `rel` is a C2SP tile path (nothing else is read from the directory).
+async fn tile(state: &Arc<State>, rel: &str) -> Reply {
+    let Some(rel) = crate::storage::tile_path(rel) else {
+        return problem(404, "not-found", "not a tile path");
+    };
+    let path = state.log.dir().join(&rel);
+    match tokio::task::spawn_blocking(move || std::fs::read(path)).await {
+        Ok(Ok(bytes)) => reply(200, "application/octet-stream", bytes),
+        _ => problem(404, "not-found", "no such tile"),
+    }
+}
+
+async fn bundle(state: &Arc<State>, index: &str) -> Reply {
+    let Ok(index) = index.parse::<u64>() else {
+        return problem(400, "bad-index", "the index is not a number");
+    };
+    let made = blocking(state, move |log| {
+        let (cp, size, _) = log.checkpoint()?;
+        let proof = log.prove_inclusion(index, size)?;
+        Ok(InclusionBundle {
+            record: STANDARD.encode(log.entry(index)?),
+            index,
+            proof: proof.iter().map(|h| hex::encode(h.0)).collect(),
+            checkpoint: String::from_utf8_lossy(&cp).into_owned(),
+        })
+    })
+    .await;
+    match made {
+        Ok(b) => reply(
+            200,
+            "application/json",
+            serde_json::to_vec(&b).unwrap_or_default(),
+        ),
+        Err(r) => r,
+    }
+}
+
+async fn consistency(state: &Arc<State>, sizes: &str) -> Reply {
+    let Some((Ok(old), Ok(new))) = sizes
+        .split_once('/')
+        .map(|(a, b)| (a.parse::<u64>(), b.parse::<u64>()))
+    else {
+        return problem(400, "bad-sizes", "expected /consistency/<old>/<new>");
+    };
+    match blocking(state, move |log| log.prove_consistency(old, new)).await {
+        Ok(proof) => {
+            let text: String = proof
+                .iter()
+                .map(|h| format!("{}\n", STANDARD.encode(h.0)))
+                .collect();
+            reply(200, "text/plain", text)
+        }
+        Err(r) => r,
+    }
+}
+
+async fn add(state: &Arc<State>, req: hyper::Request<Incoming>) -> Reply {
+    let authorised = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|k| <[u8; 32]>::from(Sha256::digest(k.trim().as_bytes())) == state.key_digest);
+    if !authorised {
+        return problem(401, "unauthorised", "appends need the operator's key");
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return problem(413, "too-large", "the body exceeds 1 MiB"),
+    };
+    let records: Vec<ReleaseRecord> = match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(serde_json::Value::Array(a)) => match serde_json::from_value(a.into()) {
+            Ok(r) => r,
+            Err(e) => return problem(400, "bad-record", &e.to_string()),
+        },
+        Ok(one) => match serde_json::from_value(one) {
+            Ok(r) => vec![r],
+            Err(e) => return problem(400, "bad-record", &e.to_string()),
+        },
+        Err(e) => return problem(400, "bad-json", &e.to_string()),
+    };
+    let mut entries = Vec::with_capacity(records.len());
+    for r in &records {
+        match r.to_bytes() {
+            Ok(b) => entries.push(b),
+            Err(e) => return problem(400, "bad-record", &e.to_string()),
+        }
+    }
+    if entries.is_empty() {
+        return problem(400, "bad-record", "no record");
+    }
+    let count = entries.len() as u64;
+    let (tx, rx) = oneshot::channel();
+    if state.writer.try_send((entries, tx)).is_err() {
+        return problem(503, "overloaded", "too many appends waiting; retry");
+    }
+    match rx.await {
+        Ok(Ok((first, checkpoint))) => {
+            let body = serde_json::json!({
+                "indexes": (first..first + count).collect::<Vec<_>>(),
+                "checkpoint": String::from_utf8_lossy(&checkpoint),
+            });
+            reply(200, "application/json", body.to_string())
+        }
+        Ok(Err(e)) => problem(500, "log", &e),
+        Err(_) => problem(500, "internal", "the writer stopped"),
+    }
+}
+
+/// The one writer: waits for a request, takes every other one already waiting, appends them
+/// as one batch and answers each with its first index.
+fn writer(log: &Log, mut rx: mpsc::Receiver<Batch>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let entries: Vec<Vec<u8>> = batch.iter().flat_map(|(e, _)| e.iter().cloned()).collect();
+        match log.append(&entries, |_| {}) {
+            Ok(appended) => {
+                let mut next = appended.first;
+                for (e, reply) in batch {
+                    let _ = reply.send(Ok((next, appended.checkpoint.clone())));
+                    next += e.len() as u64;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "append failed");
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+}
