@@ -317,6 +317,25 @@ impl LogProof {
         })
     }
 
+    /// The proof's JSON wire form alone (as the evidence bundle's `log_proof` field): what a
+    /// log serves for an entry and `cargo xtask publish` stores beside an image.
+    pub fn to_json(&self) -> Vec<u8> {
+        // A struct of strings and integers always serialises.
+        serde_json::to_vec(&self.to_wire()).unwrap_or_default()
+    }
+
+    /// Decodes the JSON wire form, with the evidence bundle's size limits.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, BundleError> {
+        if bytes.len() > MAX_BUNDLE_LEN {
+            return Err(BundleError::TooLarge {
+                found: bytes.len(),
+                max: MAX_BUNDLE_LEN,
+            });
+        }
+        let w: WireLogProof = serde_json::from_slice(bytes).map_err(wire::json_error)?;
+        Self::from_wire(w)
+    }
+
     fn to_wire(&self) -> WireLogProof {
         WireLogProof {
             entry: wire::enc(&self.entry),

@@ -230,3 +230,17 @@ fn garbage_is_an_error_not_a_panic() {
         assert!(EvidenceBundle::from_json(input).is_err());
     }
 }
+
+#[test]
+fn a_log_proof_round_trips_alone_and_keeps_its_limits() {
+    let proof = snp_bundle().log_proof.expect("the test bundle has one");
+    let json = proof.to_json();
+    assert_eq!(LogProof::from_json(&json).expect("round trip"), proof);
+    let mut v: serde_json::Value = serde_json::from_slice(&json).expect("json");
+    v["inclusion_proof"] = vec![wire::enc(&[0u8; 32]); 64].into();
+    assert!(matches!(
+        LogProof::from_json(v.to_string().as_bytes()),
+        Err(BundleError::TooManyItems { .. })
+    ));
+    assert!(LogProof::from_json(b"{\"entry\":\"\"}").is_err());
+}

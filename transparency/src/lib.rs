@@ -9,7 +9,7 @@
 //! * [`Witness`] — cosigns (C2SP `tlog-cosignature/v1`) only checkpoints that extend the last
 //!   one it cosigned;
 //! * [`TrustedLog`] and [`SeenCheckpoint`] — what a device checks offline from an
-//!   [`InclusionBundle`]: the log's signature, K of N witnesses, the inclusion proof, and
+//!   [`LogProof`]: the log's signature, K of N witnesses, the inclusion proof, and
 //!   consistency with the newest checkpoint it saw before.
 //!
 //! Entries are canonical [`ReleaseRecord`]s. Hashing and proofs are RFC 6962/9162, through the
@@ -18,6 +18,7 @@
 
 pub mod cosign;
 mod record;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod storage;
 mod verify;
@@ -25,9 +26,10 @@ mod witness;
 
 use std::path::{Path, PathBuf};
 
+pub use cloister_protocol::LogProof;
 pub use record::{Measurement, ReleaseRecord, SCHEMA};
 pub use storage::{Appended, Log, Stage};
-pub use verify::{InclusionBundle, SeenCheckpoint, TrustedLog, VerifiedCheckpoint, hashes};
+pub use verify::{SeenCheckpoint, TrustedLog, VerifiedCheckpoint, hashes};
 pub use witness::{Witness, WitnessRefusal};
 
 /// Tile height (C2SP tlog-tiles fixes 8: 256 hashes or entries per tile).

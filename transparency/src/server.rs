@@ -2,7 +2,8 @@
 //!
 //! * `GET /checkpoint` and `GET /tile/…` — the C2SP static files, read from the directory
 //!   (any web server could serve them instead);
-//! * `GET /bundle/<index>` — the entry's [`InclusionBundle`] under the current checkpoint;
+//! * `GET /bundle/<index>` — the entry's log proof (`cloister_protocol::LogProof`, JSON) under
+//!   the current checkpoint;
 //! * `GET /consistency/<old>/<new>` — a consistency proof, one base64 hash per line (the
 //!   witness protocol's encoding);
 //! * `POST /add` with `Authorization: Bearer <operator key>` — release records (a JSON record
@@ -28,7 +29,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
 
-use crate::{InclusionBundle, Log, LogError, ReleaseRecord};
+use crate::{Log, LogError, ReleaseRecord};
 
 /// Largest `POST /add` body.
 const MAX_BODY: usize = 1 << 20;
@@ -165,23 +166,8 @@ async fn bundle(state: &Arc<State>, index: &str) -> Reply {
     let Ok(index) = index.parse::<u64>() else {
         return problem(400, "bad-index", "the index is not a number");
     };
-    let made = blocking(state, move |log| {
-        let (cp, size, _) = log.checkpoint()?;
-        let proof = log.prove_inclusion(index, size)?;
-        Ok(InclusionBundle {
-            record: STANDARD.encode(log.entry(index)?),
-            index,
-            proof: proof.iter().map(|h| hex::encode(h.0)).collect(),
-            checkpoint: String::from_utf8_lossy(&cp).into_owned(),
-        })
-    })
-    .await;
-    match made {
-        Ok(b) => reply(
-            200,
-            "application/json",
-            serde_json::to_vec(&b).unwrap_or_default(),
-        ),
+    match blocking(state, move |log| log.log_proof(index)).await {
+        Ok(proof) => reply(200, "application/json", proof.to_json()),
         Err(r) => r,
     }
 }

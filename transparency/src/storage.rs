@@ -15,6 +15,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use cloister_protocol::LogProof;
 use signed_note::{Note, StandardSigner, StandardVerifier, VerifierList};
 use tlog_tiles::{Checkpoint, Hash, HashReader, Tile};
 use zeroize::Zeroizing;
@@ -250,6 +251,18 @@ impl Log {
             old,
             &Hashes::new(&self.dir, current)?,
         )?)
+    }
+
+    /// The log proof of entry `index` under the current checkpoint.
+    pub fn log_proof(&self, index: u64) -> Result<LogProof, LogError> {
+        let (checkpoint, size, _) = self.checkpoint()?;
+        let proof = self.prove_inclusion(index, size)?;
+        Ok(LogProof {
+            entry: self.entry(index)?,
+            leaf_index: index,
+            inclusion_proof: proof.iter().map(|h| h.0).collect(),
+            checkpoint: String::from_utf8_lossy(&checkpoint).into_owned(),
+        })
     }
 
     /// Entry `index`, read from its bundle.

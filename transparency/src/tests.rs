@@ -111,7 +111,7 @@ struct Fixture {
     _dir: tempfile::TempDir,
     log: Log,
     trusted: TrustedLog,
-    bundle: InclusionBundle,
+    bundle: LogProof,
     witnesses: Vec<Witness>,
     skey: Zeroizing<String>,
     vkey: String,
@@ -128,13 +128,10 @@ fn fixture() -> Fixture {
     let (cp, size, _) = log.checkpoint().expect("test value");
     let cp = w1.cosign(&cp, &[]).expect("test value");
     let cp = w2.cosign(&cp, &[]).expect("test value");
-    let proof = log.prove_inclusion(13, size).expect("test value");
-    let bundle = InclusionBundle {
-        record: STANDARD.encode(log.entry(13).expect("test value")),
-        index: 13,
-        proof: proof.iter().map(|h| hex::encode(h.0)).collect(),
-        checkpoint: String::from_utf8(cp).expect("test value"),
-    };
+    let mut bundle = log.log_proof(13).expect("test value");
+    assert_eq!(bundle.leaf_index, 13);
+    assert_eq!(size, 20);
+    bundle.checkpoint = String::from_utf8(cp).expect("test value");
     let trusted = TrustedLog::new(&vkey, &[k1, k2, k3], 2).expect("test value");
     Fixture {
         _dir: dir,
@@ -150,32 +147,36 @@ fn fixture() -> Fixture {
 #[test]
 fn a_good_bundle_verifies_and_each_tamper_is_refused_by_name() {
     let f = fixture();
-    let (rec, cp) = f.trusted.verify_inclusion(&f.bundle).expect("test value");
+    let (rec, cp) = f.trusted.verify_proof(&f.bundle).expect("test value");
     assert_eq!(
         rec.to_bytes().expect("test value"),
         record(13).to_bytes().expect("test value")
     );
     assert_eq!((cp.size, cp.witnesses.len()), (20, 2));
 
-    let check = |b: &InclusionBundle| f.trusted.verify_inclusion(b).map(|_| ());
+    let check = |b: &LogProof| f.trusted.verify_proof(b).map(|_| ());
     let mut b = f.bundle.clone();
-    b.record = STANDARD.encode(record(12).to_bytes().expect("test value"));
+    b.entry = record(12).to_bytes().expect("test value");
     assert_eq!(check(&b), Err(VerifyError::Inclusion), "wrong leaf");
     let mut b = f.bundle.clone();
-    b.index = 12;
+    b.leaf_index = 12;
     assert_eq!(check(&b), Err(VerifyError::Inclusion), "wrong index");
     let mut b = f.bundle.clone();
-    b.index = 20;
+    b.leaf_index = 20;
     assert!(matches!(
         check(&b),
         Err(VerifyError::IndexBeyondTree { .. })
     ));
     let mut b = f.bundle.clone();
-    b.proof.pop();
+    b.inclusion_proof.pop();
     assert_eq!(check(&b), Err(VerifyError::Inclusion), "truncated proof");
     let mut b = f.bundle.clone();
-    b.proof[0] = "zz".into();
-    assert!(matches!(check(&b), Err(VerifyError::Malformed(_))));
+    b.inclusion_proof[0][0] ^= 1;
+    assert_eq!(check(&b), Err(VerifyError::Inclusion), "altered proof");
+    // A proof for one entry (the log's) whose bytes are not a release record.
+    let mut b = f.bundle.clone();
+    b.entry = b"not a record".to_vec();
+    assert_eq!(check(&b), Err(VerifyError::Inclusion));
     // A checkpoint claiming another size: the log's signature no longer verifies.
     let mut b = f.bundle.clone();
     b.checkpoint = b.checkpoint.replacen("\n20\n", "\n21\n", 1);
@@ -235,7 +236,7 @@ fn a_good_bundle_verifies_and_each_tamper_is_refused_by_name() {
 #[test]
 fn devices_and_witnesses_refuse_rollback_and_forks() {
     let f = fixture();
-    let (_, cp20) = f.trusted.verify_inclusion(&f.bundle).expect("test value");
+    let (_, cp20) = f.trusted.verify_proof(&f.bundle).expect("test value");
     let mut seen = SeenCheckpoint {
         size: 0,
         root: tlog_tiles::EMPTY_HASH.0,

@@ -1,10 +1,10 @@
-//! The verifying half: what a device checks, offline, from a bundle the operator hands it —
+//! The verifying half: what a device checks, offline, from the log proof the operator attaches
+//! to a node's evidence (`cloister_protocol::LogProof`) —
 //! the checkpoint's log signature, K of N witness cosignatures, the entry's inclusion proof —
 //! and, against the newest checkpoint it verified before, a consistency proof (no rollback,
 //! no fork).
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use cloister_protocol::LogProof;
 use serde::{Deserialize, Serialize};
 use signed_note::{Note, NoteError, StandardVerifier, Verifier, VerifierList};
 use tlog_tiles::{Checkpoint, Hash};
@@ -30,20 +30,6 @@ pub struct VerifiedCheckpoint {
     pub root: [u8; 32],
     /// The witnesses that cosigned it (names).
     pub witnesses: Vec<String>,
-}
-
-/// Everything a device needs to check that a record is in the log, with no round trip.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InclusionBundle {
-    /// The record's canonical bytes, base64.
-    pub record: String,
-    /// Its index in the log.
-    pub index: u64,
-    /// The inclusion proof, hashes in hex, leaf to root.
-    pub proof: Vec<String>,
-    /// The checkpoint, signed by the log and cosigned by witnesses.
-    pub checkpoint: String,
 }
 
 impl TrustedLog {
@@ -117,32 +103,29 @@ impl TrustedLog {
         })
     }
 
-    /// Checks a bundle: its checkpoint, then the record's inclusion under it. Returns the
-    /// record and the checkpoint.
-    pub fn verify_inclusion(
+    /// Checks a log proof, offline: its checkpoint, then the entry's inclusion under it.
+    /// Returns the release record and the checkpoint.
+    pub fn verify_proof(
         &self,
-        bundle: &InclusionBundle,
+        proof: &LogProof,
     ) -> Result<(ReleaseRecord, VerifiedCheckpoint), VerifyError> {
-        let cp = self.verify_checkpoint(bundle.checkpoint.as_bytes())?;
-        let record = STANDARD
-            .decode(&bundle.record)
-            .map_err(|e| VerifyError::Malformed(format!("record: {e}")))?;
-        if bundle.index >= cp.size {
+        let cp = self.verify_checkpoint(proof.checkpoint.as_bytes())?;
+        if proof.leaf_index >= cp.size {
             return Err(VerifyError::IndexBeyondTree {
-                index: bundle.index,
+                index: proof.leaf_index,
                 size: cp.size,
             });
         }
-        let proof = hashes(&bundle.proof)?;
+        let path: Vec<Hash> = proof.inclusion_proof.iter().map(|h| Hash(*h)).collect();
         tlog_tiles::check_record(
-            &proof,
+            &path,
             cp.size,
             Hash(cp.root),
-            bundle.index,
-            tlog_tiles::record_hash(&record),
+            proof.leaf_index,
+            tlog_tiles::record_hash(&proof.entry),
         )
         .map_err(|_| VerifyError::Inclusion)?;
-        let record = ReleaseRecord::from_bytes(&record)
+        let record = ReleaseRecord::from_bytes(&proof.entry)
             .map_err(|e| VerifyError::Malformed(e.to_string()))?;
         Ok((record, cp))
     }

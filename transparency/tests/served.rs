@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cloister_transparency::{InclusionBundle, SeenCheckpoint, TrustedLog, VerifyError, hashes};
+use cloister_transparency::{LogProof, SeenCheckpoint, TrustedLog, VerifyError, hashes};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
 
@@ -235,14 +235,14 @@ async fn a_served_log_and_witness_give_a_device_what_it_checks() {
     // A device: the bundle for entry 13 under the cosigned checkpoint, and consistency.
     let (s, body) = http(lp, "GET", "/bundle/13", None, vec![]).await;
     assert_eq!(s, 200);
-    let mut bundle: InclusionBundle = serde_json::from_slice(&body).expect("a bundle");
+    let mut bundle = LogProof::from_json(&body).expect("a log proof");
     assert_eq!(
-        trusted.verify_inclusion(&bundle).map(|_| ()),
+        trusted.verify_proof(&bundle).map(|_| ()),
         Err(VerifyError::Witnesses { have: 0, need: 1 })
     );
     bundle.checkpoint = String::from_utf8(with_cosignature(&cp2, &line2)).expect("test value");
     let (rec, second) = trusted
-        .verify_inclusion(&bundle)
+        .verify_proof(&bundle)
         .expect("the bundle verifies");
     assert_eq!(rec.source_revision, "r13");
     let mut seen = SeenCheckpoint {

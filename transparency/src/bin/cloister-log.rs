@@ -5,10 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use clap::{Parser, Subcommand};
-use cloister_transparency::{InclusionBundle, Log, ReleaseRecord};
+use cloister_transparency::{Log, ReleaseRecord};
 use zeroize::Zeroizing;
 
 #[derive(Parser)]
@@ -39,7 +37,7 @@ enum Command {
     },
     /// Prints the current signed checkpoint.
     Checkpoint,
-    /// Writes the inclusion bundle of entry INDEX under the current checkpoint.
+    /// Prints the log proof (JSON) of entry INDEX under the current checkpoint.
     Prove {
         /// The entry.
         index: u64,
@@ -133,16 +131,9 @@ fn main() -> anyhow::Result<()> {
             })?;
         }
         Command::Prove { index } => {
-            let log = open(&cli)?;
-            let (cp, size, _) = log.checkpoint()?;
-            let proof = log.prove_inclusion(*index, size)?;
-            let bundle = InclusionBundle {
-                record: STANDARD.encode(log.entry(*index)?),
-                index: *index,
-                proof: proof.iter().map(|h| hex::encode(h.0)).collect(),
-                checkpoint: String::from_utf8(cp)?,
-            };
-            writeln!(out, "{}", serde_json::to_string_pretty(&bundle)?)?;
+            let proof = open(&cli)?.log_proof(*index)?;
+            out.write_all(&proof.to_json())?;
+            writeln!(out)?;
         }
     }
     Ok(())
