@@ -222,6 +222,28 @@ pub enum VerifyError {
         /// MRTD (hex).
         found: String,
     },
+    /// A log is trusted but the bundle carries no log proof.
+    #[error("the evidence carries no transparency-log proof")]
+    LogProofMissing,
+    /// The log proof was refused (checkpoint signature, witnesses, inclusion).
+    #[error("transparency log: {0}")]
+    Log(cloister_transparency::VerifyError),
+    /// The logged release does not hold the reported measurement.
+    #[error("{platform} measurement {measurement} is not in the logged release")]
+    NotInLog {
+        /// Platform.
+        platform: String,
+        /// Measurement (hex).
+        measurement: String,
+    },
+    /// The logged release names another image manifest than the evidence.
+    #[error("the logged release names manifest {logged}, the evidence {found}")]
+    ManifestNotInLog {
+        /// In the record.
+        logged: String,
+        /// In the evidence.
+        found: String,
+    },
     /// An RTMR does not match the reference values that carry the report's MRTD.
     #[error("RTMR{index} {found} does not match the reference value for this MRTD")]
     TdxRtmrMismatch {

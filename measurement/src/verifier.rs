@@ -2,10 +2,13 @@
 //!
 //! Order (ARCHITECTURE.md, "Evidence and binding"): parse → platform accepted by the anchor →
 //! chain to the pinned root → report signature → policy → report_data binding → expiry →
-//! measurement. The transparency-log inclusion proof joins the measurement step when the log
-//! exists; until then the measurement must be in the policy's allow-set.
+//! measurement. With a trusted transparency log ([`Verifier::with_log`]) the measurement step
+//! demands the bundle's log proof: the checkpoint signed by the log and enough witnesses, the
+//! entry's inclusion, and the reported measurement and manifest in that release record.
+//! Without one, the measurement must be in the policy's allow-set.
 
 use cloister_protocol::{Endorsements, EvidenceBundle, Platform, report_data};
+use cloister_transparency::{TrustedLog, VerifiedCheckpoint};
 
 use crate::anchor::{SnpRoot, TrustAnchor};
 use crate::clock::Clock;
@@ -131,6 +134,7 @@ pub enum Measurement {
 struct Accepted {
     measurement: Measurement,
     tcb: String,
+    logged: Option<VerifiedCheckpoint>,
 }
 
 /// A bundle that passed every check.
@@ -148,6 +152,9 @@ pub struct Verified {
     pub expires_at: u64,
     /// The image manifest digest the bundle names.
     pub image_manifest_digest: [u8; 32],
+    /// The log checkpoint the measurement was found under, when a log is trusted (a device
+    /// advances its `SeenCheckpoint` with it: no rollback, no fork).
+    pub logged: Option<VerifiedCheckpoint>,
     /// The checks that passed, in order.
     pub checks: Vec<Check>,
 }
@@ -158,6 +165,7 @@ pub struct Verifier<C: Clock> {
     anchor: TrustAnchor,
     policy: Policy,
     clock: C,
+    log: Option<TrustedLog>,
 }
 
 struct Run {
@@ -198,7 +206,16 @@ impl<C: Clock> Verifier<C> {
             anchor,
             policy,
             clock,
+            log: None,
         }
+    }
+
+    /// Accept only measurements found in this log (instead of the policy's allow-set for
+    /// SNP; in addition to the policy's RTMR references for TDX, whose release records carry
+    /// the MRTD only).
+    pub fn with_log(mut self, log: TrustedLog) -> Self {
+        self.log = Some(log);
+        self
     }
 
     /// The anchor.
@@ -232,6 +249,7 @@ impl<C: Clock> Verifier<C> {
                 key_config: bundle.key_config.clone(),
                 expires_at: bundle.expires_at,
                 image_manifest_digest: bundle.image_manifest_digest,
+                logged: a.logged,
                 checks: inspection.checks,
             }),
             // Unreachable by construction (no error means every step ran); fail closed anyway.
@@ -307,17 +325,27 @@ impl<C: Clock> Verifier<C> {
             String::clone,
         );
         let expiry = run.step(Step::Expiry, self.check_expiry(bundle, now), String::clone);
-        let measurement = run.step(
-            Step::Measurement,
-            snp::check_measurement(&ev, &self.policy),
-            |m| format!("{m} is accepted"),
-        );
+        let reported = Digest48(ev.report.measurement);
+        let measurement = match &self.log {
+            None => run.step(
+                Step::Measurement,
+                snp::check_measurement(&ev, &self.policy).map(|m| (m, None)),
+                |(m, _)| format!("{m} is accepted"),
+            ),
+            Some(log) => run.step(
+                Step::Measurement,
+                logged(log, bundle, &reported.to_hex()).map(|cp| (reported, Some(cp))),
+                |(m, cp)| in_log(m, cp.as_ref()),
+            ),
+        };
         policy?;
         binding?;
         expiry?;
+        let (measurement, logged) = measurement?;
         Some(Accepted {
-            measurement: Measurement::Snp(measurement?),
+            measurement: Measurement::Snp(measurement),
             tcb: snp::tcb_summary(&ev.report),
+            logged,
         })
     }
 
@@ -370,16 +398,23 @@ impl<C: Clock> Verifier<C> {
         let expiry = run.step(Step::Expiry, self.check_expiry(bundle, now), String::clone);
         let measurement = run.step(
             Step::Measurement,
-            tdx::check_measurement(&mrtd, &rtmrs, &self.policy),
-            String::clone,
+            tdx::check_measurement(&mrtd, &rtmrs, &self.policy).and_then(|found| match &self.log {
+                None => Ok((found, None)),
+                Some(log) => logged(log, bundle, &mrtd.to_hex()).map(|cp| (found, Some(cp))),
+            }),
+            |(found, cp)| match cp {
+                None => found.clone(),
+                Some(cp) => format!("{found}; {}", in_log(&mrtd, Some(cp))),
+            },
         );
         policy?;
         binding?;
         expiry?;
-        measurement?;
+        let (_, logged) = measurement?;
         Some(Accepted {
             measurement: Measurement::Tdx { mrtd, rtmrs },
             tcb: verified.status.clone(),
+            logged,
         })
     }
 
@@ -416,5 +451,47 @@ impl<C: Clock> Verifier<C> {
             });
         }
         Ok(format!("valid for {} s more", expires_at - now))
+    }
+}
+
+/// The measurement step's log check: the bundle's proof verifies under `log`, and its release
+/// record holds the reported `measurement` (hex) for the bundle's platform and the bundle's
+/// manifest digest.
+fn logged(
+    log: &TrustedLog,
+    bundle: &EvidenceBundle,
+    measurement: &str,
+) -> Result<VerifiedCheckpoint, VerifyError> {
+    let proof = bundle
+        .log_proof
+        .as_ref()
+        .ok_or(VerifyError::LogProofMissing)?;
+    let (record, checkpoint) = log.verify_proof(proof).map_err(VerifyError::Log)?;
+    let platform = bundle.platform.as_str();
+    if !record.has_measurement(platform, measurement) {
+        return Err(VerifyError::NotInLog {
+            platform: platform.to_owned(),
+            measurement: measurement.to_owned(),
+        });
+    }
+    let found = hex::encode(bundle.image_manifest_digest);
+    if record.manifest_sha256 != found {
+        return Err(VerifyError::ManifestNotInLog {
+            logged: record.manifest_sha256,
+            found,
+        });
+    }
+    Ok(checkpoint)
+}
+
+fn in_log(m: &Digest48, cp: Option<&VerifiedCheckpoint>) -> String {
+    match cp {
+        Some(cp) => format!(
+            "{}… is in the log (tree of {}, {} witness cosignatures)",
+            &m.to_hex()[..16],
+            cp.size,
+            cp.witnesses.len()
+        ),
+        None => format!("{m} is accepted"),
     }
 }

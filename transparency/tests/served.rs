@@ -241,9 +241,7 @@ async fn a_served_log_and_witness_give_a_device_what_it_checks() {
         Err(VerifyError::Witnesses { have: 0, need: 1 })
     );
     bundle.checkpoint = String::from_utf8(with_cosignature(&cp2, &line2)).expect("test value");
-    let (rec, second) = trusted
-        .verify_proof(&bundle)
-        .expect("the bundle verifies");
+    let (rec, second) = trusted.verify_proof(&bundle).expect("the bundle verifies");
     assert_eq!(rec.source_revision, "r13");
     let mut seen = SeenCheckpoint {
         size: first.size,
