@@ -227,14 +227,15 @@ impl Log {
     /// The proof that entry `index` is in the tree of `size` entries.
     pub fn prove_inclusion(&self, index: u64, size: u64) -> Result<Vec<Hash>, LogError> {
         let (_, current, _) = self.checkpoint()?;
+        self.inclusion_under(index, size, current)
+    }
+
+    fn inclusion_under(&self, index: u64, size: u64, current: u64) -> Result<Vec<Hash>, LogError> {
         if index >= size || size > current {
             return Err(LogError::Range { index, size });
         }
-        Ok(tlog_tiles::prove_record(
-            size,
-            index,
-            &Hashes::new(&self.dir, current)?,
-        )?)
+        let hashes = Hashes::reader(&self.dir, current)?;
+        Ok(tlog_tiles::prove_record(size, index, &hashes)?)
     }
 
     /// The proof that the tree of `old` entries is a prefix of the tree of `new`.
@@ -246,19 +247,16 @@ impl Log {
                 size: new,
             });
         }
-        Ok(tlog_tiles::prove_tree(
-            new,
-            old,
-            &Hashes::new(&self.dir, current)?,
-        )?)
+        let hashes = Hashes::reader(&self.dir, current)?;
+        Ok(tlog_tiles::prove_tree(new, old, &hashes)?)
     }
 
     /// The log proof of entry `index` under the current checkpoint.
     pub fn log_proof(&self, index: u64) -> Result<LogProof, LogError> {
         let (checkpoint, size, _) = self.checkpoint()?;
-        let proof = self.prove_inclusion(index, size)?;
+        let proof = self.inclusion_under(index, size, size)?;
         Ok(LogProof {
-            entry: self.entry(index)?,
+            entry: self.entry_under(index, size)?,
             leaf_index: index,
             inclusion_proof: proof.iter().map(|h| h.0).collect(),
             checkpoint: String::from_utf8_lossy(&checkpoint).into_owned(),
@@ -268,6 +266,10 @@ impl Log {
     /// Entry `index`, read from its bundle.
     pub fn entry(&self, index: u64) -> Result<Vec<u8>, LogError> {
         let (_, size, _) = self.checkpoint()?;
+        self.entry_under(index, size)
+    }
+
+    fn entry_under(&self, index: u64, size: u64) -> Result<Vec<u8>, LogError> {
         if index >= size {
             return Err(LogError::Range { index, size });
         }
@@ -358,7 +360,8 @@ fn sync_dir(dir: &Path) -> Result<(), LogError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
-/// The `hashes` file, cut back to the tree of `size` entries when opened.
+/// The `hashes` file, read up to the tree of `size` entries (and cut back to it when opened
+/// for an append).
 struct Hashes {
     file: File,
     path: PathBuf,
@@ -366,11 +369,21 @@ struct Hashes {
 }
 
 impl Hashes {
+    /// For an append (under the log's lock): cuts the file back to the tree of `size`.
     fn new(dir: &Path, size: u64) -> Result<Self, LogError> {
+        Self::open(dir, size, true)
+    }
+
+    /// For proofs, beside a concurrent append: reads only the tree of `size`, changes nothing.
+    fn reader(dir: &Path, size: u64) -> Result<Self, LogError> {
+        Self::open(dir, size, false)
+    }
+
+    fn open(dir: &Path, size: u64, write: bool) -> Result<Self, LogError> {
         let path = dir.join("hashes");
         let file = OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(write)
             .open(&path)
             .map_err(io(&path))?;
         let want = tlog_tiles::stored_hash_count(size) * tlog_tiles::HASH_SIZE as u64;
@@ -378,7 +391,7 @@ impl Hashes {
         if have < want {
             return Err(LogError::HashesShort { have, want });
         }
-        if have > want {
+        if have > want && write {
             // A crashed append's hashes, beyond the checkpoint: drop them.
             file.set_len(want).map_err(io(&path))?;
         }

@@ -24,6 +24,8 @@ enum Bench {
     Measure(MeasureArgs),
     /// The summariser's language model (candle) against llama.cpp on the same GGUF.
     Model(crate::bench_model::Args),
+    /// The transparency log at scale (appends, proofs) against ct-merkle in memory.
+    Log(crate::bench_log::Args),
 }
 
 #[derive(clap::Args, Debug)]
@@ -124,6 +126,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     match &args.what {
         Bench::Measure(a) => measure(a),
         Bench::Model(a) => crate::bench_model::run(a),
+        Bench::Log(a) => crate::bench_log::run(a),
     }
 }
 

@@ -86,7 +86,7 @@ pub fn image_models(model: &str) -> Result<Vec<PinnedModel>> {
     Ok(out)
 }
 
-fn workspace_root() -> PathBuf {
+pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map(Path::to_owned)

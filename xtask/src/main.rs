@@ -2,12 +2,14 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_log;
 mod bench_model;
 mod eval;
 mod firmware;
 mod measure;
 mod model;
 mod peer;
+mod publish;
 mod run;
 mod verify;
 
@@ -43,6 +45,8 @@ enum Command {
     Image(run::ImageArgs),
     /// Boot the guest under QEMU, verify its evidence, send a request, print the answer.
     Run(run::RunArgs),
+    /// Append the built image's release record to a transparency log; store its log proof.
+    Publish(publish::Args),
     /// Build the image twice (different times, umasks, time zones) and compare.
     VerifyRepro(run::ReproArgs),
     /// The summariser's quality on the evaluation set, per model.
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         Command::Image(args) => run::image_cmd(&args),
         Command::Run(args) => run::run_cmd(&args),
         Command::VerifyRepro(args) => run::verify_repro(&args),
+        Command::Publish(args) => publish::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::EvalChild(args) => eval::child(&args),
         Command::BenchModelChild(args) => bench_model::child(&args),

@@ -1,4 +1,5 @@
-//! `cargo xtask verify BUNDLE.json --reference-values FILE [--insecure-emulated …] [--json]`
+//! `cargo xtask verify BUNDLE.json --reference-values FILE [--insecure-emulated …]
+//! [--log-key FILE [--witness-key K]… [--quorum N] [--log-proof FILE]] [--json]`
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +9,8 @@ use cloister_measurement::{
     Clock, FixedClock, InsecureEmulatedRoot, Inspection, Policy, Step, SystemClock, TrustAnchor,
     Verifier,
 };
-use cloister_protocol::EvidenceBundle;
+use cloister_protocol::{EvidenceBundle, LogProof};
+use cloister_transparency::TrustedLog;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -30,6 +32,20 @@ pub struct Args {
     /// Verify at this time (Unix seconds) instead of now: for recorded evidence.
     #[arg(long)]
     at: Option<u64>,
+    /// Demand the measurement in this transparency log: a file with the log's signed-note
+    /// verifier key (the reference values' allow-list is then not consulted for SNP).
+    #[arg(long)]
+    log_key: Option<PathBuf>,
+    /// A witness's tlog-cosignature verifier key (repeatable).
+    #[arg(long = "witness-key", requires = "log_key")]
+    witness_keys: Vec<String>,
+    /// Witness cosignatures required.
+    #[arg(long, default_value_t = 0, requires = "log_key")]
+    quorum: usize,
+    /// The log proof to attach to the bundle (as the operator does), e.g. an image's
+    /// `log-proof.json` from `cargo xtask publish`.
+    #[arg(long, requires = "log_key")]
+    log_proof: Option<PathBuf>,
     /// Print one JSON object instead of lines.
     #[arg(long)]
     json: bool,
@@ -65,10 +81,30 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         None => Box::new(SystemClock),
     };
     let now = clock.now_unix();
-    let verifier = Verifier::new(anchor, policy, FixedClock(now));
+    let mut verifier = Verifier::new(anchor, policy, FixedClock(now));
+    if let Some(path) = &args.log_key {
+        let key = std::fs::read_to_string(path)
+            .with_context(|| format!("reading log key {}", path.display()))?;
+        verifier = verifier.with_log(TrustedLog::new(
+            key.trim(),
+            &args.witness_keys,
+            args.quorum,
+        )?);
+    }
+    let log_proof = match &args.log_proof {
+        Some(path) => Some(LogProof::from_json(
+            &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        )?),
+        None => None,
+    };
 
     let (platform, inspection) = match EvidenceBundle::from_json(&bundle_bytes) {
-        Ok(b) => (Some(b.platform), verifier.inspect(&b, &nonce)),
+        Ok(mut b) => {
+            if log_proof.is_some() {
+                b.log_proof = log_proof;
+            }
+            (Some(b.platform), verifier.inspect(&b, &nonce))
+        }
         Err(e) => (None, Inspection::refused_at_parse(e.into())),
     };
     let accepted = inspection.is_accepted();

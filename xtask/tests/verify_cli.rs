@@ -136,3 +136,73 @@ fn verify_command_reports_each_check() {
     let (code, _, _) = f.run(&[&bundle, "--reference-values", &refs, "--insecure-emulated"]);
     assert_eq!(code, 2);
 }
+
+/// A log holding a release of `measurement` (manifest all zeros, as the fixture's bundle);
+/// writes `log.pub` and `proof.json` into the fixture.
+fn publish(f: &Fixture, measurement: [u8; 48]) {
+    use cloister_transparency::{Log, Measurement, ReleaseRecord, SCHEMA};
+    let (skey, vkey) = signed_note::generate_key(&mut rand_core::OsRng, "log.example/releases");
+    let dir = f
+        .dir
+        .path()
+        .join(format!("log-{}", hex::encode(&measurement[..2])));
+    let log = Log::create(&dir, &zeroize::Zeroizing::new(skey), &vkey).expect("a log");
+    let h = hex::encode([0u8; 32]);
+    let record = ReleaseRecord {
+        schema: SCHEMA.into(),
+        measurements: vec![Measurement {
+            platform: "emulated-sev-snp".into(),
+            vcpus: 1,
+            vcpu_type: "EPYC-v4".into(),
+            digest: hex::encode(measurement),
+        }],
+        manifest_sha256: h.clone(),
+        kernel_sha256: h.clone(),
+        initramfs_sha256: h.clone(),
+        firmware_sha256: h,
+        cmdline: String::new(),
+        weights_disk_sha256: None,
+        source_revision: "test".into(),
+        source_date_epoch: 0,
+    };
+    let first = log
+        .append(&[record.to_bytes().expect("a record")], |_| {})
+        .expect("appends")
+        .first;
+    let proof = log.log_proof(first).expect("a proof");
+    std::fs::write(f.dir.path().join("log.pub"), vkey).expect("write");
+    std::fs::write(f.dir.path().join("proof.json"), proof.to_json()).expect("write");
+}
+
+#[test]
+fn verify_with_a_log_needs_the_measurement_logged() {
+    let f = Fixture::new();
+    let (key, proof) = (f.path("log.pub"), f.path("proof.json"));
+    // The allow-list is empty: the log alone accepts the measurement.
+    publish(&f, MEASUREMENT);
+    let (code, out, err) = f.run_emulated(
+        "other-refs.json",
+        NOW,
+        &["--log-key", &key, "--log-proof", &proof],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("is in the log"), "{out}");
+    // Without the proof, or with a proof of another release: refused at the measurement.
+    let (code, out, _) = f.run_emulated("other-refs.json", NOW, &["--log-key", &key]);
+    assert_eq!(code, 1);
+    assert!(
+        failed_at(&out, "measurement") && out.contains("no transparency-log proof"),
+        "{out}"
+    );
+    publish(&f, [0x77; 48]);
+    let (code, out, _) = f.run_emulated(
+        "other-refs.json",
+        NOW,
+        &["--log-key", &key, "--log-proof", &proof],
+    );
+    assert_eq!(code, 1);
+    assert!(
+        failed_at(&out, "measurement") && out.contains("not in the logged release"),
+        "{out}"
+    );
+}
