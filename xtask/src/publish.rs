@@ -11,7 +11,8 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use cloister_protocol::{GuestConfig, LogProof};
-use cloister_transparency::{Log, Measurement, ReleaseRecord, SCHEMA};
+use cloister_transparency::cosign::CosignatureSigner;
+use cloister_transparency::{Log, Measurement, ReleaseRecord, SCHEMA, TrustedLog, Witness};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -33,7 +34,7 @@ pub struct Args {
     )]
     log: PathBuf,
     /// Origin (name) of a log created here.
-    #[arg(long, default_value = "log.cloister.invalid/releases")]
+    #[arg(long, default_value = DEFAULT_ORIGIN)]
     origin: String,
     /// A served log (`cloister-log serve`), e.g. `http://127.0.0.1:8600`.
     #[arg(long)]
@@ -50,10 +51,15 @@ pub fn release_record(dir: &Path) -> Result<ReleaseRecord> {
         &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
     )
     .with_context(|| format!("{} is not JSON", path.display()))?;
+    record_from(&m).with_context(|| format!("{}", path.display()))
+}
+
+/// The release record of an image's measurement (`measurement.json`'s content).
+pub fn record_from(m: &Value) -> Result<ReleaseRecord> {
     let field = |k: &str| -> Result<String> {
         m[k].as_str()
             .map(str::to_owned)
-            .with_context(|| format!("{} has no {k}", path.display()))
+            .with_context(|| format!("the measurement has no {k}"))
     };
     let cmdline = field("cmdline")?;
     let config = GuestConfig::from_cmdline(&cmdline).context("the image's command line")?;
@@ -107,7 +113,7 @@ pub fn run(args: &Args) -> Result<std::process::ExitCode> {
     let record = release_record(&args.image)?;
     let entry = record.to_bytes()?;
     let proof = match &args.log_url {
-        None => publish_local(&args.log, &args.origin, &entry)?,
+        None => publish_local(&args.log, &args.origin, &entry)?.1,
         Some(url) => {
             let key_file = args
                 .api_key_file
@@ -135,10 +141,13 @@ pub fn run(args: &Args) -> Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-fn publish_local(dir: &Path, origin: &str, entry: &[u8]) -> Result<LogProof> {
+/// Appends `entry` to the local log in `dir` (created, with its key, when missing); returns the
+/// log, its verifier key, whether it was created, and the entry's proof.
+fn publish_local(dir: &Path, origin: &str, entry: &[u8]) -> Result<(Local, LogProof)> {
     let key_path = dir.with_extension("key");
     let pub_path = dir.with_extension("pub");
-    let log = if dir.join("checkpoint").exists() {
+    let created = !dir.join("checkpoint").exists();
+    let log = if !created {
         let skey = Zeroizing::new(std::fs::read_to_string(&key_path)?);
         let vkey = std::fs::read_to_string(&pub_path)?;
         Log::open(dir, &skey, vkey.trim())?
@@ -158,8 +167,69 @@ fn publish_local(dir: &Path, origin: &str, entry: &[u8]) -> Result<LogProof> {
         Log::create(dir, &skey, &vkey)?
     };
     let appended = log.append(&[entry.to_vec()], |_| {})?;
-    Ok(log.log_proof(appended.first)?)
+    let proof = log.log_proof(appended.first)?;
+    let vkey = std::fs::read_to_string(&pub_path)?.trim().to_owned();
+    Ok((Local { log, vkey, created }, proof))
 }
+
+/// A local log opened for appends.
+struct Local {
+    log: Log,
+    vkey: String,
+    created: bool,
+}
+
+/// For `cargo xtask run`: the release of the booted image appended to the local log
+/// (`target/cloister-log`) and cosigned by a local witness, which checks the consistency
+/// proof from the last checkpoint it cosigned. Returns the log proof the operator attaches to
+/// the node's evidence and the keys a device trusts (the log, and that witness, quorum 1).
+pub fn local_release(measurement: &Value) -> Result<(LogProof, TrustedLog)> {
+    let record = record_from(measurement)?;
+    let dir = workspace_root().join("target/cloister-log");
+    let (local, mut proof) = publish_local(&dir, DEFAULT_ORIGIN, &record.to_bytes()?)?;
+    let key_path = dir.with_extension("witness.key");
+    let state = dir.with_extension("witness.json");
+    if local.created {
+        // A new log: a witness state from an older one would (rightly) refuse it.
+        let _ = std::fs::remove_file(&state);
+    }
+    let seed = match std::fs::read_to_string(&key_path) {
+        Ok(hex_seed) => {
+            let mut seed = Zeroizing::new([0u8; 32]);
+            hex::decode_to_slice(hex_seed.trim(), &mut seed[..])
+                .with_context(|| format!("{} is not a hex seed", key_path.display()))?;
+            seed
+        }
+        Err(_) => {
+            let mut seed = Zeroizing::new([0u8; 32]);
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed[..]);
+            write_private(&key_path, &Zeroizing::new(hex::encode(&seed[..])))?;
+            seed
+        }
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let signer = CosignatureSigner::new(WITNESS, &seed, now)?;
+    let witness_key = signer.verifier_key();
+    let witness = Witness::new(signer, &local.vkey, &state)?;
+    let seen = witness.seen()?;
+    let (_, size, _) = local.log.checkpoint()?;
+    let consistency = if seen.size == 0 {
+        Vec::new()
+    } else {
+        local.log.prove_consistency(seen.size, size)?
+    };
+    let cosigned = witness.cosign(proof.checkpoint.as_bytes(), &consistency)?;
+    proof.checkpoint = String::from_utf8(cosigned)?;
+    let trusted = TrustedLog::new(&local.vkey, &[witness_key], 1)?;
+    Ok((proof, trusted))
+}
+
+/// The local log's name.
+const DEFAULT_ORIGIN: &str = "log.cloister.invalid/releases";
+/// The local witness's name.
+const WITNESS: &str = "witness.cloister.invalid";
 
 async fn publish_served(url: &str, key: &str, record: &ReleaseRecord) -> Result<LogProof> {
     let authority = url
@@ -211,16 +281,7 @@ async fn request(
     Ok((status, body))
 }
 
-fn write_private(path: &Path, secret: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(secret.as_bytes())?;
-    f.sync_all()?;
-    Ok(())
+fn write_private(path: &Path, secret: &str) -> anyhow::Result<()> {
+    cloister_transparency::write_secret(path, secret)
+        .with_context(|| format!("creating {}", path.display()))
 }

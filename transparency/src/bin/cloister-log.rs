@@ -139,17 +139,7 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes a secret readable by its owner only.
 fn write_private(path: &Path, secret: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(secret.as_bytes())?;
-    f.sync_all()?;
-    Ok(())
+    cloister_transparency::write_secret(path, secret)
+        .with_context(|| format!("creating {}", path.display()))
 }
