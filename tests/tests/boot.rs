@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use cloister_guest_image::vm::BootError;
 use cloister_measurement::VerifyError;
+use cloister_protocol::EvidenceBundle;
 use cloister_tests::{emulated_image, initrd_plus_one_byte, marker};
 use cloister_xtask::launch::{LaunchOptions, RunningGuest, VCPU_TYPE, expect_firmware_refusal};
+use cloister_xtask::release;
 
 /// The digest `cargo xtask measure` prints for these exact boot inputs.
 fn xtask_measure(image: &cloister_xtask::image::Image, vcpus: u32) -> String {
@@ -69,6 +71,25 @@ fn boots_attests_and_answers_through_inner_ohttp() {
         hex::encode(verified.image_manifest_digest),
         image.manifest_sha256
     );
+
+    // The measurement as a device accepts it: found in the transparency log, the operator's
+    // log proof attached to the evidence, no allow-list.
+    let (proof, trusted) = publish(&image, opts.vcpus, &dir.path().join("log"));
+    let mut attached = EvidenceBundle::from_json(&bundle).expect("the bundle parses");
+    attached.log_proof = Some(proof);
+    let logged = guest
+        .verifier(&[])
+        .with_log(trusted)
+        .verify(&attached, b"")
+        .expect("accepted through the log");
+    assert_eq!(
+        logged.logged.map(|c| (c.size, c.witnesses.len())),
+        Some((1, 1))
+    );
+    assert!(matches!(
+        guest.verifier(&[]).verify_json(&bundle, b""),
+        Err(VerifyError::MeasurementNotAllowed { .. })
+    ));
 
     // A fresh, nonce-bound bundle.
     let nonce = [0x5c; 32];
@@ -136,4 +157,31 @@ fn verifier_refuses_a_changed_initrd_with_a_recomputed_page() {
         matches!(err, VerifyError::MeasurementNotAllowed { .. }),
         "{err}"
     );
+    // Through the log: the operator can only attach the proof of the release it published,
+    // which holds the original measurement, not this one.
+    let (proof, trusted) = publish(&image, 1, &dir.path().join("log"));
+    let mut attached = EvidenceBundle::from_json(&bundle).expect("the bundle parses");
+    attached.log_proof = Some(proof);
+    let err = guest
+        .verifier(&[])
+        .with_log(trusted)
+        .verify(&attached, b"")
+        .expect_err("not in the log");
+    assert!(matches!(err, VerifyError::NotInLog { .. }), "{err}");
+}
+
+/// The image's release published in a fresh log in `dir`, cosigned by a witness.
+fn publish(
+    image: &cloister_xtask::image::Image,
+    vcpus: u32,
+    dir: &std::path::Path,
+) -> (
+    cloister_protocol::LogProof,
+    cloister_transparency::TrustedLog,
+) {
+    let (digest, gpa, _) =
+        cloister_xtask::launch::expected(image, &image.initrd, vcpus).expect("expected digest");
+    let m = release::measurement_json(image, &digest, gpa, vcpus).expect("measurement");
+    let record = release::record_from(&m).expect("a release record");
+    release::witnessed_release(dir, &record).expect("published and cosigned")
 }

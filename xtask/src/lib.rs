@@ -5,11 +5,13 @@
 //! * [`launch`] — an emulated confidential launch under QEMU: expected launch digest and
 //!   kernel-hashes page, emulated AMD secure processor, vhost-device-vsock, console watching.
 //! * [`guest_http`] — HTTP/1.1 to the guest through vhost-device-vsock.
+//! * [`release`] — release records and the local transparency log (`publish`, `run`, tests).
 //! * [`score`] — scoring summaries against the evaluation set (`cargo xtask eval`).
 #![forbid(unsafe_code)]
 
 pub mod guest_http;
 pub mod image;
 pub mod launch;
+pub mod release;
 pub mod score;
 pub mod setup;

@@ -5,20 +5,18 @@
 //! The log is a local directory by default (created on first use, its key beside it), or a
 //! served log (`--log-url`, with the operator's API key).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
-use cloister_protocol::{GuestConfig, LogProof};
-use cloister_transparency::cosign::CosignatureSigner;
-use cloister_transparency::{Log, Measurement, ReleaseRecord, SCHEMA, TrustedLog, Witness};
+use cloister_protocol::LogProof;
+use cloister_transparency::ReleaseRecord;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use cloister_xtask::image::{source_date_epoch, workspace_root};
+use cloister_xtask::release::{DEFAULT_ORIGIN, publish_local, release_record};
 
 /// Arguments of `cargo xtask publish`.
 #[derive(clap::Args, Debug)]
@@ -42,70 +40,6 @@ pub struct Args {
     /// The operator's API key file for `--log-url`.
     #[arg(long, env = "CLOISTER_LOG_API_KEY_FILE", requires = "log_url")]
     api_key_file: Option<PathBuf>,
-}
-
-/// The release record of the image in `dir`, from its `measurement.json`.
-pub fn release_record(dir: &Path) -> Result<ReleaseRecord> {
-    let path = dir.join("measurement.json");
-    let m: Value = serde_json::from_slice(
-        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
-    )
-    .with_context(|| format!("{} is not JSON", path.display()))?;
-    record_from(&m).with_context(|| format!("{}", path.display()))
-}
-
-/// The release record of an image's measurement (`measurement.json`'s content).
-pub fn record_from(m: &Value) -> Result<ReleaseRecord> {
-    let field = |k: &str| -> Result<String> {
-        m[k].as_str()
-            .map(str::to_owned)
-            .with_context(|| format!("the measurement has no {k}"))
-    };
-    let cmdline = field("cmdline")?;
-    let config = GuestConfig::from_cmdline(&cmdline).context("the image's command line")?;
-    let platform = match config.attest.as_str() {
-        "emulated" => "emulated-sev-snp",
-        "snp" => "sev-snp",
-        other => bail!("release records for {other} images are not built yet"),
-    };
-    let (revision, dirty) = git_revision()?;
-    if dirty {
-        eprintln!("warning: the work tree has changes; the record names {revision}");
-    }
-    Ok(ReleaseRecord {
-        schema: SCHEMA.to_owned(),
-        measurements: vec![Measurement {
-            platform: platform.to_owned(),
-            vcpus: m["vcpus"].as_u64().context("no vcpus")? as u32,
-            vcpu_type: field("vcpu_type")?,
-            digest: field("snp_launch_digest")?,
-        }],
-        manifest_sha256: field("manifest_sha256")?,
-        kernel_sha256: field("kernel_sha256")?,
-        initramfs_sha256: field("initrd_sha256")?,
-        firmware_sha256: field("amdsev_firmware_sha256")?,
-        cmdline,
-        weights_disk_sha256: m["weights_disk"]["sha256"].as_str().map(str::to_owned),
-        source_revision: revision,
-        source_date_epoch: u64::from(source_date_epoch()?),
-    })
-}
-
-fn git_revision() -> Result<(String, bool)> {
-    let git = |args: &[&str]| -> Result<String> {
-        let out = Command::new("git")
-            .args(args)
-            .current_dir(workspace_root())
-            .output()
-            .context("running git")?;
-        if !out.status.success() {
-            bail!("git {args:?} failed");
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    };
-    let head = git(&["rev-parse", "HEAD"])?;
-    let dirty = !git(&["status", "--porcelain", "--untracked-files=no"])?.is_empty();
-    Ok((if dirty { format!("{head}-dirty") } else { head }, dirty))
 }
 
 /// `cargo xtask publish`.
@@ -140,96 +74,6 @@ pub fn run(args: &Args) -> Result<std::process::ExitCode> {
     println!("log proof         {}", out.display());
     Ok(std::process::ExitCode::SUCCESS)
 }
-
-/// Appends `entry` to the local log in `dir` (created, with its key, when missing); returns the
-/// log, its verifier key, whether it was created, and the entry's proof.
-fn publish_local(dir: &Path, origin: &str, entry: &[u8]) -> Result<(Local, LogProof)> {
-    let key_path = dir.with_extension("key");
-    let pub_path = dir.with_extension("pub");
-    let created = !dir.join("checkpoint").exists();
-    let log = if !created {
-        let skey = Zeroizing::new(std::fs::read_to_string(&key_path)?);
-        let vkey = std::fs::read_to_string(&pub_path)?;
-        Log::open(dir, &skey, vkey.trim())?
-    } else {
-        if let Some(parent) = dir.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        let (skey, vkey) = signed_note::generate_key(&mut rand_core::OsRng, origin);
-        let skey = Zeroizing::new(skey);
-        write_private(&key_path, &skey)?;
-        std::fs::write(&pub_path, format!("{vkey}\n"))?;
-        println!(
-            "new log           {} (verifier key in {})",
-            dir.display(),
-            pub_path.display()
-        );
-        Log::create(dir, &skey, &vkey)?
-    };
-    let appended = log.append(&[entry.to_vec()], |_| {})?;
-    let proof = log.log_proof(appended.first)?;
-    let vkey = std::fs::read_to_string(&pub_path)?.trim().to_owned();
-    Ok((Local { log, vkey, created }, proof))
-}
-
-/// A local log opened for appends.
-struct Local {
-    log: Log,
-    vkey: String,
-    created: bool,
-}
-
-/// For `cargo xtask run`: the release of the booted image appended to the local log
-/// (`target/cloister-log`) and cosigned by a local witness, which checks the consistency
-/// proof from the last checkpoint it cosigned. Returns the log proof the operator attaches to
-/// the node's evidence and the keys a device trusts (the log, and that witness, quorum 1).
-pub fn local_release(measurement: &Value) -> Result<(LogProof, TrustedLog)> {
-    let record = record_from(measurement)?;
-    let dir = workspace_root().join("target/cloister-log");
-    let (local, mut proof) = publish_local(&dir, DEFAULT_ORIGIN, &record.to_bytes()?)?;
-    let key_path = dir.with_extension("witness.key");
-    let state = dir.with_extension("witness.json");
-    if local.created {
-        // A new log: a witness state from an older one would (rightly) refuse it.
-        let _ = std::fs::remove_file(&state);
-    }
-    let seed = match std::fs::read_to_string(&key_path) {
-        Ok(hex_seed) => {
-            let mut seed = Zeroizing::new([0u8; 32]);
-            hex::decode_to_slice(hex_seed.trim(), &mut seed[..])
-                .with_context(|| format!("{} is not a hex seed", key_path.display()))?;
-            seed
-        }
-        Err(_) => {
-            let mut seed = Zeroizing::new([0u8; 32]);
-            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed[..]);
-            write_private(&key_path, &Zeroizing::new(hex::encode(&seed[..])))?;
-            seed
-        }
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
-    let signer = CosignatureSigner::new(WITNESS, &seed, now)?;
-    let witness_key = signer.verifier_key();
-    let witness = Witness::new(signer, &local.vkey, &state)?;
-    let seen = witness.seen()?;
-    let (_, size, _) = local.log.checkpoint()?;
-    let consistency = if seen.size == 0 {
-        Vec::new()
-    } else {
-        local.log.prove_consistency(seen.size, size)?
-    };
-    let cosigned = witness.cosign(proof.checkpoint.as_bytes(), &consistency)?;
-    proof.checkpoint = String::from_utf8(cosigned)?;
-    let trusted = TrustedLog::new(&local.vkey, &[witness_key], 1)?;
-    Ok((proof, trusted))
-}
-
-/// The local log's name.
-const DEFAULT_ORIGIN: &str = "log.cloister.invalid/releases";
-/// The local witness's name.
-const WITNESS: &str = "witness.cloister.invalid";
 
 async fn publish_served(url: &str, key: &str, record: &ReleaseRecord) -> Result<LogProof> {
     let authority = url
@@ -279,9 +123,4 @@ async fn request(
     let status = res.status().as_u16();
     let body = res.into_body().collect().await?.to_bytes().to_vec();
     Ok((status, body))
-}
-
-fn write_private(path: &Path, secret: &str) -> anyhow::Result<()> {
-    cloister_transparency::write_secret(path, secret)
-        .with_context(|| format!("creating {}", path.display()))
 }

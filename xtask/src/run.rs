@@ -9,6 +9,7 @@ use cloister_guest_image::vm::{LaunchPlatform, VmSpec, qemu_args};
 use cloister_protocol::{AttestMode, GuestConfig};
 use cloister_xtask::image::{self, WeightsPlacement};
 use cloister_xtask::launch::{LaunchOptions, RunningGuest, expected};
+use cloister_xtask::release;
 use cloister_xtask::setup;
 
 fn attest_mode(s: &str) -> Result<AttestMode> {
@@ -60,31 +61,6 @@ fn config_for(mode: AttestMode, model: &str) -> GuestConfig {
     config
 }
 
-/// The image's `measurement.json`: the expected launch digest and every digest it covers (the
-/// release record is made from it).
-pub fn measurement_json(
-    img: &image::Image,
-    digest: &[u8; 48],
-    gpa: u64,
-    vcpus: u32,
-) -> Result<serde_json::Value> {
-    Ok(serde_json::json!({
-        "snp_launch_digest": hex::encode(digest),
-        "vcpus": vcpus,
-        "vcpu_type": cloister_xtask::launch::VCPU_TYPE,
-        "hashes_page_gpa": format!("{gpa:#x}"),
-        "kernel_sha256": cloister_guest_image::digest::sha256_file(&img.kernel)?,
-        "initrd_sha256": cloister_guest_image::digest::sha256_file(&img.initrd)?,
-        "manifest_sha256": img.manifest_sha256,
-        "amdsev_firmware_sha256": cloister_guest_image::firmware::AMDSEV_SHA256,
-        "cmdline": img.cmdline,
-        "init_bytes": img.init_size,
-        "model": img.config.model,
-        "model_bytes": img.model_bytes,
-        "weights_disk": img.weights_disk.as_ref().map(|d| d.manifest_value()),
-    }))
-}
-
 /// Per-request deadline of a model image: a 1.5B model under TCG on one vCPU takes minutes.
 const MODEL_DEADLINE: Duration = Duration::from_secs(1200);
 
@@ -97,7 +73,7 @@ pub fn image_cmd(args: &ImageArgs) -> Result<ExitCode> {
     let img = image::build_with(&config, args.weights, &out)?;
     let (digest, gpa, page) = expected(&img, &img.initrd, args.vcpus)?;
     std::fs::write(out.join("hashes-page.bin"), page)?;
-    let record = measurement_json(&img, &digest, gpa, args.vcpus)?;
+    let record = release::measurement_json(&img, &digest, gpa, args.vcpus)?;
     std::fs::write(
         out.join("measurement.json"),
         serde_json::to_vec_pretty(&record)?,
@@ -300,8 +276,11 @@ pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
     // the log proof rides with the evidence. The device's part: the verifier accepts the
     // measurement only as found in that log (no allow-list).
     let (digest, gpa, _) = expected(&img, &img.initrd, args.vcpus)?;
-    let (log_proof, trusted) =
-        crate::publish::local_release(&measurement_json(&img, &digest, gpa, args.vcpus)?)?;
+    let record = release::record_from(&release::measurement_json(&img, &digest, gpa, args.vcpus)?)?;
+    let (log_proof, trusted) = release::witnessed_release(
+        &image::workspace_root().join("target/cloister-log"),
+        &record,
+    )?;
     println!(
         "published         release entry {} in target/cloister-log, cosigned by a local witness",
         log_proof.leaf_index

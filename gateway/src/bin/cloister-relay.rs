@@ -1,0 +1,47 @@
+//! `cloister-relay`: the third party's OHTTP relay in front of one Cloister gateway.
+
+use std::time::Duration;
+
+use clap::Parser;
+use cloister_gateway::relay::{RelayConfig, Upstream, serve};
+
+#[derive(Parser)]
+#[command(about = "An OHTTP relay: forwards message/ohttp-req to one gateway, adds nothing")]
+struct Cli {
+    /// The gateway's OHTTP resource, `http://HOST:PORT/PATH`.
+    #[arg(long, env = "CLOISTER_RELAY_GATEWAY")]
+    gateway: Upstream,
+    /// Address to listen on.
+    #[arg(long, env = "CLOISTER_RELAY_LISTEN", default_value = "127.0.0.1:8700")]
+    listen: String,
+    /// Largest request or response body, bytes.
+    #[arg(long, env = "CLOISTER_RELAY_MAX_BODY", default_value_t = 1 << 20)]
+    max_body: usize,
+    /// Deadline of one exchange with the gateway, seconds.
+    #[arg(long, env = "CLOISTER_RELAY_TIMEOUT", default_value_t = 30)]
+    timeout: u64,
+    /// Requests in flight at once (503 beyond).
+    #[arg(long, env = "CLOISTER_RELAY_MAX_IN_FLIGHT", default_value_t = 512)]
+    max_in_flight: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let listener = tokio::net::TcpListener::bind(&cli.listen).await?;
+    tracing::info!(listen = %cli.listen, gateway = %cli.gateway.authority, "relay listening");
+    let config = RelayConfig {
+        upstream: cli.gateway,
+        max_body: cli.max_body,
+        timeout: Duration::from_secs(cli.timeout),
+        max_in_flight: cli.max_in_flight,
+    };
+    tokio::select! {
+        r = serve(config, listener) => r?,
+        _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+    }
+    Ok(())
+}

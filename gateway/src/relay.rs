@@ -1,0 +1,227 @@
+//! The OHTTP relay (RFC 9458 §4's "Oblivious Relay Resource"), run by a third party: it sees
+//! who asks but not what (the request is encapsulated to the gateway's key); the gateway sees
+//! what (after decapsulating the outer layer) but not who.
+//!
+//! `POST /` with `Content-Type: message/ohttp-req` is forwarded to the one configured gateway
+//! as a new request carrying only `Host`, `Content-Type` and `Content-Length` — no client
+//! address, no `Forwarded`/`X-Forwarded-For`/`Via`, no cookie, no user agent — and the
+//! gateway's `message/ohttp-res` comes back the same way. Bodies are capped, the exchange has a
+//! deadline, requests in flight are bounded (503 beyond), nothing is kept. Logs carry status,
+//! sizes and time only. `GET /healthz` answers `ok`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::service::service_fn;
+use hyper::{Method, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::Semaphore;
+
+use crate::problem;
+
+/// The media types of RFC 9458.
+pub const REQUEST_TYPE: &str = "message/ohttp-req";
+/// The response's media type.
+pub const RESPONSE_TYPE: &str = "message/ohttp-res";
+
+type Reply = hyper::Response<Full<Bytes>>;
+
+/// Where the relay forwards to: `http://HOST:PORT/PATH` (TLS to the gateway is a terminator's
+/// job in front of it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// `HOST:PORT`.
+    pub authority: String,
+    /// The gateway's resource path.
+    pub path: String,
+}
+
+/// A gateway URL that is not `http://HOST:PORT/PATH`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the gateway URL {0:?} is not http://HOST:PORT/PATH")]
+pub struct UpstreamError(String);
+
+impl std::str::FromStr for Upstream {
+    type Err = UpstreamError;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        let bad = || UpstreamError(url.chars().take(100).collect());
+        let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
+        if host.is_empty() || port.parse::<u16>().is_err() || path.contains(['?', '#', ' ']) {
+            return Err(bad());
+        }
+        Ok(Upstream {
+            authority: authority.to_owned(),
+            path: path.to_owned(),
+        })
+    }
+}
+
+/// The relay's settings.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// The one gateway.
+    pub upstream: Upstream,
+    /// Largest request or response body.
+    pub max_body: usize,
+    /// Deadline of a whole exchange with the gateway.
+    pub timeout: Duration,
+    /// Requests in flight at once; more get 503.
+    pub max_in_flight: usize,
+}
+
+/// Serves the relay on `listener` until the task is dropped.
+pub async fn serve(config: RelayConfig, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    let config = Arc::new(config);
+    let permits = Arc::new(Semaphore::new(config.max_in_flight));
+    loop {
+        let (stream, _peer) = listener.accept().await?;
+        let (config, permits) = (config.clone(), permits.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let (config, permits) = (config.clone(), permits.clone());
+                async move { Ok::<_, Infallible>(handle(&config, &permits, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn handle(config: &RelayConfig, permits: &Semaphore, req: hyper::Request<Incoming>) -> Reply {
+    let started = Instant::now();
+    let reply = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/healthz") => {
+            let mut r = hyper::Response::new(Full::new(Bytes::from_static(b"ok\n")));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static("text/plain"),
+            );
+            r
+        }
+        (&Method::POST, "/") => relay(config, permits, req).await,
+        (_, "/") => problem(405, "method-not-allowed", "POST an OHTTP request"),
+        _ => problem(404, "not-found", "no such route"),
+    };
+    tracing::info!(
+        status = reply.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        "relayed"
+    );
+    reply
+}
+
+async fn relay(config: &RelayConfig, permits: &Semaphore, req: hyper::Request<Incoming>) -> Reply {
+    let Ok(_permit) = permits.try_acquire() else {
+        let mut r = problem(503, "overloaded", "too many requests in flight; retry");
+        r.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            hyper::header::HeaderValue::from_static("1"),
+        );
+        return r;
+    };
+    let is_ohttp = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(REQUEST_TYPE));
+    if !is_ohttp {
+        return problem(415, "unsupported-media-type", "expected message/ohttp-req");
+    }
+    let body = match Limited::new(req.into_body(), config.max_body)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return problem(413, "too-large", "the request exceeds the relay's limit"),
+    };
+    match tokio::time::timeout(config.timeout, forward(config, body)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(why)) => problem(502, "bad-gateway", why),
+        Err(_) => problem(504, "gateway-timeout", "the gateway did not answer in time"),
+    }
+}
+
+/// One exchange with the gateway, on a fresh connection that carries nothing of the client.
+async fn forward(config: &RelayConfig, body: Bytes) -> Result<Reply, &'static str> {
+    let stream = tokio::net::TcpStream::connect(&config.upstream.authority)
+        .await
+        .map_err(|_| "the gateway is unreachable")?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|_| "the gateway refused the connection")?;
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method(Method::POST)
+        .uri(&config.upstream.path)
+        .header(HOST, &config.upstream.authority)
+        .header(CONTENT_TYPE, REQUEST_TYPE)
+        .body(Full::new(body))
+        .map_err(|_| "the gateway URL is unusable")?;
+    let res = send
+        .send_request(req)
+        .await
+        .map_err(|_| "the gateway closed the exchange")?;
+    let ohttp = res
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(RESPONSE_TYPE));
+    if res.status() != StatusCode::OK || !ohttp {
+        return Err("the gateway did not answer with message/ohttp-res");
+    }
+    let body = Limited::new(res.into_body(), config.max_body)
+        .collect()
+        .await
+        .map_err(|_| "the gateway's answer is too large or cut short")?
+        .to_bytes();
+    let mut r = hyper::Response::new(Full::new(body));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(RESPONSE_TYPE),
+    );
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_urls_are_parsed_strictly() {
+        assert_eq!(
+            "http://10.0.0.5:8443/gateway".parse(),
+            Ok(Upstream {
+                authority: "10.0.0.5:8443".into(),
+                path: "/gateway".into()
+            })
+        );
+        assert_eq!(
+            "http://gw:80".parse::<Upstream>().map(|u| u.path),
+            Ok("/".to_owned())
+        );
+        for bad in [
+            "https://gw:443/",
+            "http://gw/",
+            "http://:80/",
+            "http://gw:99999/",
+            "http://gw:80/a?b",
+            "gw:80",
+        ] {
+            assert!(bad.parse::<Upstream>().is_err(), "{bad}");
+        }
+    }
+}

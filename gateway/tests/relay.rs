@@ -1,0 +1,168 @@
+//! The relay between a client and a stand-in gateway on loopback: what reaches the gateway is
+//! the body and nothing of the client; every failure is a named problem within the deadline.
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cloister_gateway::relay::{RelayConfig, serve};
+use http_body_util::{BodyExt as _, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+
+/// What the stand-in gateway saw: each request's header names and body.
+type Seen = Arc<Mutex<Vec<(Vec<String>, Vec<u8>)>>>;
+
+/// A gateway that answers `/ok` with the body reversed, `/slow` after 5 s, `/bad` with 500,
+/// `/big` with 2 MiB.
+async fn gateway() -> (u16, Seen) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let seen: Seen = Arc::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let record = record.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let record = record.clone();
+                    async move {
+                        let path = req.uri().path().to_owned();
+                        let names = req.headers().keys().map(|k| k.to_string()).collect();
+                        let body = req.into_body().collect().await.expect("body").to_bytes();
+                        record.lock().expect("lock").push((names, body.to_vec()));
+                        let mut out: Vec<u8> = body.iter().rev().copied().collect();
+                        let mut status = 200;
+                        match path.as_str() {
+                            "/slow" => tokio::time::sleep(Duration::from_secs(5)).await,
+                            "/bad" => status = 500,
+                            "/big" => out = vec![0; 2 << 20],
+                            _ => {}
+                        }
+                        let mut r = hyper::Response::new(Full::new(Bytes::from(out)));
+                        *r.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
+                        r.headers_mut()
+                            .insert("content-type", "message/ohttp-res".parse().expect("value"));
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+async fn relay(gateway: u16, path: &str) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let config = RelayConfig {
+        upstream: format!("http://127.0.0.1:{gateway}{path}")
+            .parse()
+            .expect("url"),
+        max_body: 1 << 20,
+        timeout: Duration::from_secs(1),
+        max_in_flight: 64,
+    };
+    tokio::spawn(serve(config, listener));
+    port
+}
+
+/// One request from a "client" that sends identifying headers.
+async fn post(port: u16, content_type: &str, body: Vec<u8>) -> (u16, String, Vec<u8>) {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method("POST")
+        .uri("/")
+        .header("host", "relay.example")
+        .header("content-type", content_type)
+        .header("user-agent", "phone/1.0")
+        .header("cookie", "session=abc")
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("forwarded", "for=203.0.113.7")
+        .body(Full::new(Bytes::from(body)))
+        .expect("request");
+    let res = send.send_request(req).await.expect("response");
+    let status = res.status().as_u16();
+    let ctype = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = res
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+        .to_vec();
+    (status, ctype, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_gets_the_body_and_nothing_of_the_client() {
+    let (gw, seen) = gateway().await;
+    let port = relay(gw, "/ok").await;
+    let (status, ctype, body) = post(port, "message/ohttp-req", b"encapsulated".to_vec()).await;
+    assert_eq!((status, ctype.as_str()), (200, "message/ohttp-res"));
+    assert_eq!(body, b"detaluspacne");
+    let seen = seen.lock().expect("lock");
+    let (names, body) = &seen[0];
+    assert_eq!(body, b"encapsulated");
+    let mut names = names.clone();
+    names.sort();
+    assert_eq!(
+        names,
+        ["content-length", "content-type", "host"],
+        "only these reach the gateway"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_failure_is_a_named_problem() {
+    let (gw, seen) = gateway().await;
+    let ok = relay(gw, "/ok").await;
+    let (s, ctype, _) = post(ok, "application/json", b"{}".to_vec()).await;
+    assert_eq!((s, ctype.as_str()), (415, "application/problem+json"));
+    let (s, _, _) = post(ok, "message/ohttp-req", vec![0; (1 << 20) + 1]).await;
+    assert_eq!(s, 413);
+    assert!(
+        seen.lock().expect("lock").is_empty(),
+        "nothing refused reached the gateway"
+    );
+
+    let started = std::time::Instant::now();
+    let (s, _, body) = post(relay(gw, "/slow").await, "message/ohttp-req", b"x".to_vec()).await;
+    assert_eq!(s, 504, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "within the deadline"
+    );
+    let (s, _, _) = post(relay(gw, "/bad").await, "message/ohttp-req", b"x".to_vec()).await;
+    assert_eq!(s, 502);
+    let (s, _, _) = post(relay(gw, "/big").await, "message/ohttp-req", b"x".to_vec()).await;
+    assert_eq!(s, 502);
+    // A gateway that is not there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let gone = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let (s, _, _) = post(relay(gone, "/").await, "message/ohttp-req", b"x".to_vec()).await;
+    assert_eq!(s, 502);
+}
