@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 pub use cloister_protocol::LogProof;
 pub use record::{Measurement, ReleaseRecord, SCHEMA};
 pub use storage::{Appended, Log, Stage};
-pub use verify::{SeenCheckpoint, TrustedLog, VerifiedCheckpoint, hashes};
+pub use verify::{SeenCheckpoint, TrustedLog, VerifiedCheckpoint};
 pub use witness::{Witness, WitnessRefusal};
 
 /// Tile height (C2SP tlog-tiles fixes 8: 256 hashes or entries per tile).

@@ -14,7 +14,6 @@
 //!
 //! Errors are `application/problem+json`; logs carry the route and status, never the key.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -93,13 +92,13 @@ pub async fn serve(
         writer: tx,
     });
     loop {
-        let (stream, peer) = listener.accept().await?;
+        let (stream, _) = listener.accept().await?;
         let state = state.clone();
-        tokio::spawn(async move { connection(state, stream, peer).await });
+        tokio::spawn(async move { connection(state, stream).await });
     }
 }
 
-async fn connection(state: Arc<State>, stream: tokio::net::TcpStream, _peer: SocketAddr) {
+async fn connection(state: Arc<State>, stream: tokio::net::TcpStream) {
     let service = service_fn(move |req| {
         let state = state.clone();
         async move { Ok::<_, std::convert::Infallible>(route(&state, req).await) }

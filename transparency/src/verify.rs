@@ -131,20 +131,6 @@ impl TrustedLog {
     }
 }
 
-/// Proof hashes from hex.
-pub fn hashes(hex_hashes: &[String]) -> Result<Vec<Hash>, VerifyError> {
-    hex_hashes
-        .iter()
-        .map(|h| {
-            let b: [u8; 32] = hex::decode(h)
-                .ok()
-                .and_then(|v| v.try_into().ok())
-                .ok_or_else(|| VerifyError::Malformed(format!("proof hash {h:.70}")))?;
-            Ok(Hash(b))
-        })
-        .collect()
-}
-
 /// The newest checkpoint a device has verified; it moves only forward along one tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeenCheckpoint {
