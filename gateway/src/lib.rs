@@ -11,13 +11,8 @@ use http_body_util::Full;
 
 /// An `application/problem+json` reply (RFC 9457).
 pub fn problem(status: u16, kind: &str, detail: &str) -> hyper::Response<Full<Bytes>> {
-    let body = serde_json::json!({
-        "type": format!("https://cloister.invalid/problems/{kind}"),
-        "title": kind,
-        "status": status,
-        "detail": detail,
-    });
-    let mut r = hyper::Response::new(Full::new(Bytes::from(body.to_string())));
+    let body = cloister_protocol::access::problem_json(status, kind, detail);
+    let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() =
         hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
     r.headers_mut().insert(

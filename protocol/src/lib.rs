@@ -2,11 +2,13 @@
 //!
 //! * [`evidence`] — the evidence bundle a guest presents (report or quote, endorsements, key
 //!   config, expiry, image manifest digest, optional transparency-log proof).
+//! * [`access`] — the way in: paths, media types, node and issuer directories.
 //! * [`binding`] — the one definition of the `report_data` binding.
 //! * [`guest_config`], [`weights`] — the guest's measured kernel command line.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod binding;
 pub mod emulated_sp;
 pub mod evidence;

@@ -1,0 +1,2 @@
+//! Cloister's device side.
+#![forbid(unsafe_code)]
