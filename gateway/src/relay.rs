@@ -6,8 +6,11 @@
 //! as a new request carrying only `Host`, `Content-Type` and `Content-Length` — no client
 //! address, no `Forwarded`/`X-Forwarded-For`/`Via`, no cookie, no user agent — and the
 //! gateway's `message/ohttp-res` comes back the same way. Bodies are capped, the exchange has a
-//! deadline, requests in flight are bounded (503 beyond), nothing is kept. Logs carry status,
-//! sizes and time only. `GET /healthz` answers `ok`.
+//! deadline, requests in flight are bounded (503 beyond), nothing is kept. Logs carry status
+//! and time only. `GET /ohttp-keys` fetches the gateway's key configuration the same way (it is
+//! public; the device needs it before its first request). The gateway's own refusals (4xx and
+//! 503 problem documents, e.g. a stale key id) come back as they are; anything else from the
+//! gateway is a 502. `GET /healthz` answers `ok`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,14 +18,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::Method;
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::header::CONTENT_TYPE;
 use hyper::service::service_fn;
-use hyper::{Method, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 
-use crate::problem;
+use cloister_protocol::access::{HEALTH_PATH, OHTTP_KEYS_MEDIA, OHTTP_KEYS_PATH, PROBLEM_MEDIA};
+
+use crate::{Upstreamed, exchange_tcp, overloaded, problem, reply};
 
 /// The media types of RFC 9458.
 pub const REQUEST_TYPE: &str = "message/ohttp-req";
@@ -104,15 +109,9 @@ pub async fn serve(config: RelayConfig, listener: tokio::net::TcpListener) -> st
 async fn handle(config: &RelayConfig, permits: &Semaphore, req: hyper::Request<Incoming>) -> Reply {
     let started = Instant::now();
     let reply = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/healthz") => {
-            let mut r = hyper::Response::new(Full::new(Bytes::from_static(b"ok\n")));
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                hyper::header::HeaderValue::from_static("text/plain"),
-            );
-            r
-        }
+        (&Method::GET, HEALTH_PATH) => reply(200, "text/plain", &b"ok\n"[..]),
         (&Method::POST, "/") => relay(config, permits, req).await,
+        (&Method::GET, OHTTP_KEYS_PATH) => keys(config, permits).await,
         (_, "/") => problem(405, "method-not-allowed", "POST an OHTTP request"),
         _ => problem(404, "not-found", "no such route"),
     };
@@ -126,12 +125,7 @@ async fn handle(config: &RelayConfig, permits: &Semaphore, req: hyper::Request<I
 
 async fn relay(config: &RelayConfig, permits: &Semaphore, req: hyper::Request<Incoming>) -> Reply {
     let Ok(_permit) = permits.try_acquire() else {
-        let mut r = problem(503, "overloaded", "too many requests in flight; retry");
-        r.headers_mut().insert(
-            hyper::header::RETRY_AFTER,
-            hyper::header::HeaderValue::from_static("1"),
-        );
-        return r;
+        return overloaded();
     };
     let is_ohttp = req
         .headers()
@@ -148,52 +142,61 @@ async fn relay(config: &RelayConfig, permits: &Semaphore, req: hyper::Request<In
         Ok(b) => b.to_bytes(),
         Err(_) => return problem(413, "too-large", "the request exceeds the relay's limit"),
     };
-    match tokio::time::timeout(config.timeout, forward(config, body)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(why)) => problem(502, "bad-gateway", why),
-        Err(_) => problem(504, "gateway-timeout", "the gateway did not answer in time"),
-    }
+    let answer = exchange_tcp(
+        &config.upstream.authority,
+        Method::POST,
+        &config.upstream.path,
+        Some(REQUEST_TYPE),
+        body,
+        config.timeout,
+        config.max_body,
+    )
+    .await;
+    pass_back(answer, RESPONSE_TYPE)
 }
 
-/// One exchange with the gateway, on a fresh connection that carries nothing of the client.
-async fn forward(config: &RelayConfig, body: Bytes) -> Result<Reply, &'static str> {
-    let stream = tokio::net::TcpStream::connect(&config.upstream.authority)
-        .await
-        .map_err(|_| "the gateway is unreachable")?;
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|_| "the gateway refused the connection")?;
-    tokio::spawn(conn);
-    let req = hyper::Request::builder()
-        .method(Method::POST)
-        .uri(&config.upstream.path)
-        .header(HOST, &config.upstream.authority)
-        .header(CONTENT_TYPE, REQUEST_TYPE)
-        .body(Full::new(body))
-        .map_err(|_| "the gateway URL is unusable")?;
-    let res = send
-        .send_request(req)
-        .await
-        .map_err(|_| "the gateway closed the exchange")?;
-    let ohttp = res
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case(RESPONSE_TYPE));
-    if res.status() != StatusCode::OK || !ohttp {
-        return Err("the gateway did not answer with message/ohttp-res");
+/// The gateway's key configuration list, fetched afresh (nothing of the client goes with it).
+async fn keys(config: &RelayConfig, permits: &Semaphore) -> Reply {
+    let Ok(_permit) = permits.try_acquire() else {
+        return overloaded();
+    };
+    let answer = exchange_tcp(
+        &config.upstream.authority,
+        Method::GET,
+        OHTTP_KEYS_PATH,
+        None,
+        Bytes::new(),
+        config.timeout,
+        config.max_body,
+    )
+    .await;
+    pass_back(answer, OHTTP_KEYS_MEDIA)
+}
+
+/// The gateway's answer as the client gets it: a 200 of the expected type, or the gateway's own
+/// refusal (a 4xx or 503 problem document: the device must know why, e.g. a stale key id);
+/// anything else is the relay's 502, a timeout its 504.
+fn pass_back(answer: Result<Upstreamed, &'static str>, expected: &'static str) -> Reply {
+    let a = match answer {
+        Ok(a) => a,
+        Err("did not answer in time") => {
+            return problem(504, "gateway-timeout", "the gateway did not answer in time");
+        }
+        Err(why) => return problem(502, "bad-gateway", &format!("the gateway {why}")),
+    };
+    let ct = a.content_type.to_ascii_lowercase();
+    if a.status == 200 && ct == expected {
+        return reply(200, expected, a.body);
     }
-    let body = Limited::new(res.into_body(), config.max_body)
-        .collect()
-        .await
-        .map_err(|_| "the gateway's answer is too large or cut short")?
-        .to_bytes();
-    let mut r = hyper::Response::new(Full::new(body));
-    r.headers_mut().insert(
-        CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static(RESPONSE_TYPE),
-    );
-    Ok(r)
+    let refusal = (400..500).contains(&a.status) || a.status == 503;
+    if refusal && ct == PROBLEM_MEDIA {
+        return reply(a.status, PROBLEM_MEDIA, a.body);
+    }
+    problem(
+        502,
+        "bad-gateway",
+        "the gateway did not answer with the expected media type",
+    )
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ struct Cli {
     /// The gateway's OHTTP resource, `http://HOST:PORT/PATH`.
     #[arg(long, env = "CLOISTER_RELAY_GATEWAY")]
     gateway: Upstream,
-    /// Address to listen on.
+    /// Address to listen on (port 0: any free port; the READY line names it).
     #[arg(long, env = "CLOISTER_RELAY_LISTEN", default_value = "127.0.0.1:8700")]
     listen: String,
     /// Largest request or response body, bytes.
@@ -32,6 +32,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let listener = tokio::net::TcpListener::bind(&cli.listen).await?;
+    println!("READY http://{}", listener.local_addr()?);
     tracing::info!(listen = %cli.listen, gateway = %cli.gateway.authority, "relay listening");
     let config = RelayConfig {
         upstream: cli.gateway,

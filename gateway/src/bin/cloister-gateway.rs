@@ -1,0 +1,171 @@
+//! `cloister-gateway`: the operator's OHTTP gateway in front of its nodes.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use clap::Parser;
+use cloister_gateway::gateway::{Gateway, GatewayConfig, serve};
+use cloister_gateway::nodes::NodeAddress;
+use cloister_gateway::relay::Upstream;
+use cloister_gateway::spent::SpentStore;
+use cloister_protocol::LogProof;
+use cloister_protocol::access::NodeId;
+use privacypass::TokenType;
+use privacypass::auth::authenticate::TokenChallenge;
+use privacypass::public_tokens::PublicKey;
+
+#[derive(Parser)]
+#[command(about = "Cloister gateway: outer OHTTP, Privacy Pass redemption, forwarding to nodes")]
+struct Cli {
+    /// Address to listen on (port 0: any free port; the READY line names it).
+    #[arg(
+        long,
+        env = "CLOISTER_GATEWAY_LISTEN",
+        default_value = "127.0.0.1:8701"
+    )]
+    listen: String,
+    /// A node, `ID=ADDRESS` with ADDRESS `vsock://CID:PORT`, `vhost-user:UDS:PORT` or
+    /// `unix:PATH` (repeatable).
+    #[arg(
+        long = "node",
+        env = "CLOISTER_GATEWAY_NODES",
+        value_delimiter = ',',
+        required = true
+    )]
+    nodes: Vec<String>,
+    /// A transparency-log proof (`log-proof.json` from `cargo xtask publish`) to attach to the
+    /// evidence of nodes running that release (repeatable).
+    #[arg(
+        long = "log-proof",
+        env = "CLOISTER_GATEWAY_LOG_PROOFS",
+        value_delimiter = ','
+    )]
+    log_proofs: Vec<PathBuf>,
+    /// The transparency log (`http://HOST:PORT`), for devices' consistency proofs.
+    #[arg(long, env = "CLOISTER_GATEWAY_LOG_URL")]
+    log_url: Option<Upstream>,
+    /// The issuer's name in the token challenge.
+    #[arg(
+        long,
+        env = "CLOISTER_GATEWAY_ISSUER_NAME",
+        default_value = "cloister-issuer"
+    )]
+    issuer_name: String,
+    /// This gateway's origin name in the token challenge.
+    #[arg(
+        long,
+        env = "CLOISTER_GATEWAY_ORIGIN",
+        default_value = "cloister-gateway"
+    )]
+    origin: String,
+    /// An accepted issuer public key (SPKI, base64url, as `cloister-issuer init` prints it),
+    /// or a file holding one (repeatable).
+    #[arg(
+        long = "issuer-key",
+        env = "CLOISTER_GATEWAY_ISSUER_KEYS",
+        value_delimiter = ',',
+        required = true
+    )]
+    issuer_keys: Vec<String>,
+    /// Spent tokens: a redb file path, or `redis://HOST:PORT[/DB]` for a fleet of gateways.
+    #[arg(
+        long,
+        env = "CLOISTER_GATEWAY_SPENT_STORE",
+        default_value = "cloister-spent.redb"
+    )]
+    spent_store: String,
+    /// How long Redis keeps a spent token, seconds (longer than an issuer key's life).
+    #[arg(long, env = "CLOISTER_GATEWAY_SPENT_TTL", default_value_t = 8 * 86_400)]
+    spent_ttl: u64,
+    /// Deadline of one exchange with a node, seconds.
+    #[arg(long, env = "CLOISTER_GATEWAY_NODE_TIMEOUT", default_value_t = 300)]
+    node_timeout: u64,
+    /// Largest request or answer body, bytes.
+    #[arg(long, env = "CLOISTER_GATEWAY_MAX_BODY", default_value_t = 1 << 20)]
+    max_body: usize,
+    /// Requests in flight at once (503 beyond).
+    #[arg(long, env = "CLOISTER_GATEWAY_MAX_IN_FLIGHT", default_value_t = 512)]
+    max_in_flight: usize,
+    /// How often node evidence is fetched again, seconds.
+    #[arg(long, env = "CLOISTER_GATEWAY_REFRESH", default_value_t = 60)]
+    refresh: u64,
+}
+
+fn issuer_key(arg: &str) -> Result<PublicKey> {
+    let text = match std::fs::read_to_string(arg) {
+        Ok(t) => t,
+        Err(_) => arg.to_owned(),
+    };
+    let spki = URL_SAFE_NO_PAD
+        .decode(text.trim())
+        .with_context(|| format!("issuer key {arg:?} is neither a file nor base64url"))?;
+    PublicKey::from_spki(&spki).map_err(|e| anyhow::anyhow!("issuer key {arg:?}: {e}"))
+}
+
+fn config(cli: Cli) -> Result<GatewayConfig> {
+    let mut nodes = BTreeMap::new();
+    for n in &cli.nodes {
+        let (id, address) = n
+            .split_once('=')
+            .with_context(|| format!("--node {n:?} is not ID=ADDRESS"))?;
+        let id = NodeId::new(id)?;
+        let address: NodeAddress = address.parse()?;
+        if nodes.insert(id.clone(), address).is_some() {
+            bail!("node id {id} is given twice");
+        }
+    }
+    let mut log_proofs = Vec::new();
+    for p in &cli.log_proofs {
+        let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+        log_proofs.push(LogProof::from_json(&bytes).with_context(|| format!("{}", p.display()))?);
+    }
+    let issuer_keys = cli
+        .issuer_keys
+        .iter()
+        .map(|k| issuer_key(k))
+        .collect::<Result<Vec<_>>>()?;
+    let spent = if cli.spent_store.starts_with("redis://") {
+        SpentStore::redis(&cli.spent_store, Duration::from_secs(cli.spent_ttl))?
+    } else {
+        SpentStore::open_redb(cli.spent_store.as_ref())?
+    };
+    Ok(GatewayConfig {
+        nodes,
+        log_proofs,
+        log: cli.log_url,
+        challenge: TokenChallenge::new(TokenType::Public, &cli.issuer_name, None, &[cli.origin]),
+        issuer_keys,
+        spent,
+        node_timeout: Duration::from_secs(cli.node_timeout),
+        max_body: cli.max_body,
+        max_in_flight: cli.max_in_flight,
+        refresh: Duration::from_secs(cli.refresh.max(1)),
+    })
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    let listen = cli.listen.clone();
+    let gw = Gateway::new(config(cli)?)?;
+    let listed = gw.refresh().await;
+    tracing::info!(nodes = listed, "directory ready");
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    println!("READY http://{} nodes={listed}", listener.local_addr()?);
+    tokio::spawn(gw.clone().refresh_forever());
+    tokio::select! {
+        r = serve(gw, listener) => r?,
+        _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+    }
+    Ok(())
+}

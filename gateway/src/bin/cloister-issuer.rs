@@ -1,0 +1,96 @@
+//! `cloister-issuer`: the operator's Privacy Pass issuer (RFC 9578, token type 0x0002).
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, Result};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use clap::{Parser, Subcommand};
+use cloister_gateway::accounts::Accounts;
+use cloister_gateway::issuer::{IssuerConfig, IssuerKey, serve};
+
+#[derive(Parser)]
+#[command(about = "Privacy Pass issuer: blind-RSA tokens for accounts, with a daily quota")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Makes a new RSA-2048 issuer key (PEM, mode 0600; never overwrites) and prints its
+    /// public key (SPKI, base64url), the value a gateway's `--issuer-key` takes.
+    Init {
+        /// Where the private key goes.
+        #[arg(long, env = "CLOISTER_ISSUER_KEY")]
+        key: PathBuf,
+    },
+    /// Prints the public key (SPKI, base64url) of an issuer key.
+    PublicKey {
+        /// The private key file.
+        #[arg(long, env = "CLOISTER_ISSUER_KEY")]
+        key: PathBuf,
+    },
+    /// Makes an account and prints its bearer token (shown once, stored only as a digest).
+    AddAccount {
+        /// The account database (redb).
+        #[arg(long, env = "CLOISTER_ISSUER_DB")]
+        db: PathBuf,
+        /// A name for the operator's records.
+        #[arg(long)]
+        name: String,
+        /// Tokens per UTC day.
+        #[arg(long, default_value_t = 100)]
+        quota: u32,
+    },
+    /// Serves the issuer directory and token requests.
+    Serve {
+        /// The private key file.
+        #[arg(long, env = "CLOISTER_ISSUER_KEY")]
+        key: PathBuf,
+        /// The account database (redb).
+        #[arg(long, env = "CLOISTER_ISSUER_DB")]
+        db: PathBuf,
+        /// Address to listen on (port 0: any free port; the READY line names it).
+        #[arg(long, env = "CLOISTER_ISSUER_LISTEN", default_value = "127.0.0.1:8702")]
+        listen: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    match Cli::parse().command {
+        Command::Init { key } => {
+            let k = IssuerKey::generate()?;
+            k.save(&key)?;
+            println!("{}", URL_SAFE_NO_PAD.encode(k.spki()));
+        }
+        Command::PublicKey { key } => {
+            println!("{}", URL_SAFE_NO_PAD.encode(IssuerKey::load(&key)?.spki()));
+        }
+        Command::AddAccount { db, name, quota } => {
+            let token = Accounts::open(&db)?.add(&name, quota)?;
+            println!("{}", token.0.as_str());
+        }
+        Command::Serve { key, db, listen } => {
+            let config = IssuerConfig {
+                key: IssuerKey::load(&key)?,
+                accounts: Accounts::open(&db)?,
+            };
+            let listener = tokio::net::TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
+            println!("READY http://{}", listener.local_addr()?);
+            tracing::info!("issuer listening");
+            tokio::select! {
+                r = serve(config, listener) => r?,
+                _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,407 @@
+//! The operator's gateway: serves its outer key configuration, opens the outer OHTTP layer,
+//! answers the node directory, redeems a Privacy Pass token exactly once, and forwards the
+//! still-encrypted inner message to the node the device chose. It holds no key for the inner
+//! layer: what the device asks the node stays between the device and the node.
+//!
+//! Plaintext answers only before the outer layer is open (wrong media type, oversize, stale
+//! key id, overload); everything after is encapsulated to the device, so the relay learns
+//! nothing from a refusal. Logs carry the route, status and milliseconds — no address, no token,
+//! no node choice.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bhttp::Message;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Method, header::CONTENT_TYPE};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use privacypass::auth::authenticate::TokenChallenge;
+use privacypass::public_tokens::PublicKey;
+use tokio::sync::Semaphore;
+
+use cloister_protocol::access::{
+    GATEWAY_PATH, HEALTH_PATH, NODES_PATH, NodeId, OHTTP_KEYS_MEDIA, OHTTP_KEYS_PATH,
+    OHTTP_REQ_MEDIA, OHTTP_RES_MEDIA, parse_node_ohttp_path,
+};
+use cloister_protocol::{EvidenceBundle, LogProof};
+
+use crate::nodes::{NodeAddress, NodeError};
+use crate::outer::{Answer, OuterKey, header, request_parts};
+use crate::redeem::{Redeemer, TokenRefusal};
+use crate::relay::Upstream;
+use crate::spent::SpentStore;
+use crate::{exchange_tcp, overloaded, problem, reply};
+
+/// Unix seconds now.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The gateway's settings.
+#[derive(Debug)]
+pub struct GatewayConfig {
+    /// The nodes, by id.
+    pub nodes: BTreeMap<NodeId, NodeAddress>,
+    /// Log proofs to attach: each bundle gets the proof whose release names its manifest.
+    pub log_proofs: Vec<LogProof>,
+    /// The transparency log, for consistency proofs (`http://HOST:PORT`).
+    pub log: Option<Upstream>,
+    /// The token challenge redeemed here.
+    pub challenge: TokenChallenge,
+    /// The issuer keys whose tokens are accepted.
+    pub issuer_keys: Vec<PublicKey>,
+    /// Where spent tokens are kept.
+    pub spent: SpentStore,
+    /// Deadline of one exchange with a node.
+    pub node_timeout: Duration,
+    /// Largest request or answer body.
+    pub max_body: usize,
+    /// Requests in flight at once (503 beyond).
+    pub max_in_flight: usize,
+    /// How often node evidence is fetched again.
+    pub refresh: Duration,
+}
+
+/// A running gateway's state.
+pub struct Gateway {
+    key: OuterKey,
+    config: GatewayConfig,
+    redeemer: Redeemer,
+    challenge_b64: String,
+    directory: RwLock<Arc<Vec<u8>>>,
+    permits: Semaphore,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("key", &self.key)
+            .field("nodes", &self.config.nodes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The outer key.
+    #[error(transparent)]
+    Key(#[from] crate::outer::OuterError),
+    /// The challenge or an issuer key could not be encoded.
+    #[error("token configuration: {0}")]
+    Tokens(String),
+}
+
+impl Gateway {
+    /// A gateway with a fresh outer key (id from the OS random source).
+    pub fn new(config: GatewayConfig) -> Result<Arc<Self>, GatewayError> {
+        let mut id = [0u8; 1];
+        getrandom::fill(&mut id).map_err(|e| GatewayError::Tokens(e.to_string()))?;
+        let key = OuterKey::generate(id[0])?;
+        let challenge_b64 = config
+            .challenge
+            .to_base64()
+            .map_err(|e| GatewayError::Tokens(e.to_string()))?;
+        let redeemer = Redeemer::new(&config.challenge, &config.issuer_keys, config.spent.clone())
+            .map_err(GatewayError::Tokens)?;
+        let permits = Semaphore::new(config.max_in_flight);
+        let gw = Arc::new(Gateway {
+            key,
+            config,
+            redeemer,
+            challenge_b64,
+            directory: RwLock::new(Arc::new(Vec::new())),
+            permits,
+        });
+        gw.set_directory(Vec::new());
+        Ok(gw)
+    }
+
+    /// The outer key configuration list.
+    pub fn key_configs(&self) -> &[u8] {
+        self.key.encoded_list()
+    }
+
+    fn set_directory(&self, nodes: Vec<cloister_protocol::access::NodeEntry>) {
+        let d = cloister_protocol::access::NodeDirectory {
+            version: cloister_protocol::access::DIRECTORY_VERSION,
+            token_challenge: self.challenge_b64.clone(),
+            nodes,
+        };
+        if let Ok(mut slot) = self.directory.write() {
+            *slot = Arc::new(d.to_json());
+        }
+    }
+
+    /// Fetches every node's evidence, attaches its log proof, and publishes the directory.
+    /// A node that does not answer, or answers no valid bundle, is left out (and logged by id).
+    pub async fn refresh(&self) -> usize {
+        let mut entries = Vec::new();
+        for (id, address) in &self.config.nodes {
+            match self.fetch_evidence(address).await {
+                Ok(bundle) => entries.push(cloister_protocol::access::NodeEntry {
+                    id: id.clone(),
+                    evidence: serde_json::from_slice(&bundle.to_json())
+                        .unwrap_or(serde_json::Value::Null),
+                }),
+                Err(why) => tracing::warn!(node = %id, %why, "node left out of the directory"),
+            }
+        }
+        let n = entries.len();
+        self.set_directory(entries);
+        n
+    }
+
+    async fn fetch_evidence(&self, address: &NodeAddress) -> Result<EvidenceBundle, String> {
+        let r = address
+            .exchange(
+                "GET",
+                "/v1/evidence",
+                None,
+                self.config.node_timeout,
+                self.config.max_body,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if r.status != 200 {
+            return Err(format!("evidence answered {}", r.status));
+        }
+        let mut bundle = EvidenceBundle::from_json(&r.body).map_err(|e| e.to_string())?;
+        let manifest = hex::encode(bundle.image_manifest_digest);
+        bundle.log_proof = self
+            .config
+            .log_proofs
+            .iter()
+            .find(|p| {
+                cloister_transparency::ReleaseRecord::from_bytes(&p.entry)
+                    .is_ok_and(|r| r.manifest_sha256 == manifest)
+            })
+            .cloned();
+        Ok(bundle)
+    }
+
+    /// Refreshes the directory every `refresh` until the task is dropped.
+    pub async fn refresh_forever(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(self.config.refresh).await;
+            self.refresh().await;
+        }
+    }
+}
+
+/// Serves the gateway on `listener` until the task is dropped.
+pub async fn serve(gw: Arc<Gateway>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    loop {
+        let (stream, _peer) = listener.accept().await?;
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let gw = gw.clone();
+                async move { Ok::<_, Infallible>(handle(&gw, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+type Reply = hyper::Response<http_body_util::Full<Bytes>>;
+
+async fn handle(gw: &Gateway, req: hyper::Request<Incoming>) -> Reply {
+    let started = Instant::now();
+    let (route, reply) = match (req.method(), req.uri().path()) {
+        (&Method::GET, HEALTH_PATH) => ("health", reply(200, "text/plain", &b"ok\n"[..])),
+        (&Method::GET, OHTTP_KEYS_PATH) => (
+            "keys",
+            reply(200, OHTTP_KEYS_MEDIA, gw.key_configs().to_vec()),
+        ),
+        (&Method::POST, GATEWAY_PATH) => gateway(gw, req).await,
+        _ => ("other", problem(404, "not-found", "no such route")),
+    };
+    tracing::info!(
+        route,
+        status = reply.status().as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        "gateway"
+    );
+    reply
+}
+
+async fn gateway(gw: &Gateway, req: hyper::Request<Incoming>) -> (&'static str, Reply) {
+    let Ok(_permit) = gw.permits.try_acquire() else {
+        return ("ohttp", overloaded());
+    };
+    let typed = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(OHTTP_REQ_MEDIA));
+    if !typed {
+        let r = problem(415, "unsupported-media-type", "expected message/ohttp-req");
+        return ("ohttp", r);
+    }
+    let body = match Limited::new(req.into_body(), gw.config.max_body)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return (
+                "ohttp",
+                problem(413, "too-large", "the request exceeds the limit"),
+            );
+        }
+    };
+    let (message, ctx) = match gw.key.open(&body) {
+        Ok(opened) => opened,
+        Err(e) => {
+            let (status, kind) = e.status_kind();
+            return ("ohttp", problem(status, kind, &e.to_string()));
+        }
+    };
+    let (route, answer) = match message {
+        Some(m) => route(gw, &m).await,
+        None => (
+            "ohttp",
+            Answer::problem(400, "bhttp-malformed", "not a Binary HTTP request"),
+        ),
+    };
+    match answer.seal(ctx) {
+        Ok(sealed) => (route, reply(200, OHTTP_RES_MEDIA, sealed)),
+        Err(e) => (route, problem(500, "ohttp-encapsulation", &e.to_string())),
+    }
+}
+
+async fn route(gw: &Gateway, m: &Message) -> (&'static str, Answer) {
+    let (method, path) = request_parts(m);
+    if method == "GET" && path == NODES_PATH {
+        let directory = gw
+            .directory
+            .read()
+            .map(|d| d.as_ref().clone())
+            .unwrap_or_default();
+        let answer = Answer {
+            status: 200,
+            content_type: "application/json".into(),
+            body: directory,
+        };
+        return ("directory", answer);
+    }
+    if method == "GET"
+        && let Some(rest) = path.strip_prefix("/v1/log/consistency/")
+    {
+        return ("consistency", consistency(gw, rest).await);
+    }
+    if method == "POST"
+        && let Some(id) = parse_node_ohttp_path(&path)
+    {
+        return ("forward", forward(gw, m, id).await);
+    }
+    ("other", Answer::problem(404, "not-found", "no such route"))
+}
+
+/// Proxies the log's consistency proof between two sizes (self-verifying: the device checks it
+/// against checkpoints it verified).
+async fn consistency(gw: &Gateway, rest: &str) -> Answer {
+    let Some(log) = &gw.config.log else {
+        return Answer::problem(404, "log-unavailable", "this gateway has no log configured");
+    };
+    let sizes: Vec<&str> = rest.split('/').collect();
+    let numeric = sizes.len() == 2 && sizes.iter().all(|s| s.parse::<u64>().is_ok());
+    if !numeric {
+        return Answer::problem(404, "not-found", "expected /v1/log/consistency/OLD/NEW");
+    }
+    let path = format!(
+        "{}/consistency/{}/{}",
+        log.path.trim_end_matches('/'),
+        sizes[0],
+        sizes[1]
+    );
+    match exchange_tcp(
+        &log.authority,
+        Method::GET,
+        &path,
+        None,
+        Bytes::new(),
+        gw.config.node_timeout,
+        1 << 20,
+    )
+    .await
+    {
+        Ok(a) if a.status == 200 => Answer {
+            status: 200,
+            content_type: "text/plain".into(),
+            body: a.body.to_vec(),
+        },
+        Ok(a) => Answer::problem(502, "log-failed", &format!("the log answered {}", a.status)),
+        Err(why) => Answer::problem(502, "log-unavailable", &format!("the log {why}")),
+    }
+}
+
+async fn forward(
+    gw: &Gateway,
+    m: &Message,
+    id: Result<NodeId, cloister_protocol::BundleError>,
+) -> Answer {
+    let content_ok = header(m, "content-type")
+        .is_some_and(|v| v.eq_ignore_ascii_case(OHTTP_REQ_MEDIA.as_bytes()));
+    if !content_ok {
+        return Answer::problem(415, "unsupported-media-type", "expected message/ohttp-req");
+    }
+    // The token is spent before the node is known to exist: a device that names a missing node
+    // learns nothing for free.
+    if let Err(refusal) = gw.redeemer.redeem(header(m, "authorization")).await {
+        let (status, kind) = refusal.status_kind();
+        return Answer::problem(status, kind, &refusal.to_string());
+    }
+    let address = match id.ok().and_then(|id| gw.config.nodes.get(&id)) {
+        Some(a) => a,
+        None => return Answer::problem(404, "node-unknown", "no node has this id"),
+    };
+    let reply = address
+        .exchange(
+            "POST",
+            "/v1/ohttp",
+            Some(m.content().to_vec()),
+            gw.config.node_timeout,
+            gw.config.max_body,
+        )
+        .await;
+    match reply {
+        Ok(r) => Answer {
+            status: r.status,
+            content_type: r.content_type,
+            body: r.body,
+        },
+        Err(e @ NodeError::Timeout(_)) => Answer::problem(504, "node-timeout", &e.to_string()),
+        Err(e @ (NodeError::Connect(_) | NodeError::Handshake { .. })) => {
+            Answer::problem(502, "node-unreachable", &e.to_string())
+        }
+        Err(e) => Answer::problem(502, "node-failed", &e.to_string()),
+    }
+}
+
+impl TokenRefusal {
+    /// Status and problem kind.
+    pub fn status_kind(&self) -> (u16, &'static str) {
+        match self {
+            TokenRefusal::Missing => (401, "token-missing"),
+            TokenRefusal::Malformed => (401, "token-malformed"),
+            TokenRefusal::WrongChallenge => (401, "token-wrong-challenge"),
+            TokenRefusal::UnknownKey => (401, "token-unknown-key"),
+            TokenRefusal::Invalid => (401, "token-invalid"),
+            TokenRefusal::Spent => (401, "token-spent"),
+            TokenRefusal::StoreUnavailable(_) => (503, "spent-store-unavailable"),
+        }
+    }
+}

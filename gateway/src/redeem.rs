@@ -1,0 +1,137 @@
+//! Token redemption (RFC 9577/9578): the `Authorization: PrivateToken token=…` of a forwarded
+//! request must carry a type-0x0002 token for this gateway's challenge, signed by a configured
+//! issuer key, whose nonce was never spent. Each refusal is its own variant; a spent-token store
+//! that cannot answer is [`TokenRefusal::StoreUnavailable`], never a pass.
+
+use privacypass::auth::authenticate::TokenChallenge;
+use privacypass::auth::authorize::parse_authorization_header;
+use privacypass::public_tokens::server::{OriginKeyStore, OriginServer};
+use privacypass::public_tokens::{PublicKey, PublicToken};
+use privacypass::{TokenType, TruncatedTokenKeyId};
+use sha2::{Digest as _, Sha256};
+
+use crate::spent::{Redemption, SpentStore, StoreError};
+
+/// Why a token was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenRefusal {
+    /// No `Authorization` header.
+    #[error("no PrivateToken authorization")]
+    Missing,
+    /// Not a `PrivateToken token=…` of type 0x0002 with a 256-byte authenticator.
+    #[error("the authorization is not a publicly verifiable Privacy Pass token")]
+    Malformed,
+    /// Made for another challenge (another gateway, or a per-client challenge).
+    #[error("the token was made for another challenge")]
+    WrongChallenge,
+    /// Signed under a key this gateway does not accept.
+    #[error("the token names an issuer key this gateway does not accept")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("the token's signature does not verify")]
+    Invalid,
+    /// Its nonce was redeemed before.
+    #[error("the token was spent before")]
+    Spent,
+    /// The spent-token store could not answer.
+    #[error("the spent-token store is unavailable: {0}")]
+    StoreUnavailable(StoreError),
+}
+
+struct Keys(Vec<(TruncatedTokenKeyId, PublicKey)>);
+
+#[async_trait::async_trait]
+impl OriginKeyStore for Keys {
+    async fn insert(&self, _id: TruncatedTokenKeyId, _key: PublicKey) {}
+    async fn get(&self, id: &TruncatedTokenKeyId) -> Vec<PublicKey> {
+        self.0
+            .iter()
+            .filter(|(t, _)| t == id)
+            .map(|(_, k)| k.clone())
+            .collect()
+    }
+    async fn remove(&self, _id: &TruncatedTokenKeyId) -> bool {
+        false
+    }
+}
+
+/// Redeems tokens for one challenge and a set of issuer keys against a spent-token store.
+pub struct Redeemer {
+    challenge_digest: [u8; 32],
+    key_ids: Vec<[u8; 32]>,
+    keys: Keys,
+    spent: SpentStore,
+}
+
+impl std::fmt::Debug for Redeemer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Redeemer")
+            .field("keys", &self.key_ids.len())
+            .field("spent", &self.spent)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Redeemer {
+    /// For `challenge`, accepting tokens signed by `issuer_keys`.
+    pub fn new(
+        challenge: &TokenChallenge,
+        issuer_keys: &[PublicKey],
+        spent: SpentStore,
+    ) -> Result<Self, String> {
+        let challenge_digest = challenge.digest().map_err(|e| e.to_string())?;
+        let mut key_ids = Vec::new();
+        let mut keys = Vec::new();
+        for k in issuer_keys {
+            let spki = k.to_spki().map_err(|e| e.to_string())?;
+            let id: [u8; 32] = Sha256::digest(&spki).into();
+            key_ids.push(id);
+            keys.push((id[31], k.clone()));
+        }
+        Ok(Redeemer {
+            challenge_digest,
+            key_ids,
+            keys: Keys(keys),
+            spent,
+        })
+    }
+
+    /// Checks the token in `authorization` and records it spent.
+    pub async fn redeem(&self, authorization: Option<&[u8]>) -> Result<(), TokenRefusal> {
+        let raw = authorization.ok_or(TokenRefusal::Missing)?;
+        let value =
+            hyper::header::HeaderValue::from_bytes(raw).map_err(|_| TokenRefusal::Malformed)?;
+        // The crate indexes the parsed list; a panic there is a malformed header, not a crash.
+        let parsed = std::panic::catch_unwind(|| parse_authorization_header(&value));
+        let token: PublicToken = match parsed {
+            Ok(Ok(t)) => t,
+            _ => return Err(TokenRefusal::Malformed),
+        };
+        if token.token_type() != TokenType::Public || token.authenticator().len() != 256 {
+            return Err(TokenRefusal::Malformed);
+        }
+        if *token.challenge_digest() != self.challenge_digest {
+            return Err(TokenRefusal::WrongChallenge);
+        }
+        if !self.key_ids.contains(token.token_key_id()) {
+            return Err(TokenRefusal::UnknownKey);
+        }
+        let redemption = Redemption::new(&self.spent);
+        match OriginServer::new()
+            .redeem_token(&self.keys, &redemption, token)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(privacypass::common::errors::RedeemTokenError::DoubleSpending) => {
+                match redemption.take_failure() {
+                    Some(e) => Err(TokenRefusal::StoreUnavailable(e)),
+                    None => Err(TokenRefusal::Spent),
+                }
+            }
+            Err(privacypass::common::errors::RedeemTokenError::KeyIdNotFound) => {
+                Err(TokenRefusal::UnknownKey)
+            }
+            Err(_) => Err(TokenRefusal::Invalid),
+        }
+    }
+}
