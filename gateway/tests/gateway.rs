@@ -1,0 +1,447 @@
+//! The gateway on loopback, driven at the byte level: real outer OHTTP requests, real Privacy
+//! Pass tokens from a real issuer key, a stand-in node on a Unix socket (the gateway never opens
+//! the inner layer, so the node's bytes are opaque to it). Every refusal the device can meet is
+//! checked by its status and problem kind, inside the outer layer or before it.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bhttp::{Message, Mode};
+use blind_rsa_signatures::DefaultRng;
+use bytes::Bytes;
+use cloister_gateway::exchange_tcp;
+use cloister_gateway::gateway::{Gateway, GatewayConfig, serve};
+use cloister_gateway::issuer::IssuerKey;
+use cloister_gateway::spent::SpentStore;
+use cloister_protocol::access::{NodeDirectory, NodeId, parse_problem};
+use http_body_util::{BodyExt as _, Full};
+use hyper::Method;
+use hyper_util::rt::TokioIo;
+use privacypass::TokenType;
+use privacypass::auth::authenticate::TokenChallenge;
+use privacypass::auth::authorize::build_authorization_header;
+use privacypass::public_tokens::TokenRequest;
+use privacypass::public_tokens::server::IssuerServer;
+
+/// A stand-in node: `POST /v1/ohttp` answers `echo:` + the body after `delay`; counts requests.
+struct Node {
+    socket: PathBuf,
+    hits: Arc<AtomicUsize>,
+}
+
+fn node(dir: &Path, name: &str, delay: Duration) -> Node {
+    let socket = dir.join(format!("{name}.sock"));
+    let listener = tokio::net::UnixListener::bind(&socket).expect("bind node");
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let counter = counter.clone();
+                        async move {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            tokio::time::sleep(delay).await;
+                            let mut out = b"echo:".to_vec();
+                            out.extend_from_slice(&body);
+                            let mut r = hyper::Response::new(Full::new(Bytes::from(out)));
+                            r.headers_mut().insert(
+                                hyper::header::CONTENT_TYPE,
+                                hyper::header::HeaderValue::from_static("message/ohttp-res"),
+                            );
+                            Ok::<_, std::convert::Infallible>(r)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Node { socket, hits }
+}
+
+struct Setup {
+    addr: String,
+    key_configs: Vec<u8>,
+    issuer: IssuerKey,
+    challenge: TokenChallenge,
+}
+
+async fn start(
+    nodes: &[(&str, &Path)],
+    spent: SpentStore,
+    issuer: IssuerKey,
+    node_timeout: Duration,
+) -> Setup {
+    let challenge =
+        TokenChallenge::new(TokenType::Public, "issuer.test", None, &["gw.test".into()]);
+    let mut map = BTreeMap::new();
+    for (id, path) in nodes {
+        map.insert(
+            NodeId::new(id).expect("id"),
+            format!("unix:{}", path.display()).parse().expect("address"),
+        );
+    }
+    let gw = Gateway::new(GatewayConfig {
+        nodes: map,
+        log_proofs: Vec::new(),
+        log: None,
+        challenge: challenge.clone(),
+        issuer_keys: vec![issuer.public_key()],
+        spent,
+        node_timeout,
+        max_body: 1 << 20,
+        max_in_flight: 64,
+        refresh: Duration::from_secs(3600),
+    })
+    .expect("gateway");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let key_configs = gw.key_configs().to_vec();
+    tokio::spawn(serve(gw, listener));
+    Setup {
+        addr,
+        key_configs,
+        issuer,
+        challenge,
+    }
+}
+
+/// A token from `issuer` for `challenge`, as an Authorization header value.
+async fn token(issuer: &IssuerKey, challenge: &TokenChallenge) -> String {
+    let (req, state) =
+        TokenRequest::new(&mut DefaultRng, issuer.public_key(), challenge).expect("request");
+    let resp = IssuerServer::new()
+        .issue_token_response(issuer, req)
+        .await
+        .expect("issued");
+    let token = resp.issue_token(&state).expect("finalized");
+    let (_, value) = build_authorization_header(&token).expect("header");
+    value.to_str().expect("ascii").to_owned()
+}
+
+/// What came back: plaintext status + problem kind, or (inside the layer) status and body.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Plain(u16, String),
+    Inner(u16, Vec<u8>),
+}
+
+impl Outcome {
+    fn kind(&self) -> Option<String> {
+        match self {
+            Outcome::Plain(_, k) => Some(k.clone()),
+            Outcome::Inner(_, body) => parse_problem(body).map(|p| p.0),
+        }
+    }
+}
+
+async fn call(s: &Setup, method: &str, path: &str, auth: Option<&str>, body: &[u8]) -> Outcome {
+    call_with(s, &s.key_configs, method, path, auth, body).await
+}
+
+async fn call_with(
+    s: &Setup,
+    configs: &[u8],
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: &[u8],
+) -> Outcome {
+    let mut m = Message::request(
+        method.as_bytes().to_vec(),
+        b"https".to_vec(),
+        b"cloister-gateway".to_vec(),
+        path.as_bytes().to_vec(),
+    );
+    m.put_header("content-type", "message/ohttp-req");
+    if let Some(a) = auth {
+        m.put_header("authorization", a);
+    }
+    m.write_content(body);
+    let mut plain = Vec::new();
+    m.write_bhttp(Mode::KnownLength, &mut plain).expect("bhttp");
+    let (enc, ctx) = ohttp::ClientRequest::from_encoded_config_list(configs)
+        .expect("config")
+        .encapsulate(&plain)
+        .expect("encapsulate");
+    let a = exchange_tcp(
+        &s.addr,
+        Method::POST,
+        "/gateway",
+        Some("message/ohttp-req"),
+        Bytes::from(enc),
+        Duration::from_secs(30),
+        1 << 20,
+    )
+    .await
+    .expect("gateway answers");
+    if a.status != 200 {
+        let kind = parse_problem(&a.body).map(|p| p.0).unwrap_or_default();
+        return Outcome::Plain(a.status, kind);
+    }
+    let plain = ctx.decapsulate(&a.body).expect("decapsulate");
+    let r = Message::read_bhttp(&mut Cursor::new(&plain[..])).expect("bhttp response");
+    Outcome::Inner(
+        r.control().status().map_or(0, |s| s.code()),
+        r.content().to_vec(),
+    )
+}
+
+fn redb(dir: &Path) -> SpentStore {
+    SpentStore::open_redb(&dir.join("spent.redb")).expect("spent store")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_once_per_token_and_names_every_refusal() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n1 = node(dir.path(), "n1", Duration::ZERO);
+    let s = start(
+        &[("n1", &n1.socket)],
+        redb(dir.path()),
+        IssuerKey::generate().expect("key"),
+        Duration::from_secs(5),
+    )
+    .await;
+
+    // The directory: the challenge devices make tokens for; the stand-in node serves no
+    // evidence, so it is left out.
+    let Outcome::Inner(200, d) = call(&s, "GET", "/v1/nodes", None, b"").await else {
+        panic!("directory");
+    };
+    let d = NodeDirectory::from_json(&d).expect("directory");
+    assert_eq!(d.token_challenge, s.challenge.to_base64().expect("b64"));
+    assert!(d.nodes.is_empty());
+
+    // A good token: forwarded, the node's bytes come back untouched.
+    let t = token(&s.issuer, &s.challenge).await;
+    let path = "/v1/nodes/n1/ohttp";
+    assert_eq!(
+        call(&s, "POST", path, Some(&t), b"inner").await,
+        Outcome::Inner(200, b"echo:inner".to_vec())
+    );
+    assert_eq!(n1.hits.load(Ordering::SeqCst), 1);
+    // The same token again: spent.
+    let again = call(&s, "POST", path, Some(&t), b"inner").await;
+    assert_eq!(again.kind().as_deref(), Some("token-spent"), "{again:?}");
+    // No token; garbage; another issuer's key; another challenge.
+    let none = call(&s, "POST", path, None, b"x").await;
+    assert_eq!(none.kind().as_deref(), Some("token-missing"));
+    let junk = call(&s, "POST", path, Some("PrivateToken token=AAAA"), b"x").await;
+    assert_eq!(junk.kind().as_deref(), Some("token-malformed"));
+    let empty = call(&s, "POST", path, Some("PrivateToken"), b"x").await;
+    assert_eq!(empty.kind().as_deref(), Some("token-malformed"));
+    let other_issuer = IssuerKey::generate().expect("key");
+    let foreign = token(&other_issuer, &s.challenge).await;
+    let r = call(&s, "POST", path, Some(&foreign), b"x").await;
+    assert_eq!(r.kind().as_deref(), Some("token-unknown-key"), "{r:?}");
+    let elsewhere = TokenChallenge::new(TokenType::Public, "issuer.test", None, &["other".into()]);
+    let misdirected = token(&s.issuer, &elsewhere).await;
+    let r = call(&s, "POST", path, Some(&misdirected), b"x").await;
+    assert_eq!(r.kind().as_deref(), Some("token-wrong-challenge"), "{r:?}");
+    // A forged signature (the authenticator's last byte flipped) is invalid, and does not burn
+    // the nonce of the real token.
+    let real = token(&s.issuer, &s.challenge).await;
+    let forged = tamper_token(&real);
+    let r = call(&s, "POST", path, Some(&forged), b"x").await;
+    assert_eq!(r.kind().as_deref(), Some("token-invalid"), "{r:?}");
+    assert_eq!(
+        call(&s, "POST", path, Some(&real), b"ok").await,
+        Outcome::Inner(200, b"echo:ok".to_vec())
+    );
+    // A node id that does not exist (the token is spent: probing is not free).
+    let t = token(&s.issuer, &s.challenge).await;
+    let r = call(&s, "POST", "/v1/nodes/n9/ohttp", Some(&t), b"x").await;
+    assert_eq!(r.kind().as_deref(), Some("node-unknown"), "{r:?}");
+    let r = call(&s, "POST", "/v1/nodes/n1/ohttp", Some(&t), b"x").await;
+    assert_eq!(r.kind().as_deref(), Some("token-spent"), "{r:?}");
+    // An outer message to another key id, or to this id under another key: plaintext refusals.
+    let other =
+        cloister_gateway::outer::OuterKey::generate(s.key_configs[2].wrapping_add(1)).expect("key");
+    let r = call_with(&s, other.encoded_list(), "GET", "/v1/nodes", None, b"").await;
+    assert_eq!(r, Outcome::Plain(422, "ohttp-unknown-key-id".into()));
+    let twin = cloister_gateway::outer::OuterKey::generate(s.key_configs[2]).expect("key");
+    let r = call_with(&s, twin.encoded_list(), "GET", "/v1/nodes", None, b"").await;
+    assert_eq!(r, Outcome::Plain(400, "ohttp-decapsulation".into()));
+    assert_eq!(
+        n1.hits.load(Ordering::SeqCst),
+        2,
+        "only the two good tokens reached the node"
+    );
+}
+
+fn tamper_token(header: &str) -> String {
+    use base64::Engine as _;
+    let b64 = header
+        .strip_prefix("PrivateToken token=")
+        .expect("token header")
+        .trim_matches('"');
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut raw = engine
+        .decode(b64.trim_end_matches('='))
+        .expect("base64url token");
+    let last = raw.len() - 1;
+    raw[last] ^= 1;
+    format!("PrivateToken token={}", engine.encode(raw))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_or_dead_node_is_a_named_error_within_the_deadline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let slow = node(dir.path(), "slow", Duration::from_secs(30));
+    let gone = dir.path().join("gone.sock");
+    let s = start(
+        &[("slow", &slow.socket), ("gone", &gone)],
+        redb(dir.path()),
+        IssuerKey::generate().expect("key"),
+        Duration::from_millis(800),
+    )
+    .await;
+    let t = token(&s.issuer, &s.challenge).await;
+    let started = Instant::now();
+    let r = call(&s, "POST", "/v1/nodes/slow/ohttp", Some(&t), b"x").await;
+    assert_eq!(r.kind().as_deref(), Some("node-timeout"), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let t = token(&s.issuer, &s.challenge).await;
+    let r = call(&s, "POST", "/v1/nodes/gone/ohttp", Some(&t), b"x").await;
+    assert_eq!(r.kind().as_deref(), Some("node-unreachable"), "{r:?}");
+}
+
+/// A real `redis-server` on a free port, stopped on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start(port: u16, dir: &Path) -> Redis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--dir"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (.ci/run installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Redis { child, port }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_spends_once_across_gateways_and_its_absence_is_503() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let redis = Redis::start(port, dir.path());
+    let url = format!("redis://127.0.0.1:{}/", redis.port);
+    let n1 = node(dir.path(), "n1", Duration::ZERO);
+    let issuer = IssuerKey::generate().expect("key");
+    let store = || SpentStore::redis(&url, Duration::from_secs(600)).expect("redis");
+    // Two gateways of one fleet share the store.
+    let a = start(
+        &[("n1", &n1.socket)],
+        store(),
+        issuer.clone(),
+        Duration::from_secs(5),
+    )
+    .await;
+    let b = start(
+        &[("n1", &n1.socket)],
+        store(),
+        issuer,
+        Duration::from_secs(5),
+    )
+    .await;
+    let t = token(&a.issuer, &a.challenge).await;
+    let path = "/v1/nodes/n1/ohttp";
+    assert_eq!(
+        call(&a, "POST", path, Some(&t), b"1").await,
+        Outcome::Inner(200, b"echo:1".to_vec())
+    );
+    let r = call(&b, "POST", path, Some(&t), b"1").await;
+    assert_eq!(r.kind().as_deref(), Some("token-spent"), "{r:?}");
+
+    // Redis down: 503, and a fresh token is not accepted unchecked.
+    drop(redis);
+    let fresh = token(&a.issuer, &a.challenge).await;
+    let r = call(&a, "POST", path, Some(&fresh), b"2").await;
+    assert_eq!(r, Outcome::Inner(503, r_body(&r)), "{r:?}");
+    assert_eq!(r.kind().as_deref(), Some("spent-store-unavailable"));
+    assert_eq!(n1.hits.load(Ordering::SeqCst), 1);
+
+    // Redis back: the same token is accepted once (it was never recorded).
+    let _redis = Redis::start(port, dir.path());
+    let mut accepted = None;
+    for _ in 0..20 {
+        match call(&a, "POST", path, Some(&fresh), b"3").await {
+            Outcome::Inner(200, body) => {
+                accepted = Some(body);
+                break;
+            }
+            other => {
+                assert_eq!(other.kind().as_deref(), Some("spent-store-unavailable"));
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+    assert_eq!(accepted.as_deref(), Some(&b"echo:3"[..]));
+    // The other gateway reconnects too, and finds the token spent.
+    let mut r = call(&b, "POST", path, Some(&fresh), b"3").await;
+    for _ in 0..20 {
+        if r.kind().as_deref() != Some("spent-store-unavailable") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        r = call(&b, "POST", path, Some(&fresh), b"3").await;
+    }
+    assert_eq!(r.kind().as_deref(), Some("token-spent"), "{r:?}");
+    assert_eq!(n1.hits.load(Ordering::SeqCst), 2);
+}
+
+fn r_body(o: &Outcome) -> Vec<u8> {
+    match o {
+        Outcome::Inner(_, b) => b.clone(),
+        Outcome::Plain(..) => Vec::new(),
+    }
+}
