@@ -37,3 +37,4 @@ pub fn initrd_plus_one_byte(image: &Image, dir: &Path) -> PathBuf {
     std::fs::write(&tampered, bytes).expect("write");
     tampered
 }
+pub mod stack;

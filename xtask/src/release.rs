@@ -196,6 +196,19 @@ pub fn witnessed_release(dir: &Path, record: &ReleaseRecord) -> Result<(LogProof
     Ok((proof, trusted))
 }
 
+/// The verifier key of the local witness beside the log in `dir` (after [`witnessed_release`]).
+pub fn witness_key(dir: &Path) -> Result<String> {
+    let key_path = dir.with_extension("witness.key");
+    let hex_seed = Zeroizing::new(
+        std::fs::read_to_string(&key_path)
+            .with_context(|| format!("reading {}", key_path.display()))?,
+    );
+    let mut seed = Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(hex_seed.trim(), &mut seed[..])
+        .with_context(|| format!("{} is not a hex seed", key_path.display()))?;
+    Ok(CosignatureSigner::new(WITNESS, &seed, 0)?.verifier_key())
+}
+
 fn write_private(path: &Path, secret: &str) -> anyhow::Result<()> {
     cloister_transparency::write_secret(path, secret)
         .with_context(|| format!("creating {}", path.display()))

@@ -1,0 +1,430 @@
+//! The device's whole request, under one deadline:
+//!
+//! 1. the gateway's outer key configuration, from the relay (`GET /ohttp-keys`);
+//! 2. the node directory, through relay and gateway (`GET /v1/nodes` inside the outer layer);
+//! 3. every node's evidence verified; the log checkpoints they name checked against each other
+//!    and against the one seen before (consistency proofs through the gateway), and the seen
+//!    checkpoint advanced — a rollback or a fork stops here;
+//! 4. a node chosen uniformly among the verified ones;
+//! 5. one Privacy Pass token from the issuer, for the directory's challenge;
+//! 6. the request sealed to the node's attested key, that sealed to the gateway's key with the
+//!    token, posted to the relay; both answers opened.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cloister_measurement::{Clock as _, SystemClock, Verified};
+use cloister_protocol::access::{
+    NODES_PATH, NodeDirectory, NodeId, OHTTP_KEYS_MEDIA, OHTTP_KEYS_PATH, OHTTP_REQ_MEDIA,
+    OHTTP_RES_MEDIA, TOKEN_REQUEST_MEDIA, TOKEN_RESPONSE_MEDIA, node_ohttp_path, parse_problem,
+};
+use hyper::Method;
+use zeroize::Zeroizing;
+
+use crate::envelope::{self, Decoded};
+use crate::error::{ClientError, Stage};
+use crate::http::{self, BaseUrl, HttpRequest, HttpResponse, MAX_RESPONSE};
+use crate::nodes::{self, NodeReport};
+use crate::secret::{SecretBytes, SecretString};
+use crate::trust::{self, Trust};
+use crate::{choose, tokens};
+
+/// The issuer and the account it knows this device by.
+#[derive(Debug)]
+pub struct IssuerAccount {
+    /// The issuer.
+    pub url: BaseUrl,
+    /// The account's bearer token (sent to the issuer only).
+    pub account_token: SecretString,
+}
+
+/// What a [`Client`] needs.
+#[derive(Debug)]
+pub struct ClientConfig {
+    /// The OHTTP relay.
+    pub relay: BaseUrl,
+    /// The token issuer (needed to send; not to list nodes).
+    pub issuer: Option<IssuerAccount>,
+    /// The verifier and the seen-checkpoint store.
+    pub trust: Trust,
+    /// Deadline of one whole operation.
+    pub deadline: Duration,
+}
+
+/// A node's answer, opened.
+#[derive(Debug)]
+pub struct InnerResponse {
+    /// The node that answered.
+    pub node: NodeId,
+    /// Its HTTP status.
+    pub status: u16,
+    /// Media type, lower-case, without parameters.
+    pub content_type: Option<String>,
+    /// The body (plaintext).
+    pub body: SecretBytes,
+}
+
+impl InnerResponse {
+    /// The problem kind and detail of an error answer (RFC 9457), if it is one.
+    pub fn problem(&self) -> Option<(String, String)> {
+        parse_problem(self.body.expose())
+    }
+}
+
+/// The device side of Cloister.
+#[derive(Debug)]
+pub struct Client {
+    config: ClientConfig,
+}
+
+/// The stage an operation is in, readable when its deadline cuts it off.
+#[derive(Default)]
+struct Progress(AtomicU8);
+
+impl Progress {
+    fn set(&self, stage: Stage) {
+        let i = Stage::ALL.iter().position(|s| *s == stage).unwrap_or(0);
+        self.0.store(i as u8, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Stage {
+        let i = usize::from(self.0.load(Ordering::Relaxed));
+        Stage::ALL.get(i).copied().unwrap_or(Stage::OuterKey)
+    }
+}
+
+/// The verified directory of one operation.
+struct Session {
+    outer_keys: Vec<u8>,
+    directory: NodeDirectory,
+    reports: Vec<NodeReport>,
+}
+
+impl Client {
+    /// A client.
+    pub fn new(config: ClientConfig) -> Self {
+        Client { config }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Fetches and verifies the node directory; advances the seen log checkpoint.
+    pub async fn nodes(&self) -> Result<Vec<NodeReport>, ClientError> {
+        let progress = Progress::default();
+        let session = self.deadline(&progress, self.session(&progress)).await?;
+        Ok(session.reports)
+    }
+
+    /// Sends `body` to `path` on a node chosen uniformly among the verified ones.
+    pub async fn send(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<InnerResponse, ClientError> {
+        let progress = Progress::default();
+        let run = self.send_inner(&progress, None, path, content_type, body);
+        self.deadline(&progress, run).await
+    }
+
+    /// Sends `body` to `path` on node `node`, which must be verified (for tests and diagnosis:
+    /// a device that lets anyone pick its node gives up non-targetability).
+    pub async fn send_to(
+        &self,
+        node: &NodeId,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<InnerResponse, ClientError> {
+        let progress = Progress::default();
+        let run = self.send_inner(&progress, Some(node), path, content_type, body);
+        self.deadline(&progress, run).await
+    }
+
+    async fn deadline<T>(
+        &self,
+        progress: &Progress,
+        run: impl Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        let deadline = self.config.deadline;
+        tokio::time::timeout(deadline, run)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ClientError::Timeout {
+                    stage: progress.get(),
+                    deadline,
+                })
+            })
+    }
+
+    async fn send_inner(
+        &self,
+        progress: &Progress,
+        target: Option<&NodeId>,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<InnerResponse, ClientError> {
+        let session = self.session(progress).await?;
+        let verified: Vec<(&NodeId, &Verified)> = session
+            .reports
+            .iter()
+            .filter_map(|r| r.verified().map(|v| (&r.id, v)))
+            .collect();
+        if verified.is_empty() {
+            return Err(ClientError::NoVerifiedNode(nodes::failures(
+                &session.reports,
+            )));
+        }
+        let (id, node) = match target {
+            Some(t) => verified
+                .iter()
+                .find(|(id, _)| *id == t)
+                .copied()
+                .ok_or_else(|| ClientError::UnknownNode(t.clone()))?,
+            None => {
+                let mut rng = choose::os_rng()?;
+                choose::choose(&mut rng, &verified)
+                    .copied()
+                    .ok_or_else(|| ClientError::NoVerifiedNode(Vec::new()))?
+            }
+        };
+        progress.set(Stage::Token);
+        let authorization = self.token(&session.directory.token_challenge).await?;
+
+        progress.set(Stage::Exchange);
+        let inner = envelope::node_request(&node.key_config, path, content_type, body)?;
+        let headers = [
+            ("authorization", authorization.expose().as_bytes()),
+            ("content-type", OHTTP_REQ_MEDIA.as_bytes()),
+        ];
+        let answer = self
+            .gateway(
+                &session.outer_keys,
+                "POST",
+                &node_ohttp_path(id),
+                &headers,
+                &inner.bytes,
+            )
+            .await?;
+        drop(authorization);
+        if answer.status != 200 {
+            return Err(gateway_error(&answer));
+        }
+        if !answer.is(OHTTP_RES_MEDIA) {
+            return Err(media_error(
+                "node answer",
+                OHTTP_RES_MEDIA,
+                answer.content_type,
+            ));
+        }
+        let opened = inner.open(&answer.body)?;
+        Ok(InnerResponse {
+            node: id.clone(),
+            status: opened.status,
+            content_type: opened.content_type,
+            body: SecretBytes::from(opened.body),
+        })
+    }
+
+    /// Steps 1–3: outer key, directory, verification, log checkpoint.
+    async fn session(&self, progress: &Progress) -> Result<Session, ClientError> {
+        progress.set(Stage::OuterKey);
+        let outer_keys = self.outer_keys().await?;
+        progress.set(Stage::Directory);
+        let answer = self
+            .gateway(&outer_keys, "GET", NODES_PATH, &[], &[])
+            .await?;
+        if answer.status != 200 {
+            return Err(gateway_error(&answer));
+        }
+        if !answer.is("application/json") {
+            return Err(media_error(
+                "node directory",
+                "application/json",
+                answer.content_type,
+            ));
+        }
+        let directory = NodeDirectory::from_json(&answer.body).map_err(ClientError::Directory)?;
+        progress.set(Stage::Verify);
+        let reports = nodes::verify_directory(self.config.trust.verifier(), &directory);
+        progress.set(Stage::Consistency);
+        self.settle_log(&outer_keys, &reports).await?;
+        Ok(Session {
+            outer_keys,
+            directory,
+            reports,
+        })
+    }
+
+    /// Every verified node's checkpoint must be a prefix of the newest, and the newest must
+    /// extend the one seen before; then it becomes the one seen.
+    async fn settle_log(&self, keys: &[u8], reports: &[NodeReport]) -> Result<(), ClientError> {
+        let checkpoints = nodes::checkpoints(reports);
+        let Some((newest, older)) = checkpoints.split_first() else {
+            return Ok(());
+        };
+        for cp in older {
+            let proof = if cp.size < newest.size {
+                self.consistency(keys, cp.size, newest.size).await?
+            } else {
+                String::new()
+            };
+            trust::check_prefix(cp, newest, &proof)?;
+        }
+        let trust = &self.config.trust;
+        let seen = trust.seen()?;
+        let proof = match trust::proof_needed(seen.as_ref(), newest) {
+            Some((old, new)) => self.consistency(keys, old, new).await?,
+            None => String::new(),
+        };
+        let next = trust::advance(seen, newest, &proof)?;
+        if seen != Some(next) {
+            trust.record(next)?;
+        }
+        Ok(())
+    }
+
+    async fn consistency(&self, keys: &[u8], old: u64, new: u64) -> Result<String, ClientError> {
+        let path = format!("/v1/log/consistency/{old}/{new}");
+        let answer = self.gateway(keys, "GET", &path, &[], &[]).await?;
+        if answer.status != 200 {
+            return Err(gateway_error(&answer));
+        }
+        String::from_utf8(answer.body.to_vec())
+            .map_err(|_| ClientError::ConsistencyProof("not UTF-8 text".into()))
+    }
+
+    async fn outer_keys(&self) -> Result<Vec<u8>, ClientError> {
+        let relay = &self.config.relay;
+        let req = HttpRequest {
+            method: Method::GET,
+            target: relay.join(OHTTP_KEYS_PATH),
+            content_type: None,
+            authorization: None,
+            body: Bytes::new(),
+        };
+        let r = http::exchange(relay, req, MAX_RESPONSE).await?;
+        if r.status != 200 {
+            return Err(relay_error(&r));
+        }
+        if !r.is(OHTTP_KEYS_MEDIA) {
+            return Err(media_error(
+                "key configuration",
+                OHTTP_KEYS_MEDIA,
+                r.content_type,
+            ));
+        }
+        envelope::check_outer_keys(&r.body)?;
+        Ok(r.body)
+    }
+
+    /// One request to the gateway through the relay; the gateway's Binary HTTP answer.
+    async fn gateway(
+        &self,
+        keys: &[u8],
+        method: &str,
+        path: &str,
+        headers: &[(&str, &[u8])],
+        body: &[u8],
+    ) -> Result<Decoded, ClientError> {
+        let mut sealed = envelope::gateway_request(keys, method, path, headers, body)?;
+        let relay = &self.config.relay;
+        let req = HttpRequest {
+            method: Method::POST,
+            target: relay.join("/"),
+            content_type: Some(OHTTP_REQ_MEDIA),
+            authorization: None,
+            body: Bytes::from(std::mem::take(&mut sealed.bytes)),
+        };
+        let r = http::exchange(relay, req, MAX_RESPONSE).await?;
+        if r.status != 200 {
+            return Err(relay_error(&r));
+        }
+        if !r.is(OHTTP_RES_MEDIA) {
+            return Err(media_error("relay answer", OHTTP_RES_MEDIA, r.content_type));
+        }
+        sealed.open(&r.body)
+    }
+
+    /// Step 5: one token for `challenge` (issued right before it is spent; see [`tokens`]).
+    async fn token(&self, challenge: &str) -> Result<SecretString, ClientError> {
+        let account = self.config.issuer.as_ref().ok_or(ClientError::NoIssuer)?;
+        let challenge = tokens::parse_challenge(challenge)?;
+        let issuer = &account.url;
+        let req = HttpRequest {
+            method: Method::GET,
+            target: issuer.join(cloister_protocol::access::ISSUER_DIRECTORY_PATH),
+            content_type: None,
+            authorization: None,
+            body: Bytes::new(),
+        };
+        let r = http::exchange(issuer, req, 64 << 10).await?;
+        if r.status != 200 {
+            return Err(issuer_error(&r));
+        }
+        let (key, uri) = tokens::issuer_key(&r.body, SystemClock.now_unix())?;
+        let target = tokens::request_target(issuer, &uri)?;
+        let mut rng = choose::os_rng()?;
+        let (request, pending) = tokens::token_request(&mut rng, key, &challenge)?;
+        let bearer = Zeroizing::new(format!("Bearer {}", account.account_token.expose()));
+        let req = HttpRequest {
+            method: Method::POST,
+            target,
+            content_type: Some(TOKEN_REQUEST_MEDIA),
+            authorization: Some(&bearer),
+            body: Bytes::from(request),
+        };
+        let r = http::exchange(issuer, req, 64 << 10).await?;
+        if r.status != 200 {
+            return Err(issuer_error(&r));
+        }
+        if !r.is(TOKEN_RESPONSE_MEDIA) {
+            return Err(media_error(
+                "token response",
+                TOKEN_RESPONSE_MEDIA,
+                r.content_type,
+            ));
+        }
+        tokens::finish_token(pending, &r.body)
+    }
+}
+
+fn media_error(what: &'static str, expected: &'static str, found: Option<String>) -> ClientError {
+    ClientError::MediaType {
+        what,
+        expected,
+        found,
+    }
+}
+
+fn relay_error(r: &HttpResponse) -> ClientError {
+    ClientError::Relay {
+        status: r.status,
+        kind: parse_problem(&r.body).map(|(kind, _)| kind),
+    }
+}
+
+fn issuer_error(r: &HttpResponse) -> ClientError {
+    ClientError::Issuer {
+        status: r.status,
+        kind: parse_problem(&r.body).map(|(kind, _)| kind),
+    }
+}
+
+fn gateway_error(d: &Decoded) -> ClientError {
+    let (kind, detail) =
+        parse_problem(&d.body).unwrap_or_else(|| ("unknown".to_owned(), String::new()));
+    ClientError::Gateway {
+        status: d.status,
+        kind,
+        detail,
+    }
+}
+
+#[cfg(test)]
+mod tests;

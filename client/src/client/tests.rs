@@ -1,0 +1,408 @@
+//! The whole client against an in-process stand-in for relay, gateway, nodes and issuer: one
+//! loopback HTTP server that speaks the protocol of `cloister_protocol::access` with real
+//! OHTTP keys, real Privacy Pass issuance and redemption, and emulated evidence.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::io::Cursor;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bhttp::Message;
+use cloister_measurement::Step;
+use cloister_protocol::access::{
+    DIRECTORY_VERSION, ISSUER_DIRECTORY_PATH, NodeEntry, TOKEN_REQUEST_PATH, problem_json,
+};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use privacypass::auth::authenticate::TokenChallenge;
+use privacypass::public_tokens::server::{IssuerServer, OriginKeyStore as _, OriginServer};
+use privacypass::public_tokens::{PublicToken, TokenRequest};
+use privacypass::{Deserialize as _, Serialize as _, TokenType};
+
+use super::*;
+use crate::testkit::{
+    IssuerKeys, MEASUREMENT, OriginKeys, Spent, bhttp_response, bundle, bundle_json,
+    emulated_trust, ohttp_server,
+};
+
+const ACCOUNT: &str = "acct-1";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Verifies, and the gateway routes to it.
+    Good,
+    /// Evidence of an image the policy does not accept.
+    OtherImage,
+    /// Verifies, but the gateway has no route to it.
+    Ghost,
+}
+
+/// What the stand-in saw: per node request, the node, the inner path and plaintext body; and
+/// every outer-layer plaintext (what a gateway could read).
+#[derive(Default)]
+struct Seen {
+    inner: Vec<(String, String, Vec<u8>)>,
+    outer: Vec<Vec<u8>>,
+}
+
+struct Stack {
+    gateway: ohttp::Server,
+    key_list: Vec<u8>,
+    nodes: HashMap<String, ohttp::Server>,
+    directory: Vec<u8>,
+    issuer: IssuerServer,
+    issuer_keys: IssuerKeys,
+    issuer_directory: Vec<u8>,
+    origin_keys: OriginKeys,
+    spent: Spent,
+    seen: Mutex<Seen>,
+}
+
+type Reply = hyper::Response<Full<Bytes>>;
+
+fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Reply {
+    let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).expect("status");
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_str(content_type).expect("media type"),
+    );
+    r
+}
+
+fn problem(status: u16, kind: &str) -> (u16, String, Vec<u8>) {
+    (
+        status,
+        "application/problem+json".into(),
+        problem_json(status, kind, "stand-in"),
+    )
+}
+
+impl Stack {
+    async fn start(nodes: &[(&str, Kind)]) -> (Arc<Stack>, BaseUrl) {
+        let mut rng = crate::choose::os_rng().expect("rng");
+        let issuer = IssuerServer::new();
+        let issuer_keys = IssuerKeys::default();
+        let pk = issuer
+            .create_keypair(&mut rng, &issuer_keys)
+            .await
+            .expect("issuer key");
+        let origin_keys = OriginKeys::default();
+        let id =
+            privacypass::public_tokens::public_key_to_truncated_token_key_id(&pk).expect("key id");
+        origin_keys.insert(id, pk.clone()).await;
+        let issuer_directory = serde_json::json!({
+            "issuer-request-uri": TOKEN_REQUEST_PATH,
+            "token-keys": [{"token-type": 2, "token-key": URL_SAFE_NO_PAD.encode(pk.to_spki().expect("spki"))}],
+        });
+        let challenge = TokenChallenge::new(TokenType::Public, "issuer.invalid", None, &[]);
+
+        let mut servers = HashMap::new();
+        let mut entries = Vec::new();
+        for (i, (id, kind)) in nodes.iter().enumerate() {
+            let server = ohttp_server(i as u8);
+            let config = server.config().encode().expect("config");
+            let measurement = match kind {
+                Kind::OtherImage => [0x11; 48],
+                _ => MEASUREMENT,
+            };
+            entries.push(NodeEntry {
+                id: NodeId::new(id).expect("id"),
+                evidence: bundle_json(&bundle(&config, measurement, true)),
+            });
+            if *kind != Kind::Ghost {
+                servers.insert((*id).to_owned(), server);
+            }
+        }
+        let directory = NodeDirectory {
+            version: DIRECTORY_VERSION,
+            token_challenge: URL_SAFE_NO_PAD.encode(challenge.serialize().expect("challenge")),
+            nodes: entries,
+        };
+        let gateway = ohttp_server(9);
+        let key_list = ohttp::KeyConfig::encode_list(&[gateway.config()]).expect("key list");
+        let stack = Arc::new(Stack {
+            gateway,
+            key_list,
+            nodes: servers,
+            directory: directory.to_json(),
+            issuer,
+            issuer_keys,
+            issuer_directory: issuer_directory.to_string().into_bytes(),
+            origin_keys,
+            spent: Spent::default(),
+            seen: Mutex::default(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let serving = stack.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let stack = serving.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let stack = stack.clone();
+                        async move { Ok::<_, Infallible>(stack.handle(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (stack, url.parse().expect("url"))
+    }
+
+    async fn handle(&self, req: hyper::Request<Incoming>) -> Reply {
+        let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+        let bearer = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
+        let body = req.into_body().collect().await.expect("body").to_bytes();
+        match (method.as_str(), path.as_str()) {
+            ("GET", OHTTP_KEYS_PATH) => reply(200, OHTTP_KEYS_MEDIA, self.key_list.clone()),
+            ("POST", "/") => {
+                let (plain, ctx) = self.gateway.decapsulate(&body).expect("outer request");
+                self.seen.lock().expect("lock").outer.push(plain.clone());
+                let m = Message::read_bhttp(&mut Cursor::new(&plain[..])).expect("bhttp");
+                let (status, ct, body) = self.route(&m).await;
+                let answer = ctx
+                    .encapsulate(&bhttp_response(status, &ct, &body))
+                    .expect("seal");
+                reply(200, OHTTP_RES_MEDIA, answer)
+            }
+            ("GET", ISSUER_DIRECTORY_PATH) => reply(
+                200,
+                "application/private-token-issuer-directory",
+                self.issuer_directory.clone(),
+            ),
+            ("POST", TOKEN_REQUEST_PATH) => {
+                if bearer.as_deref() != Some(format!("Bearer {ACCOUNT}").as_bytes()) {
+                    let (s, ct, b) = problem(401, "account-unknown");
+                    return reply(s, &ct, b);
+                }
+                let request = TokenRequest::tls_deserialize(&mut &body[..]).expect("request");
+                let response = self
+                    .issuer
+                    .issue_token_response(&self.issuer_keys, request)
+                    .await
+                    .expect("issued");
+                let bytes = response.tls_serialize_detached().expect("bytes");
+                reply(200, TOKEN_RESPONSE_MEDIA, bytes)
+            }
+            _ => reply(404, "text/plain", Vec::new()),
+        }
+    }
+
+    /// What the gateway answers inside the outer layer.
+    async fn route(&self, m: &Message) -> (u16, String, Vec<u8>) {
+        let path = String::from_utf8_lossy(m.control().path().unwrap_or_default()).into_owned();
+        if path == NODES_PATH {
+            return (200, "application/json".into(), self.directory.clone());
+        }
+        let Some(id) = path
+            .strip_prefix("/v1/nodes/")
+            .and_then(|p| p.strip_suffix("/ohttp"))
+        else {
+            return problem(404, "not-found");
+        };
+        let token = m
+            .header()
+            .get(b"authorization")
+            .and_then(|v| hyper::header::HeaderValue::from_bytes(v).ok())
+            .and_then(|v| privacypass::auth::authorize::parse_authorization_header::<_>(&v).ok());
+        let Some(token): Option<PublicToken> = token else {
+            return problem(401, "token-missing");
+        };
+        let redeemed = OriginServer::new()
+            .redeem_token(&self.origin_keys, &self.spent, token)
+            .await;
+        if redeemed.is_err() {
+            return problem(401, "token-invalid");
+        }
+        let Some(node) = self.nodes.get(id) else {
+            return problem(404, "node-unknown");
+        };
+        let (plain, ctx) = node.decapsulate(m.content()).expect("inner request");
+        let inner = Message::read_bhttp(&mut Cursor::new(&plain[..])).expect("bhttp");
+        let inner_path = String::from_utf8_lossy(inner.control().path().unwrap_or_default());
+        self.seen.lock().expect("lock").inner.push((
+            id.to_owned(),
+            inner_path.into_owned(),
+            inner.content().to_vec(),
+        ));
+        let answer = bhttp_response(200, "application/octet-stream", inner.content());
+        let sealed = ctx.encapsulate(&answer).expect("seal");
+        (200, OHTTP_RES_MEDIA.into(), sealed)
+    }
+}
+
+fn client(url: &BaseUrl, account: &str) -> Client {
+    Client::new(ClientConfig {
+        relay: url.clone(),
+        issuer: Some(IssuerAccount {
+            url: url.clone(),
+            account_token: SecretString::new(account.to_owned()),
+        }),
+        trust: emulated_trust(),
+        deadline: Duration::from_secs(60),
+    })
+}
+
+#[tokio::test]
+async fn requests_reach_a_random_verified_node_and_come_back() {
+    let (stack, url) = Stack::start(&[
+        ("good-a", Kind::Good),
+        ("other-image", Kind::OtherImage),
+        ("good-b", Kind::Good),
+    ])
+    .await;
+    let client = client(&url, ACCOUNT);
+    let mut chosen = std::collections::BTreeSet::new();
+    for i in 0..30 {
+        let plaintext = format!("MARKER-{i}");
+        let r = client
+            .send("/v1/echo", "text/plain", plaintext.as_bytes())
+            .await
+            .expect("answered");
+        assert_eq!(
+            (r.status, r.content_type.as_deref()),
+            (200, Some("application/octet-stream"))
+        );
+        assert_eq!(r.body.expose(), plaintext.as_bytes());
+        assert_ne!(r.node.as_str(), "other-image");
+        chosen.insert(r.node.to_string());
+    }
+    assert_eq!(
+        chosen.len(),
+        2,
+        "both verified nodes are chosen: {chosen:?}"
+    );
+
+    let seen = stack.seen.lock().expect("lock");
+    assert_eq!(seen.inner.len(), 30);
+    assert!(seen.inner.iter().all(|(_, path, _)| path == "/v1/echo"));
+    // The gateway's plaintext holds the token and the node, never the request.
+    for outer in &seen.outer {
+        assert!(
+            !outer.windows(7).any(|w| w == b"MARKER-"),
+            "plaintext reached the gateway"
+        );
+    }
+}
+
+#[tokio::test]
+async fn nodes_reports_each_node_and_send_to_picks_one() {
+    let (_stack, url) =
+        Stack::start(&[("good-a", Kind::Good), ("other-image", Kind::OtherImage)]).await;
+    let client = client(&url, ACCOUNT);
+    let reports = client.nodes().await.expect("directory");
+    let summary: Vec<(&str, Option<Step>)> = reports
+        .iter()
+        .map(|r| (r.id.as_str(), r.result.as_ref().err().map(|f| f.step)))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![("good-a", None), ("other-image", Some(Step::Measurement))]
+    );
+    let good = NodeId::new("good-a").expect("id");
+    let r = client
+        .send_to(&good, "/v1/echo", "text/plain", b"hi")
+        .await
+        .expect("answered");
+    assert_eq!(r.node, good);
+    let bad = NodeId::new("other-image").expect("id");
+    assert!(matches!(
+        client.send_to(&bad, "/v1/echo", "text/plain", b"hi").await,
+        Err(ClientError::UnknownNode(id)) if id == bad
+    ));
+}
+
+#[tokio::test]
+async fn refusals_are_named_by_who_refused() {
+    let (_stack, url) = Stack::start(&[("good-a", Kind::Good), ("ghost", Kind::Ghost)]).await;
+    let e = client(&url, "acct-unknown")
+        .send("/v1/echo", "text/plain", b"hi")
+        .await
+        .expect_err("unknown account");
+    assert!(
+        matches!(&e, ClientError::Issuer { status: 401, kind: Some(k) } if k == "account-unknown"),
+        "{e}"
+    );
+    let ghost = NodeId::new("ghost").expect("id");
+    let e = client(&url, ACCOUNT)
+        .send_to(&ghost, "/v1/echo", "text/plain", b"hi")
+        .await
+        .expect_err("no route");
+    assert!(
+        matches!(&e, ClientError::Gateway { status: 404, kind, .. } if kind == "node-unknown"),
+        "{e}"
+    );
+
+    let (_stack, url) = Stack::start(&[("other-image", Kind::OtherImage)]).await;
+    let e = client(&url, ACCOUNT)
+        .send("/v1/echo", "text/plain", b"hi")
+        .await
+        .expect_err("nothing verifies");
+    match e {
+        ClientError::NoVerifiedNode(f) => {
+            assert_eq!(f.len(), 1);
+            assert_eq!(
+                (f[0].id.as_str(), f[0].step),
+                ("other-image", Step::Measurement)
+            );
+        }
+        e => panic!("expected NoVerifiedNode, got {e}"),
+    }
+}
+
+#[test]
+fn progress_reads_back_every_stage() {
+    let p = Progress::default();
+    assert_eq!(p.get(), Stage::OuterKey);
+    for s in Stage::ALL {
+        p.set(s);
+        assert_eq!(p.get(), s);
+    }
+}
+
+#[tokio::test]
+async fn the_deadline_names_the_stage_it_cut() {
+    // A relay that accepts and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let client = Client::new(ClientConfig {
+        relay: format!("http://{addr}").parse().expect("url"),
+        issuer: None,
+        trust: Trust::hardware(cloister_measurement::Policy::default(), None, None).expect("trust"),
+        deadline: Duration::from_millis(200),
+    });
+    let e = client
+        .send("/v1/echo", "text/plain", b"x")
+        .await
+        .expect_err("times out");
+    assert!(
+        matches!(
+            e,
+            ClientError::Timeout {
+                stage: Stage::OuterKey,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    hold.abort();
+}

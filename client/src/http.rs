@@ -1,0 +1,357 @@
+//! A minimal HTTP/1.1 client over TCP (hyper 1's connection API): one fresh connection per
+//! exchange, no cookies, no user agent, no `Accept`, nothing but `Host`, `Content-Type`,
+//! `Content-Length` and, when asked, `Authorization` — so that the requests of all devices look
+//! alike to the relay and the issuer. Answers are read up to a cap.
+//!
+//! Plain `http://` only. What the client sends through the relay is OHTTP-encapsulated end to
+//! end (RFC 9458), so the relay and the network see only ciphertext; the issuer exchange
+//! carries the account's bearer token and a blinded token request. TLS to the relay or the
+//! issuer (which would also hide the metadata from the network) is not part of this client:
+//! point it at `http://` endpoints, e.g. a local TLS-originating proxy.
+
+use std::str::FromStr;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::Method;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue};
+use hyper_util::rt::TokioIo;
+
+use crate::error::ClientError;
+
+/// Largest answer body the client reads (the node directory is at most 4 MiB).
+pub const MAX_RESPONSE: usize = 8 << 20;
+
+/// A base URL, `http://HOST[:PORT][/PREFIX]`: where the relay or the issuer is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    host: String,
+    port: u16,
+    host_header: String,
+    prefix: String,
+}
+
+impl FromStr for BaseUrl {
+    type Err = ClientError;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        let bad = |reason| ClientError::Url {
+            url: url.chars().take(100).collect(),
+            reason,
+        };
+        if url
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        {
+            return Err(bad("only http:// URLs are supported by this client"));
+        }
+        let rest = match url.get(..7) {
+            Some(s) if s.eq_ignore_ascii_case("http://") => &url[7..],
+            _ => return Err(bad("expected http://HOST[:PORT][/PREFIX]")),
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if authority.is_empty() || authority.contains(['@', ' ', '\t', '?', '#']) {
+            return Err(bad("the host is missing or carries user information"));
+        }
+        if path.contains(['?', '#', ' ', '\t', '\r', '\n']) {
+            return Err(bad("the path prefix has a query, fragment or whitespace"));
+        }
+        let (host, port) = split_host_port(authority).ok_or_else(|| bad("bad host or port"))?;
+        Ok(BaseUrl {
+            host,
+            port,
+            host_header: authority.to_owned(),
+            prefix: path.trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
+/// `host[:port]` or `[v6][:port]`; port 80 when absent.
+fn split_host_port(authority: &str) -> Option<(String, u16)> {
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        match after {
+            "" => (host, None),
+            p => (host, Some(p.strip_prefix(':')?)),
+        }
+    } else {
+        match authority.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        }
+    };
+    let port = match port {
+        None => 80,
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0)?,
+    };
+    (!host.is_empty()).then(|| (host.to_owned(), port))
+}
+
+impl std::fmt::Display for BaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http://{}{}", self.host_header, self.prefix)
+    }
+}
+
+impl BaseUrl {
+    /// `HOST[:PORT]` as given (the `Host` header).
+    pub fn authority(&self) -> &str {
+        &self.host_header
+    }
+
+    /// The request target for `path` (which starts with `/`) under this URL's prefix.
+    pub fn join(&self, path: &str) -> String {
+        format!("{}{path}", self.prefix)
+    }
+}
+
+/// One request.
+pub(crate) struct HttpRequest<'a> {
+    pub method: Method,
+    /// Request target (already joined with the base URL's prefix).
+    pub target: String,
+    pub content_type: Option<&'static str>,
+    /// An `Authorization` value (sent marked sensitive).
+    pub authorization: Option<&'a str>,
+    pub body: Bytes,
+}
+
+/// One answer.
+#[derive(Debug)]
+pub(crate) struct HttpResponse {
+    pub status: u16,
+    /// The media type, lower-case, without parameters.
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// Whether the media type is `media`.
+    pub fn is(&self, media: &str) -> bool {
+        self.content_type.as_deref() == Some(media)
+    }
+}
+
+/// The media type of a `Content-Type` value: lower-case, parameters dropped.
+pub(crate) fn media_type(value: &[u8]) -> Option<String> {
+    let s = std::str::from_utf8(value).ok()?;
+    let m = s.split(';').next().unwrap_or_default().trim();
+    (!m.is_empty()).then(|| m.to_ascii_lowercase())
+}
+
+/// Sends `req` to `base` on a new connection and reads the answer (at most `max_body` bytes).
+pub(crate) async fn exchange(
+    base: &BaseUrl,
+    req: HttpRequest<'_>,
+    max_body: usize,
+) -> Result<HttpResponse, ClientError> {
+    let authority = || base.host_header.clone();
+    let http_err = |e: &dyn std::fmt::Display| ClientError::Http {
+        authority: authority(),
+        reason: e.to_string(),
+    };
+    let stream = tokio::net::TcpStream::connect((base.host.as_str(), base.port))
+        .await
+        .map_err(|source| ClientError::Connect {
+            authority: authority(),
+            source,
+        })?;
+    // Small requests: do not wait for Nagle.
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| http_err(&e))?;
+    let mut builder = hyper::Request::builder()
+        .method(req.method)
+        .uri(&req.target)
+        .header(HOST, &base.host_header);
+    if let Some(ct) = req.content_type {
+        builder = builder.header(CONTENT_TYPE, ct);
+    }
+    if let Some(auth) = req.authorization {
+        let mut v = HeaderValue::from_str(auth)
+            .map_err(|_| http_err(&"the Authorization value is not a valid header"))?;
+        v.set_sensitive(true);
+        builder = builder.header(AUTHORIZATION, v);
+    }
+    let request = builder
+        .body(Full::new(req.body))
+        .map_err(|e| http_err(&e))?;
+    let exchange = async move {
+        let res = sender
+            .send_request(request)
+            .await
+            .map_err(|e| http_err(&e))?;
+        // The connection ends once the only sender is gone.
+        drop(sender);
+        let status = res.status().as_u16();
+        let content_type = res
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| media_type(v.as_bytes()));
+        let body = match Limited::new(res.into_body(), max_body).collect().await {
+            Ok(b) => b.to_bytes().to_vec(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(ClientError::TooLarge {
+                    authority: authority(),
+                    max: max_body,
+                });
+            }
+            Err(e) => return Err(http_err(&e)),
+        };
+        Ok(HttpResponse {
+            status,
+            content_type,
+            body,
+        })
+    };
+    // Drive the connection in this future, not a spawned task: a request dropped at its
+    // deadline closes its connection with it.
+    let (result, _conn) = tokio::join!(exchange, conn);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+    use tokio::sync::mpsc;
+
+    #[test]
+    fn base_urls_parse_strictly() {
+        let b: BaseUrl = "http://relay.example:8080/r/".parse().expect("valid");
+        assert_eq!(b.authority(), "relay.example:8080");
+        assert_eq!(b.join("/ohttp-keys"), "/r/ohttp-keys");
+        assert_eq!(b.to_string(), "http://relay.example:8080/r");
+        let b: BaseUrl = "http://[::1]:9".parse().expect("v6");
+        assert_eq!((b.host.as_str(), b.port), ("::1", 9));
+        assert_eq!(b.join("/"), "/");
+        let b: BaseUrl = "HTTP://h".parse().expect("no port");
+        assert_eq!(b.port, 80);
+        for bad in [
+            "https://relay.example",
+            "ftp://x",
+            "relay.example:80",
+            "http://",
+            "http://user@h:1",
+            "http://h:0",
+            "http://h:99999",
+            "http://h:1/a?b",
+            "http://[::1",
+        ] {
+            assert!(bad.parse::<BaseUrl>().is_err(), "{bad}");
+        }
+        let e = "https://x".parse::<BaseUrl>().expect_err("https");
+        assert!(e.to_string().contains("only http://"), "{e}");
+    }
+
+    #[test]
+    fn media_types_drop_parameters() {
+        assert_eq!(
+            media_type(b"Application/JSON; charset=utf-8").as_deref(),
+            Some("application/json")
+        );
+        assert_eq!(media_type(b"  "), None);
+    }
+
+    /// A server that reports each request's header names and answers `len` bytes, `len` taken
+    /// from the path.
+    async fn server() -> (BaseUrl, mpsc::UnboundedReceiver<Vec<String>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                        let names: Vec<String> = req
+                            .headers()
+                            .keys()
+                            .map(|k| k.as_str().to_owned())
+                            .collect();
+                        let _ = tx.send(names);
+                        let len: usize = req.uri().path()[1..].parse().unwrap_or(0);
+                        async move {
+                            Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from(
+                                vec![b'x'; len],
+                            ))))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        (format!("http://{addr}").parse().expect("url"), rx)
+    }
+
+    fn post(target: &str, authorization: Option<&'static str>) -> HttpRequest<'static> {
+        HttpRequest {
+            method: Method::POST,
+            target: target.to_owned(),
+            content_type: Some("message/ohttp-req"),
+            authorization,
+            body: Bytes::from_static(b"ciphertext"),
+        }
+    }
+
+    #[tokio::test]
+    async fn sends_no_identifying_headers() {
+        let (base, mut seen) = server().await;
+        let r = exchange(&base, post("/5", Some("Bearer acct")), 1024)
+            .await
+            .expect("exchange");
+        assert_eq!((r.status, r.body.len()), (200, 5));
+        let names = seen.recv().await.expect("a request");
+        let allowed = ["host", "content-type", "content-length", "authorization"];
+        for n in &names {
+            assert!(allowed.contains(&n.as_str()), "unexpected header {n}");
+        }
+        assert!(names.iter().any(|n| n == "host"), "{names:?}");
+        assert!(names.iter().any(|n| n == "authorization"), "{names:?}");
+        let get = HttpRequest {
+            method: Method::GET,
+            target: "/0".into(),
+            content_type: None,
+            authorization: None,
+            body: Bytes::new(),
+        };
+        exchange(&base, get, 1024).await.expect("get");
+        let names = seen.recv().await.expect("a request");
+        assert!(
+            names.iter().all(|n| n == "host" || n == "content-length"),
+            "{names:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn enforces_the_body_cap() {
+        let (base, _seen) = server().await;
+        exchange(&base, post("/1024", None), 1024)
+            .await
+            .expect("exactly the cap is read");
+        let e = exchange(&base, post("/1025", None), 1024)
+            .await
+            .expect_err("over the cap");
+        assert!(matches!(e, ClientError::TooLarge { max: 1024, .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_a_connect_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let base: BaseUrl = format!("http://{addr}").parse().expect("url");
+        let e = exchange(&base, post("/", None), 10)
+            .await
+            .expect_err("nothing listens");
+        assert!(matches!(e, ClientError::Connect { .. }), "{e}");
+    }
+}

@@ -1,0 +1,208 @@
+//! Test fixtures shared by the unit tests: Privacy Pass stores for an in-process issuer and
+//! origin, OHTTP key pairs, and evidence from the emulated AMD secure processor.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Mutex, OnceLock};
+
+use blind_rsa_signatures::{Deterministic, PSS, Sha384};
+use cloister_measurement::emulated::EmulatedSnpSigner;
+use cloister_measurement::{InsecureEmulatedRoot, Policy};
+use cloister_protocol::{Endorsements, EvidenceBundle, Platform};
+use ohttp::hpke::{Aead, Kdf, Kem};
+use ohttp::{KeyConfig, Server, SymmetricSuite};
+use privacypass::public_tokens::PublicKey;
+use privacypass::public_tokens::server::{IssuerKeyStore, OriginKeyStore};
+use privacypass::{Nonce, NonceStore, TruncatedTokenKeyId};
+
+use crate::trust::Trust;
+
+/// The launch measurement the emulated evidence attests.
+pub(crate) const MEASUREMENT: [u8; 48] = [0x6d; 48];
+
+pub(crate) type KeyPair = blind_rsa_signatures::KeyPair<Sha384, PSS, Deterministic>;
+type Fut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+fn ready<'a, T: Send + 'a>(v: T) -> Fut<'a, T> {
+    Box::pin(std::future::ready(v))
+}
+
+// The stores are `async_trait` traits; these are the signatures that macro writes.
+#[derive(Default)]
+pub(crate) struct IssuerKeys(pub(crate) Mutex<HashMap<TruncatedTokenKeyId, KeyPair>>);
+
+impl IssuerKeyStore for IssuerKeys {
+    fn insert<'s, 'a>(&'s self, id: TruncatedTokenKeyId, pair: KeyPair) -> Fut<'a, bool>
+    where
+        's: 'a,
+        Self: 'a,
+    {
+        ready(self.0.lock().expect("lock").insert(id, pair).is_none())
+    }
+
+    fn get<'s, 'i, 'a>(&'s self, id: &'i TruncatedTokenKeyId) -> Fut<'a, Option<KeyPair>>
+    where
+        's: 'a,
+        'i: 'a,
+        Self: 'a,
+    {
+        ready(self.0.lock().expect("lock").get(id).cloned())
+    }
+
+    fn remove<'s, 'i, 'a>(&'s self, id: &'i TruncatedTokenKeyId) -> Fut<'a, bool>
+    where
+        's: 'a,
+        'i: 'a,
+        Self: 'a,
+    {
+        ready(self.0.lock().expect("lock").remove(id).is_some())
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct OriginKeys(Mutex<HashMap<TruncatedTokenKeyId, Vec<PublicKey>>>);
+
+impl OriginKeyStore for OriginKeys {
+    fn insert<'s, 'a>(&'s self, id: TruncatedTokenKeyId, key: PublicKey) -> Fut<'a, ()>
+    where
+        's: 'a,
+        Self: 'a,
+    {
+        self.0
+            .lock()
+            .expect("lock")
+            .entry(id)
+            .or_default()
+            .push(key);
+        ready(())
+    }
+
+    fn get<'s, 'i, 'a>(&'s self, id: &'i TruncatedTokenKeyId) -> Fut<'a, Vec<PublicKey>>
+    where
+        's: 'a,
+        'i: 'a,
+        Self: 'a,
+    {
+        ready(
+            self.0
+                .lock()
+                .expect("lock")
+                .get(id)
+                .cloned()
+                .unwrap_or_default(),
+        )
+    }
+
+    fn remove<'s, 'i, 'a>(&'s self, id: &'i TruncatedTokenKeyId) -> Fut<'a, bool>
+    where
+        's: 'a,
+        'i: 'a,
+        Self: 'a,
+    {
+        ready(self.0.lock().expect("lock").remove(id).is_some())
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Spent(Mutex<HashSet<Nonce>>);
+
+impl NonceStore for Spent {
+    fn reserve<'s, 'n, 'a>(&'s self, nonce: &'n Nonce) -> Fut<'a, bool>
+    where
+        's: 'a,
+        'n: 'a,
+        Self: 'a,
+    {
+        ready(self.0.lock().expect("lock").insert(*nonce))
+    }
+
+    fn commit<'s, 'n, 'a>(&'s self, _nonce: &'n Nonce) -> Fut<'a, ()>
+    where
+        's: 'a,
+        'n: 'a,
+        Self: 'a,
+    {
+        ready(())
+    }
+
+    fn release<'s, 'n, 'a>(&'s self, nonce: &'n Nonce) -> Fut<'a, ()>
+    where
+        's: 'a,
+        'n: 'a,
+        Self: 'a,
+    {
+        self.0.lock().expect("lock").remove(nonce);
+        ready(())
+    }
+}
+
+/// One emulated processor for the test binary (RSA-4096 key generation takes seconds).
+pub(crate) fn signer() -> &'static EmulatedSnpSigner {
+    static SIGNER: OnceLock<EmulatedSnpSigner> = OnceLock::new();
+    SIGNER.get_or_init(|| EmulatedSnpSigner::from_seed(&[4u8; 32]).expect("emulated processor"))
+}
+
+/// The emulated processor's root.
+pub(crate) fn emulated_root() -> InsecureEmulatedRoot {
+    signer().insecure_root().expect("root")
+}
+
+/// A trust in the emulated processor, accepting [`MEASUREMENT`], no log, state in memory.
+pub(crate) fn emulated_trust() -> Trust {
+    let policy = Policy::default().with_snp_measurement(MEASUREMENT);
+    Trust::insecure_emulated(emulated_root(), policy, None, None).expect("trust")
+}
+
+pub(crate) fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// Evidence for `key_config` with `measurement`; `bind` false leaves report_data zero.
+pub(crate) fn bundle(key_config: &[u8], measurement: [u8; 48], bind: bool) -> EvidenceBundle {
+    let expires_at = now() + 3600;
+    let rd = cloister_protocol::report_data(key_config, expires_at, b"").expect("binding");
+    let rd = if bind { rd } else { [0u8; 64] };
+    EvidenceBundle {
+        platform: Platform::EmulatedSevSnp,
+        evidence: signer().attest(measurement, rd).expect("report"),
+        endorsements: Endorsements::Snp(signer().certificates()),
+        key_config: key_config.to_vec(),
+        expires_at,
+        image_manifest_digest: [0; 32],
+        log_proof: None,
+    }
+}
+
+/// The bundle as the directory carries it.
+pub(crate) fn bundle_json(b: &EvidenceBundle) -> serde_json::Value {
+    serde_json::from_slice(&b.to_json()).expect("json")
+}
+
+/// An OHTTP key pair (X25519, HKDF-SHA256, AES-128-GCM or ChaCha20-Poly1305).
+pub(crate) fn ohttp_server(key_id: u8) -> Server {
+    let config = KeyConfig::new(
+        key_id,
+        Kem::X25519Sha256,
+        vec![
+            SymmetricSuite::new(Kdf::HkdfSha256, Aead::Aes128Gcm),
+            SymmetricSuite::new(Kdf::HkdfSha256, Aead::ChaCha20Poly1305),
+        ],
+    )
+    .expect("key config");
+    Server::new(config).expect("server")
+}
+
+/// A known-length Binary HTTP response.
+pub(crate) fn bhttp_response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut m = bhttp::Message::response(bhttp::StatusCode::try_from(status).expect("status"));
+    m.put_header("content-type", content_type);
+    m.write_content(body);
+    let mut out = Vec::new();
+    m.write_bhttp(bhttp::Mode::KnownLength, &mut out)
+        .expect("bhttp");
+    out
+}

@@ -1,0 +1,409 @@
+//! What the device believes: the verifier (trust anchor, policy, optional transparency log)
+//! and the newest log checkpoint it has seen, kept across runs so that the operator cannot
+//! roll the log back or show this device a fork.
+//!
+//! The seen checkpoint is a JSON file, `seen-checkpoints.json` in the state directory, one
+//! entry per trusted log key: `{"version":1,"logs":{"<log key>":{"size":N,"root":"<hex>"}}}`.
+//! It is written through a temporary file and a rename, and never moved backwards (two
+//! processes racing leave the larger tree). Without a state directory it lives in memory for
+//! the life of the [`Trust`].
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use cloister_measurement::{InsecureEmulatedRoot, Policy, SystemClock, TrustAnchor, Verifier};
+use cloister_transparency::{SeenCheckpoint, TrustedLog, VerifiedCheckpoint};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ClientError;
+
+/// The state file's name inside the state directory.
+pub const STATE_FILE: &str = "seen-checkpoints.json";
+const STATE_VERSION: u32 = 1;
+/// Most hashes a consistency proof may hold (RFC 9162: about 2·log2 of the tree size).
+const MAX_PROOF_HASHES: usize = 128;
+
+/// The transparency log a device trusts: the log's signed-note verifier key and the witnesses'
+/// tlog-cosignature verifier keys of which `quorum` must cosign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogKeys {
+    /// The log's verifier key.
+    pub log_key: String,
+    /// The witnesses' verifier keys.
+    pub witness_keys: Vec<String>,
+    /// Cosignatures required.
+    pub quorum: usize,
+}
+
+/// The verifier and the seen-checkpoint store.
+#[derive(Debug)]
+pub struct Trust {
+    verifier: Verifier<SystemClock>,
+    log_key: Option<String>,
+    state_dir: Option<PathBuf>,
+    memory: Mutex<Option<SeenCheckpoint>>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    version: u32,
+    logs: BTreeMap<String, SeenCheckpoint>,
+}
+
+impl Trust {
+    /// Trust real AMD and Intel hardware (the pinned roots).
+    pub fn hardware(
+        policy: Policy,
+        log: Option<LogKeys>,
+        state_dir: Option<PathBuf>,
+    ) -> Result<Self, ClientError> {
+        let anchor = TrustAnchor::hardware().map_err(ClientError::Anchor)?;
+        Self::with_anchor(anchor, policy, log, state_dir)
+    }
+
+    /// Trust the software-emulated AMD secure processor with this root. INSECURE: whoever
+    /// holds the emulated processor's seed can sign any report; for CI and local research.
+    pub fn insecure_emulated(
+        root: InsecureEmulatedRoot,
+        policy: Policy,
+        log: Option<LogKeys>,
+        state_dir: Option<PathBuf>,
+    ) -> Result<Self, ClientError> {
+        Self::with_anchor(TrustAnchor::InsecureEmulated(root), policy, log, state_dir)
+    }
+
+    fn with_anchor(
+        anchor: TrustAnchor,
+        policy: Policy,
+        log: Option<LogKeys>,
+        state_dir: Option<PathBuf>,
+    ) -> Result<Self, ClientError> {
+        let mut verifier = Verifier::new(anchor, policy, SystemClock);
+        let mut log_key = None;
+        if let Some(keys) = log {
+            let trusted = TrustedLog::new(keys.log_key.trim(), &keys.witness_keys, keys.quorum)
+                .map_err(ClientError::LogKeys)?;
+            verifier = verifier.with_log(trusted);
+            log_key = Some(keys.log_key.trim().to_owned());
+        }
+        Ok(Trust {
+            verifier,
+            log_key,
+            state_dir,
+            memory: Mutex::new(None),
+        })
+    }
+
+    /// The verifier.
+    pub fn verifier(&self) -> &Verifier<SystemClock> {
+        &self.verifier
+    }
+
+    /// Whether the anchor is the insecure emulated one.
+    pub fn is_insecure(&self) -> bool {
+        self.verifier.anchor().is_insecure()
+    }
+
+    /// The state file, when there is a state directory.
+    pub fn state_file(&self) -> Option<PathBuf> {
+        self.state_dir.as_ref().map(|d| d.join(STATE_FILE))
+    }
+
+    fn key(&self) -> &str {
+        self.log_key.as_deref().unwrap_or_default()
+    }
+
+    /// The newest checkpoint seen of the trusted log.
+    pub fn seen(&self) -> Result<Option<SeenCheckpoint>, ClientError> {
+        match self.state_file() {
+            None => Ok(*self.memory.lock().unwrap_or_else(|p| p.into_inner())),
+            Some(path) => Ok(read_state(&path)?.logs.get(self.key()).copied()),
+        }
+    }
+
+    /// Records `seen` unless a larger tree is already recorded.
+    pub fn record(&self, seen: SeenCheckpoint) -> Result<(), ClientError> {
+        let keep_larger = |old: Option<SeenCheckpoint>| match old {
+            Some(old) if old.size > seen.size => old,
+            _ => seen,
+        };
+        let Some(path) = self.state_file() else {
+            let mut m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+            *m = Some(keep_larger(*m));
+            return Ok(());
+        };
+        let mut state = read_state(&path)?;
+        let next = keep_larger(state.logs.get(self.key()).copied());
+        state.logs.insert(self.key().to_owned(), next);
+        write_state(&path, &state)
+    }
+}
+
+fn state_error(path: &Path, reason: impl std::fmt::Display) -> ClientError {
+    ClientError::State {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+fn read_state(path: &Path) -> Result<StateFile, ClientError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(StateFile {
+                version: STATE_VERSION,
+                logs: BTreeMap::new(),
+            });
+        }
+        Err(e) => return Err(state_error(path, e)),
+    };
+    let state: StateFile = serde_json::from_slice(&bytes).map_err(|e| state_error(path, e))?;
+    if state.version != STATE_VERSION {
+        return Err(state_error(
+            path,
+            format!("version {}, expected {STATE_VERSION}", state.version),
+        ));
+    }
+    Ok(state)
+}
+
+fn write_state(path: &Path, state: &StateFile) -> Result<(), ClientError> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| state_error(dir, e))?;
+    let bytes = serde_json::to_vec_pretty(state).map_err(|e| state_error(path, e))?;
+    let tmp = dir.join(format!("{STATE_FILE}.{}.tmp", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(&bytes)?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(state_error(path, e));
+    }
+    // The rename is durable once the directory is synced.
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| state_error(dir, e))
+}
+
+/// The sizes `(old, new)` of the consistency proof needed to move from `seen` to `new`, if
+/// one is needed (not for a first checkpoint, an empty seen tree, or a tree no larger).
+pub fn proof_needed(seen: Option<&SeenCheckpoint>, new: &VerifiedCheckpoint) -> Option<(u64, u64)> {
+    match seen {
+        Some(s) if s.size > 0 && new.size > s.size => Some((s.size, new.size)),
+        _ => None,
+    }
+}
+
+/// Moves from `seen` (none on first use) to `new` with `proof` (the text the log serves: one
+/// base64 hash per line; empty when [`proof_needed`] said none). A smaller tree is a rollback,
+/// another root of the same size or a proof that does not join them a fork.
+pub fn advance(
+    seen: Option<SeenCheckpoint>,
+    new: &VerifiedCheckpoint,
+    proof: &str,
+) -> Result<SeenCheckpoint, ClientError> {
+    let Some(mut seen) = seen else {
+        return Ok(SeenCheckpoint {
+            size: new.size,
+            root: new.root,
+        });
+    };
+    seen.advance(new, &parse_proof(proof)?)
+        .map_err(ClientError::Log)?;
+    Ok(seen)
+}
+
+/// Checks that `older` (another node's checkpoint) is a prefix of `newer`, with the proof
+/// between their sizes: two nodes under forked trees are a split view.
+pub fn check_prefix(
+    older: &VerifiedCheckpoint,
+    newer: &VerifiedCheckpoint,
+    proof: &str,
+) -> Result<(), ClientError> {
+    let seen = SeenCheckpoint {
+        size: older.size,
+        root: older.root,
+    };
+    advance(Some(seen), newer, proof).map(|_| ())
+}
+
+/// Parses one base64 hash per line. The hash type is the log library's own (it decodes
+/// standard base64 of exactly 32 bytes), reached through `SeenCheckpoint::advance`'s
+/// signature.
+fn parse_proof<H: serde::de::DeserializeOwned>(text: &str) -> Result<Vec<H>, ClientError> {
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::Value::String(l.to_owned()))
+        .collect();
+    if lines.len() > MAX_PROOF_HASHES {
+        return Err(ClientError::ConsistencyProof(format!(
+            "{} hashes; at most {MAX_PROOF_HASHES}",
+            lines.len()
+        )));
+    }
+    serde_json::from_value(serde_json::Value::Array(lines))
+        .map_err(|e| ClientError::ConsistencyProof(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloister_transparency::{Log, VerifyError};
+    use zeroize::Zeroizing;
+
+    // The example key pair of the signed-note format (golang.org/x/mod/sumdb/note).
+    const SKEY: &str =
+        "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz";
+    const VKEY: &str = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
+
+    /// A real log: checkpoints of sizes 1 and 3 and the consistency proof between them.
+    fn log() -> (
+        tempfile::TempDir,
+        VerifiedCheckpoint,
+        VerifiedCheckpoint,
+        String,
+    ) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = Log::create(dir.path(), &Zeroizing::new(SKEY.to_owned()), VKEY).expect("log");
+        let cp = |log: &Log| {
+            let (_, size, root) = log.checkpoint().expect("checkpoint");
+            VerifiedCheckpoint {
+                size,
+                root: root.0,
+                witnesses: vec![],
+            }
+        };
+        log.append(&[b"release 1".to_vec()], |_| {})
+            .expect("append");
+        let one = cp(&log);
+        log.append(&[b"release 2".to_vec(), b"release 3".to_vec()], |_| {})
+            .expect("append");
+        let three = cp(&log);
+        let proof: String = log
+            .prove_consistency(1, 3)
+            .expect("proof")
+            .iter()
+            .map(|h| format!("{h}\n"))
+            .collect();
+        (dir, one, three, proof)
+    }
+
+    fn trust(state: &Path) -> Trust {
+        let keys = LogKeys {
+            log_key: VKEY.into(),
+            witness_keys: vec![],
+            quorum: 0,
+        };
+        Trust::hardware(Policy::default(), Some(keys), Some(state.to_path_buf())).expect("trust")
+    }
+
+    #[test]
+    fn the_seen_checkpoint_advances_and_persists() {
+        let (_log, one, three, proof) = log();
+        let state = tempfile::tempdir().expect("tempdir");
+        let dir = state.path().join("nested");
+        let t = trust(&dir);
+        assert_eq!(t.seen().expect("no file yet"), None);
+
+        assert_eq!(proof_needed(None, &one), None);
+        let first = advance(None, &one, "").expect("first use");
+        t.record(first).expect("record");
+        assert!(dir.join(STATE_FILE).is_file());
+
+        // A new process reads what the last one wrote.
+        let t = trust(&dir);
+        let seen = t.seen().expect("read");
+        assert_eq!(seen.map(|s| (s.size, s.root)), Some((1, one.root)));
+        assert_eq!(proof_needed(seen.as_ref(), &three), Some((1, 3)));
+        let next = advance(seen, &three, &proof).expect("consistent");
+        t.record(next).expect("record");
+        assert_eq!(trust(&dir).seen().expect("read").map(|s| s.size), Some(3));
+
+        // Never recorded backwards.
+        t.record(first).expect("record");
+        assert_eq!(trust(&dir).seen().expect("read").map(|s| s.size), Some(3));
+        check_prefix(&one, &three, &proof).expect("one is a prefix of three");
+    }
+
+    #[test]
+    fn rollback_and_forks_are_refused() {
+        let (_log, one, three, proof) = log();
+        let seen = Some(advance(None, &three, "").expect("first"));
+        assert!(matches!(
+            advance(seen, &one, ""),
+            Err(ClientError::Log(VerifyError::Rollback {
+                seen: 3,
+                offered: 1
+            }))
+        ));
+        let mut other = three.clone();
+        other.root[0] ^= 1;
+        assert!(matches!(
+            advance(seen, &other, ""),
+            Err(ClientError::Log(VerifyError::Fork { size: 3 }))
+        ));
+        // Growth whose proof does not join the trees.
+        let seen_one = Some(advance(None, &one, "").expect("first"));
+        assert!(matches!(
+            advance(seen_one, &other, &proof),
+            Err(ClientError::Log(VerifyError::Fork { size: 3 }))
+        ));
+        assert!(matches!(
+            advance(seen_one, &three, ""),
+            Err(ClientError::Log(VerifyError::Fork { .. }))
+        ));
+        assert!(matches!(
+            check_prefix(&one, &other, &proof),
+            Err(ClientError::Log(VerifyError::Fork { .. }))
+        ));
+        assert!(matches!(
+            advance(seen_one, &three, "not base64!\n"),
+            Err(ClientError::ConsistencyProof(_))
+        ));
+        assert!(matches!(
+            advance(seen_one, &three, "AAAA\n"),
+            Err(ClientError::ConsistencyProof(_))
+        ));
+    }
+
+    #[test]
+    fn a_corrupt_state_file_is_an_error_not_a_reset() {
+        let state = tempfile::tempdir().expect("tempdir");
+        std::fs::write(state.path().join(STATE_FILE), b"{\"version\":1,").expect("write");
+        assert!(matches!(
+            trust(state.path()).seen(),
+            Err(ClientError::State { .. })
+        ));
+    }
+
+    #[test]
+    fn without_a_state_directory_the_checkpoint_lives_in_memory() {
+        let (_log, one, three, _) = log();
+        let t = Trust::hardware(Policy::default(), None, None).expect("trust");
+        assert!(!t.is_insecure());
+        assert_eq!(t.seen().expect("memory"), None);
+        t.record(advance(None, &three, "").expect("first"))
+            .expect("record");
+        t.record(advance(None, &one, "").expect("first"))
+            .expect("record");
+        assert_eq!(t.seen().expect("memory").map(|s| s.size), Some(3));
+    }
+}

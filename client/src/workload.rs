@@ -1,0 +1,151 @@
+//! The guest workloads' other bodies: the `POST /v1/rewrite` request (a draft and a tone from a
+//! closed set), and the text inside the summariser's and the rewriter's JSON answers.
+
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::chat::InputError;
+use crate::secret::SecretBytes;
+
+/// Longest draft `/v1/rewrite` accepts, in bytes.
+pub const MAX_DRAFT_BYTES: usize = 8192;
+
+/// The tones `/v1/rewrite` offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tone {
+    /// Polite and professional.
+    Formal,
+    /// Relaxed and warm.
+    Friendly,
+    /// As short as the meaning allows.
+    Concise,
+    /// Owning a mistake, without grovelling.
+    Apologetic,
+    /// Direct and assured.
+    Confident,
+}
+
+impl Tone {
+    /// Every tone.
+    pub const ALL: [Tone; 5] = [
+        Tone::Formal,
+        Tone::Friendly,
+        Tone::Concise,
+        Tone::Apologetic,
+        Tone::Confident,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tone::Formal => "formal",
+            Tone::Friendly => "friendly",
+            Tone::Concise => "concise",
+            Tone::Apologetic => "apologetic",
+            Tone::Confident => "confident",
+        }
+    }
+}
+
+impl std::str::FromStr for Tone {
+    type Err = InputError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Tone::ALL
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| InputError::Tone(s.chars().take(20).collect()))
+    }
+}
+
+#[derive(Serialize)]
+struct RewriteRequest<'a> {
+    text: &'a str,
+    tone: Tone,
+}
+
+/// The body of `POST /v1/rewrite` for `draft` (UTF-8; surrounding whitespace dropped).
+pub fn rewrite_body(draft: &[u8], tone: Tone) -> Result<SecretBytes, InputError> {
+    let text = std::str::from_utf8(draft)
+        .map_err(|_| InputError::NotUtf8)?
+        .trim();
+    if text.is_empty() {
+        return Err(InputError::Empty);
+    }
+    if text.len() > MAX_DRAFT_BYTES {
+        return Err(InputError::DraftTooLong {
+            len: text.len(),
+            max: MAX_DRAFT_BYTES,
+        });
+    }
+    let mut out = Zeroizing::new(Vec::with_capacity(text.len() + 64));
+    // A struct of a string and an enum always serializes.
+    let _ = serde_json::to_writer(&mut *out, &RewriteRequest { text, tone });
+    Ok(SecretBytes::from(out))
+}
+
+#[derive(Deserialize, Zeroize, ZeroizeOnDrop)]
+struct SummaryAnswer {
+    summary: String,
+}
+
+#[derive(Deserialize, Zeroize, ZeroizeOnDrop)]
+struct RewriteAnswer {
+    text: String,
+}
+
+/// The `summary` of a `/v1/summarize` answer.
+pub fn summary_text(answer: &[u8]) -> Result<Zeroizing<String>, InputError> {
+    let a: SummaryAnswer = serde_json::from_slice(answer)
+        .map_err(|_| InputError::Answer("expected an object with a \"summary\" string"))?;
+    Ok(Zeroizing::new(a.summary.clone()))
+}
+
+/// The `text` of a `/v1/rewrite` answer.
+pub fn rewrite_text(answer: &[u8]) -> Result<Zeroizing<String>, InputError> {
+    let a: RewriteAnswer = serde_json::from_slice(answer)
+        .map_err(|_| InputError::Answer("expected an object with a \"text\" string"))?;
+    Ok(Zeroizing::new(a.text.clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrite_bodies_are_the_summarisers_shape() {
+        let b = rewrite_body(b"  see you at 7\n", "Formal".parse().expect("tone")).expect("body");
+        assert_eq!(b.expose(), br#"{"text":"see you at 7","tone":"formal"}"#);
+        assert_eq!(
+            "pirate".parse::<Tone>(),
+            Err(InputError::Tone("pirate".into()))
+        );
+        assert_eq!(
+            rewrite_body(b" \n", Tone::Concise).err(),
+            Some(InputError::Empty)
+        );
+        let long = vec![b'x'; MAX_DRAFT_BYTES + 1];
+        assert!(matches!(
+            rewrite_body(&long, Tone::Concise),
+            Err(InputError::DraftTooLong { .. })
+        ));
+        assert_eq!(
+            rewrite_body(&[0xff], Tone::Concise).err(),
+            Some(InputError::NotUtf8)
+        );
+    }
+
+    #[test]
+    fn answers_yield_their_text() {
+        let s = summary_text(br#"{"summary":"Dinner at 7.","model":"m","truncated":false}"#)
+            .expect("summary");
+        assert_eq!(s.as_str(), "Dinner at 7.");
+        assert_eq!(
+            rewrite_text(br#"{"text":"Hi."}"#).expect("text").as_str(),
+            "Hi."
+        );
+        assert!(matches!(summary_text(b"{}"), Err(InputError::Answer(_))));
+        assert!(matches!(rewrite_text(b"nope"), Err(InputError::Answer(_))));
+    }
+}

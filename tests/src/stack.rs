@@ -1,0 +1,240 @@
+//! The whole way in on loopback, as separate processes built from this workspace: the runtime
+//! in development mode (emulated attestation from an emulated AMD secure processor in this
+//! process), `cloister-issuer`, `cloister-gateway`, `cloister-relay`, a transparency log with a
+//! witness, and the `cloister` CLI. Each server's stderr goes to a file the tests read back
+//! (what the operator's logs would hold).
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use cloister_measurement::emulated::EmulatedSnpSigner;
+use cloister_measurement::emulated_sp::EmulatedSp;
+use cloister_transparency::{Measurement, ReleaseRecord, SCHEMA};
+
+/// The emulated processor's launch measurement for the development-mode runtimes.
+pub const MEASUREMENT: [u8; 48] = [0x6d; 48];
+
+/// A workspace binary next to the test executable (`cargo nextest run --workspace` and
+/// `cargo test --workspace` build them all).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built: run the tests with --workspace (the README's test command)",
+        path.display()
+    );
+    path
+}
+
+/// A server process: killed on drop.
+#[derive(Debug)]
+pub struct Service {
+    child: Child,
+    /// What its READY line named (`http://127.0.0.1:PORT`), or the socket path.
+    pub url: String,
+    /// Its stderr (logs).
+    pub log: PathBuf,
+}
+
+impl Service {
+    /// Spawns `cmd` (stdout piped), waits for its `READY ...` line.
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> Service {
+        let err = std::fs::File::create(&log).expect("log file");
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .expect("spawn server");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send(line);
+            // Keep draining so the server never blocks on a full pipe.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(300))
+            .unwrap_or_default();
+        let Some(rest) = line.strip_prefix("READY ") else {
+            let _ = child.kill();
+            let logged = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("server did not start: {line:?}\n{logged}");
+        };
+        let url = rest.split_whitespace().next().unwrap_or_default().to_owned();
+        Service { child, url, log }
+    }
+
+    /// `HOST:PORT` of an `http://` URL.
+    pub fn authority(&self) -> &str {
+        self.url.trim_start_matches("http://")
+    }
+
+    /// Kills the process now.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Its logs so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One emulated AMD secure processor on a Unix socket (a thread of this process).
+#[derive(Debug)]
+pub struct Sp {
+    /// Its socket.
+    pub socket: PathBuf,
+    /// The emulated ARK, DER (the device's `--insecure-emulated` root).
+    pub ark_der: PathBuf,
+}
+
+/// Starts the emulated processor in `dir`.
+pub fn emulated_sp(dir: &Path) -> Sp {
+    let socket = dir.join("sp.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind sp");
+    let signer = EmulatedSnpSigner::from_seed(&[5u8; 32]).expect("emulated processor");
+    let ark_der = dir.join("emulated-ark.der");
+    std::fs::write(&ark_der, signer.ark_der()).expect("write ark");
+    let sp = EmulatedSp::new(signer, MEASUREMENT);
+    std::thread::spawn(move || {
+        static STOP: AtomicBool = AtomicBool::new(false);
+        if let Err(e) = sp.serve(listener, &STOP) {
+            eprintln!("emulated processor stopped: {e}");
+        }
+    });
+    Sp { socket, ark_der }
+}
+
+/// A release record for the development-mode runtime: the emulated measurement and `manifest`.
+pub fn dev_release(manifest: &[u8; 32]) -> ReleaseRecord {
+    let h = |b: u8| hex::encode([b; 32]);
+    ReleaseRecord {
+        schema: SCHEMA.to_owned(),
+        measurements: vec![Measurement {
+            platform: "emulated-sev-snp".into(),
+            vcpus: 1,
+            vcpu_type: "EPYC-v4".into(),
+            digest: hex::encode(MEASUREMENT),
+        }],
+        manifest_sha256: hex::encode(manifest),
+        kernel_sha256: h(1),
+        initramfs_sha256: h(2),
+        firmware_sha256: h(3),
+        cmdline: "cloister.attest=emulated".into(),
+        weights_disk_sha256: None,
+        source_revision: "0".repeat(40),
+        source_date_epoch: 1,
+    }
+}
+
+/// Starts a development-mode runtime on `dir/<name>.sock` naming `manifest` in its evidence.
+pub fn runtime(
+    dir: &Path,
+    name: &str,
+    sp: &Sp,
+    manifest: &[u8; 32],
+    cmdline: &str,
+    models: Option<&Path>,
+) -> Service {
+    let socket = dir.join(format!("{name}.sock"));
+    let mut cmd = Command::new(bin("cloister-runtime"));
+    cmd.arg("--unix")
+        .arg(&socket)
+        .arg("--emulated-sp")
+        .arg(&sp.socket)
+        .arg("--cmdline")
+        .arg(cmdline)
+        .arg("--manifest-digest")
+        .arg(hex::encode(manifest))
+        .env("CANDLE_BARRIER_POOL_SPIN_LIMIT", "0");
+    if let Some(m) = models {
+        cmd.arg("--models").arg(m);
+    }
+    let mut s = Service::spawn(cmd, dir.join(format!("{name}.log")));
+    s.url = format!("unix:{}", socket.display());
+    s
+}
+
+/// The issuer: key, one account (its bearer token in `dir/account-token`), served.
+pub fn issuer(dir: &Path, quota: u32) -> (Service, String) {
+    let key = dir.join("issuer.pem");
+    let db = dir.join("issuer.redb");
+    let out = Command::new(bin("cloister-issuer"))
+        .arg("init")
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .expect("issuer init");
+    assert!(out.status.success(), "issuer init: {out:?}");
+    let spki = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let out = Command::new(bin("cloister-issuer"))
+        .args(["add-account", "--name", "device-1", "--quota"])
+        .arg(quota.to_string())
+        .arg("--db")
+        .arg(&db)
+        .output()
+        .expect("issuer add-account");
+    assert!(out.status.success(), "add-account: {out:?}");
+    cloister_transparency::write_secret(
+        &dir.join("account-token"),
+        String::from_utf8_lossy(&out.stdout).trim(),
+    )
+    .expect("token file");
+    let mut cmd = Command::new(bin("cloister-issuer"));
+    cmd.arg("serve")
+        .arg("--key")
+        .arg(&key)
+        .arg("--db")
+        .arg(&db)
+        .args(["--listen", "127.0.0.1:0"]);
+    (Service::spawn(cmd, dir.join("issuer.log")), spki)
+}
+
+/// The gateway in front of `nodes` (`(id, address)`), accepting `issuer_key`'s tokens.
+pub fn gateway(
+    dir: &Path,
+    nodes: &[(&str, &str)],
+    log_proofs: &[PathBuf],
+    issuer_key: &str,
+    extra: &[&str],
+) -> Service {
+    let mut cmd = Command::new(bin("cloister-gateway"));
+    cmd.args(["--listen", "127.0.0.1:0", "--issuer-key", issuer_key])
+        .arg("--spent-store")
+        .arg(dir.join("spent.redb"));
+    for (id, address) in nodes {
+        cmd.arg("--node").arg(format!("{id}={address}"));
+    }
+    for p in log_proofs {
+        cmd.arg("--log-proof").arg(p);
+    }
+    cmd.args(extra);
+    Service::spawn(cmd, dir.join("gateway.log"))
+}
+
+/// The relay in front of `gateway`.
+pub fn relay(dir: &Path, gateway: &Service) -> Service {
+    let mut cmd = Command::new(bin("cloister-relay"));
+    cmd.args(["--listen", "127.0.0.1:0", "--gateway"])
+        .arg(format!("{}/gateway", gateway.url));
+    Service::spawn(cmd, dir.join("relay.log"))
+}
