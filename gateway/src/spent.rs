@@ -192,6 +192,20 @@ impl SpentStore {
     }
 }
 
+/// Every nonce in the embedded store at `path` (an operator's audit, and the tests' check that
+/// the store holds nothing but nonces). The gateway must not have the file open.
+pub fn redb_nonces(path: &Path) -> Result<Vec<[u8; 32]>, StoreError> {
+    let db = Database::create(path).map_err(redb_err)?;
+    let tx = db.begin_read().map_err(redb_err)?;
+    let table = tx.open_table(SPENT).map_err(redb_err)?;
+    let mut out = Vec::new();
+    for row in table.iter().map_err(redb_err)? {
+        let (k, _) = row.map_err(redb_err)?;
+        out.push(*k.value());
+    }
+    Ok(out)
+}
+
 fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -38,3 +38,4 @@ pub fn initrd_plus_one_byte(image: &Image, dir: &Path) -> PathBuf {
     tampered
 }
 pub mod stack;
+pub mod stand_in;

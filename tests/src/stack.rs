@@ -71,13 +71,22 @@ impl Service {
             let logged = std::fs::read_to_string(&log).unwrap_or_default();
             panic!("server did not start: {line:?}\n{logged}");
         };
-        let url = rest.split_whitespace().next().unwrap_or_default().to_owned();
+        let url = rest
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         Service { child, url, log }
     }
 
     /// `HOST:PORT` of an `http://` URL.
     pub fn authority(&self) -> &str {
         self.url.trim_start_matches("http://")
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Kills the process now.
@@ -237,4 +246,168 @@ pub fn relay(dir: &Path, gateway: &Service) -> Service {
     cmd.args(["--listen", "127.0.0.1:0", "--gateway"])
         .arg(format!("{}/gateway", gateway.url));
     Service::spawn(cmd, dir.join("relay.log"))
+}
+
+/// The manifest digest the log's release names (the development runtimes report it).
+pub const LOGGED_MANIFEST: [u8; 32] = [0x4c; 32];
+/// A manifest digest no release in the log names.
+pub const UNLOGGED_MANIFEST: [u8; 32] = [0x55; 32];
+
+/// A development-mode runtime to start.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeSpec<'a> {
+    /// Its id in the directory.
+    pub id: &'a str,
+    /// Its `cloister.*` parameters.
+    pub cmdline: &'a str,
+    /// The models directory, when `cmdline` names a model.
+    pub models: Option<&'a Path>,
+    /// Whether its release is in the log.
+    pub logged: bool,
+}
+
+/// Everything on loopback, and the device's trust configuration.
+#[derive(Debug)]
+pub struct Stack {
+    /// Where everything lives.
+    pub dir: PathBuf,
+    /// The emulated processor.
+    pub sp: Sp,
+    /// The runtimes, in `NodeSpec` order.
+    pub nodes: Vec<Service>,
+    /// The issuer.
+    pub issuer: Service,
+    /// The gateway.
+    pub gateway: Service,
+    /// The relay.
+    pub relay: Service,
+    /// The log's verifier key file.
+    pub log_key: PathBuf,
+    /// The witness's verifier key.
+    pub witness_key: String,
+    /// The account's bearer token file.
+    pub account: PathBuf,
+    /// The device's state directory.
+    pub state: PathBuf,
+}
+
+impl Stack {
+    /// Starts the log (one release: the development runtime with [`LOGGED_MANIFEST`]), the
+    /// runtimes, the issuer (one account with `quota` tokens a day), the gateway (the runtimes
+    /// plus `extra` nodes) and the relay, in `dir`.
+    pub fn start(dir: &Path, specs: &[NodeSpec], extra: &[(&str, String)], quota: u32) -> Stack {
+        let sp = emulated_sp(dir);
+        let log_dir = dir.join("log");
+        let (proof, _) =
+            cloister_xtask::release::witnessed_release(&log_dir, &dev_release(&LOGGED_MANIFEST))
+                .expect("release published and cosigned");
+        let proof_file = dir.join("log-proof.json");
+        std::fs::write(&proof_file, proof.to_json()).expect("write proof");
+        let witness_key =
+            cloister_xtask::release::witness_key(&log_dir).expect("witness verifier key");
+        let nodes: Vec<Service> = specs
+            .iter()
+            .map(|s| {
+                let manifest = if s.logged {
+                    LOGGED_MANIFEST
+                } else {
+                    UNLOGGED_MANIFEST
+                };
+                runtime(dir, s.id, &sp, &manifest, s.cmdline, s.models)
+            })
+            .collect();
+        let (issuer, spki) = issuer(dir, quota);
+        let mut addresses: Vec<(&str, String)> = specs
+            .iter()
+            .zip(&nodes)
+            .map(|(s, n)| (s.id, n.url.clone()))
+            .collect();
+        addresses.extend(extra.iter().cloned());
+        let addresses: Vec<(&str, &str)> =
+            addresses.iter().map(|(i, a)| (*i, a.as_str())).collect();
+        let gateway = gateway(dir, &addresses, &[proof_file], &spki, &[]);
+        let relay = relay(dir, &gateway);
+        let state = dir.join("device-state");
+        Stack {
+            dir: dir.to_owned(),
+            sp,
+            nodes,
+            issuer,
+            gateway,
+            relay,
+            log_key: log_dir.with_extension("pub"),
+            witness_key,
+            account: dir.join("account-token"),
+            state,
+        }
+    }
+
+    /// The `cloister` CLI with this device's flags.
+    pub fn device(&self) -> Command {
+        let mut cmd = Command::new(bin("cloister"));
+        cmd.arg("--relay")
+            .arg(&self.relay.url)
+            .arg("--issuer")
+            .arg(&self.issuer.url)
+            .arg("--account-token-file")
+            .arg(&self.account)
+            .arg("--insecure-emulated")
+            .arg(&self.sp.ark_der)
+            .arg("--log-key")
+            .arg(&self.log_key)
+            .arg("--witness-key")
+            .arg(&self.witness_key)
+            .args(["--quorum", "1", "--deadline", "120"])
+            .arg("--state")
+            .arg(&self.state);
+        cmd
+    }
+
+    /// The client library with the same trust configuration.
+    pub fn client(&self) -> cloister_client::Client {
+        use cloister_client::secret::SecretString;
+        use cloister_client::trust::{LogKeys, Trust};
+        let root = cloister_measurement::InsecureEmulatedRoot::from_ark_der(
+            &std::fs::read(&self.sp.ark_der).expect("ark"),
+        )
+        .expect("emulated root");
+        let keys = LogKeys {
+            log_key: std::fs::read_to_string(&self.log_key)
+                .expect("log key")
+                .trim()
+                .to_owned(),
+            witness_keys: vec![self.witness_key.clone()],
+            quorum: 1,
+        };
+        let trust = Trust::insecure_emulated(
+            root,
+            cloister_measurement::Policy::default(),
+            Some(keys),
+            Some(self.state.clone()),
+        )
+        .expect("trust");
+        let token = std::fs::read_to_string(&self.account).expect("account token");
+        cloister_client::Client::new(cloister_client::ClientConfig {
+            relay: self.relay.url.parse().expect("relay url"),
+            issuer: Some(cloister_client::IssuerAccount {
+                url: self.issuer.url.parse().expect("issuer url"),
+                account_token: SecretString::new(token.trim().to_owned()),
+            }),
+            trust,
+            deadline: Duration::from_secs(120),
+        })
+    }
+
+    /// Every server's logs, concatenated.
+    pub fn all_logs(&self) -> String {
+        let mut s = String::new();
+        for svc in self
+            .nodes
+            .iter()
+            .chain([&self.issuer, &self.gateway, &self.relay])
+        {
+            s.push_str(&svc.logs());
+        }
+        s
+    }
 }

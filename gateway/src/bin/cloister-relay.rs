@@ -33,7 +33,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let listener = tokio::net::TcpListener::bind(&cli.listen).await?;
     println!("READY http://{}", listener.local_addr()?);
-    tracing::info!(listen = %cli.listen, gateway = %cli.gateway.authority, "relay listening");
+    tracing::info!("relay listening");
     let config = RelayConfig {
         upstream: cli.gateway,
         max_body: cli.max_body,
