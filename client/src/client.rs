@@ -63,6 +63,19 @@ pub struct InnerResponse {
     pub content_type: Option<String>,
     /// The body (plaintext).
     pub body: SecretBytes,
+    /// Where the time went.
+    pub timings: Timings,
+}
+
+/// How long each part of one request took.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// Outer key, directory, verification of every node, log consistency.
+    pub session: Duration,
+    /// The Privacy Pass token from the issuer.
+    pub token: Duration,
+    /// Sealing both layers, relay → gateway (redemption) → node → back, opening both layers.
+    pub exchange: Duration,
 }
 
 impl InnerResponse {
@@ -169,7 +182,9 @@ impl Client {
         content_type: &str,
         body: &[u8],
     ) -> Result<InnerResponse, ClientError> {
+        let started = std::time::Instant::now();
         let session = self.session(progress).await?;
+        let session_done = std::time::Instant::now();
         let verified: Vec<(&NodeId, &Verified)> = session
             .reports
             .iter()
@@ -195,6 +210,7 @@ impl Client {
         };
         progress.set(Stage::Token);
         let authorization = self.token(&session.directory.token_challenge).await?;
+        let token_done = std::time::Instant::now();
 
         progress.set(Stage::Exchange);
         let inner = envelope::node_request(&node.key_config, path, content_type, body)?;
@@ -223,11 +239,17 @@ impl Client {
             ));
         }
         let opened = inner.open(&answer.body)?;
+        let timings = Timings {
+            session: session_done - started,
+            token: token_done - session_done,
+            exchange: token_done.elapsed(),
+        };
         Ok(InnerResponse {
             node: id.clone(),
             status: opened.status,
             content_type: opened.content_type,
             body: SecretBytes::from(opened.body),
+            timings,
         })
     }
 

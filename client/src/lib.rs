@@ -31,7 +31,7 @@ pub mod workload;
 mod testkit;
 
 pub use chat::{ChatMessage, InputError, SummarizeRequest};
-pub use client::{Client, ClientConfig, InnerResponse, IssuerAccount};
+pub use client::{Client, ClientConfig, InnerResponse, IssuerAccount, Timings};
 pub use error::{ClientError, Layer, NodeFailure, Stage};
 pub use http::BaseUrl;
 pub use nodes::{CheckpointInfo, NodeReport};

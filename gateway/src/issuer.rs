@@ -264,7 +264,7 @@ async fn issue(config: &IssuerConfig, req: hyper::Request<Incoming>) -> Reply {
         Ok(b) => b.to_bytes(),
         Err(_) => return problem(413, "too-large", "a token request is 259 bytes"),
     };
-    let request = match TokenRequest::tls_deserialize_exact(&mut body.as_ref()) {
+    let request = match TokenRequest::tls_deserialize_exact(body.as_ref()) {
         Ok(r) => r,
         Err(_) => {
             return problem(

@@ -1,0 +1,126 @@
+//! The issuer on loopback: its RFC 9578 directory, tokens for an account up to its daily quota,
+//! and a named refusal for everything else. The tokens it signs finalise and verify.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use blind_rsa_signatures::DefaultRng;
+use bytes::Bytes;
+use cloister_gateway::accounts::Accounts;
+use cloister_gateway::exchange_tcp;
+use cloister_gateway::issuer::{IssuerConfig, IssuerKey, serve};
+use cloister_protocol::access::{IssuerDirectory, parse_problem};
+use hyper::Method;
+use privacypass::auth::authenticate::TokenChallenge;
+use privacypass::public_tokens::{PublicKey, TokenRequest, TokenResponse};
+use privacypass::{Deserialize as _, Serialize as _, TokenType};
+
+async fn post(addr: &str, bearer: Option<&str>, ct: &'static str, body: Vec<u8>) -> (u16, Bytes) {
+    // exchange_tcp sends no Authorization: speak HTTP/1.1 with hyper directly for the bearer.
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method("POST")
+        .uri("/token-request")
+        .header("host", addr)
+        .header("content-type", ct);
+    if let Some(b) = bearer {
+        req = req.header("authorization", format!("Bearer {b}"));
+    }
+    let res = send
+        .send_request(
+            req.body(http_body_util::Full::new(Bytes::from(body)))
+                .expect("request"),
+        )
+        .await
+        .expect("response");
+    let status = res.status().as_u16();
+    use http_body_util::BodyExt as _;
+    (
+        status,
+        res.into_body().collect().await.expect("body").to_bytes(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_up_to_the_quota_then_429_and_named_refusals() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let accounts = Accounts::open(&dir.path().join("a.redb")).expect("accounts");
+    let bearer = accounts.add("device", 2).expect("account");
+    let key = IssuerKey::generate().expect("key");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(serve(IssuerConfig { key, accounts }, listener));
+
+    let d = exchange_tcp(
+        &addr,
+        Method::GET,
+        "/.well-known/private-token-issuer-directory",
+        None,
+        Bytes::new(),
+        Duration::from_secs(5),
+        1 << 16,
+    )
+    .await
+    .expect("directory");
+    assert_eq!(d.status, 200);
+    let d = IssuerDirectory::from_json(&d.body).expect("RFC 9578 directory");
+    assert_eq!(d.issuer_request_uri, "/token-request");
+    let spki = URL_SAFE_NO_PAD
+        .decode(&d.token_keys[0].token_key)
+        .expect("base64url");
+    let pk = PublicKey::from_spki(&spki).expect("key");
+
+    let challenge = TokenChallenge::new(TokenType::Public, "issuer", None, &["gw".into()]);
+    let ct = "application/private-token-request";
+    for _ in 0..2 {
+        let (req, state) = TokenRequest::new(&mut DefaultRng, pk.clone(), &challenge).expect("req");
+        let bytes = req.tls_serialize_detached().expect("encode");
+        let (status, body) = post(&addr, Some(&bearer.0), ct, bytes).await;
+        assert_eq!(status, 200);
+        let resp = TokenResponse::tls_deserialize_exact(body.as_ref()).expect("response");
+        resp.issue_token(&state)
+            .expect("the signature finalises into a valid token");
+    }
+    let (req, _) = TokenRequest::new(&mut DefaultRng, pk.clone(), &challenge).expect("req");
+    let bytes = req.tls_serialize_detached().expect("encode");
+    let kind = |b: &Bytes| parse_problem(b).map(|p| p.0).unwrap_or_default();
+    let (status, body) = post(&addr, Some(&bearer.0), ct, bytes.clone()).await;
+    assert_eq!((status, kind(&body).as_str()), (429, "quota-exhausted"));
+    let (status, body) = post(&addr, Some("nobody"), ct, bytes.clone()).await;
+    assert_eq!((status, kind(&body).as_str()), (401, "account-unknown"));
+    let (status, body) = post(&addr, None, ct, bytes.clone()).await;
+    assert_eq!((status, kind(&body).as_str()), (401, "account-unknown"));
+    let (status, body) = post(&addr, Some(&bearer.0), "text/plain", bytes.clone()).await;
+    assert_eq!(
+        (status, kind(&body).as_str()),
+        (415, "unsupported-media-type")
+    );
+    let (status, body) = post(&addr, Some(&bearer.0), ct, vec![0, 2, 1]).await;
+    assert_eq!(
+        (status, kind(&body).as_str()),
+        (400, "token-request-malformed")
+    );
+    // A request for another key does not charge the account (it would be refused anyway).
+    let other = IssuerKey::generate().expect("key");
+    let (req, _) = TokenRequest::new(&mut DefaultRng, other.public_key(), &challenge).expect("req");
+    let (status, body) = post(
+        &addr,
+        Some(&bearer.0),
+        ct,
+        req.tls_serialize_detached().expect("encode"),
+    )
+    .await;
+    // (1 in 256 keys shares the truncated id; then the signature is refused at finalisation.)
+    assert!(
+        status == 400 && kind(&body) == "token-request-malformed" || status == 429,
+        "{status} {body:?}"
+    );
+}
