@@ -9,7 +9,6 @@
 //! no node choice.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -17,9 +16,7 @@ use bhttp::Message;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper::{Method, header::CONTENT_TYPE};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use privacypass::auth::authenticate::TokenChallenge;
 use privacypass::public_tokens::PublicKey;
 use tokio::sync::Semaphore;
@@ -198,21 +195,21 @@ impl Gateway {
 
 /// Serves the gateway on `listener` until the task is dropped.
 pub async fn serve(gw: Arc<Gateway>, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    loop {
-        let (stream, _peer) = listener.accept().await?;
+    serve_until(gw, listener, std::future::pending(), Duration::ZERO).await
+}
+
+/// Serves the gateway until `shutdown`, then lets requests in flight finish for up to `drain`.
+pub async fn serve_until(
+    gw: Arc<Gateway>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+    drain: Duration,
+) -> std::io::Result<()> {
+    let handler = move |req| {
         let gw = gw.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let gw = gw.clone();
-                async move { Ok::<_, Infallible>(handle(&gw, req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+        async move { handle(&gw, req).await }
+    };
+    crate::server::serve_http(listener, handler, shutdown, drain).await
 }
 
 type Reply = hyper::Response<http_body_util::Full<Bytes>>;

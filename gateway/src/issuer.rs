@@ -8,7 +8,6 @@
 //! account and a blinded message; it never sees the token that is later redeemed, so its
 //! records cannot be joined with redemptions. Nothing of a request is stored or logged.
 
-use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +19,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::Method;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use privacypass::public_tokens::server::{IssuerKeyStore, IssuerServer};
 use privacypass::public_tokens::{PublicKey, TokenRequest};
 use privacypass::{Deserialize as _, Serialize as _, TruncatedTokenKeyId};
@@ -183,22 +180,22 @@ pub struct IssuerConfig {
 
 /// Serves the issuer on `listener` until the task is dropped.
 pub async fn serve(config: IssuerConfig, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    serve_until(config, listener, std::future::pending(), Duration::ZERO).await
+}
+
+/// Serves the issuer until `shutdown`, then lets requests in flight finish for up to `drain`.
+pub async fn serve_until(
+    config: IssuerConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+    drain: Duration,
+) -> std::io::Result<()> {
     let config = Arc::new(config);
-    loop {
-        let (stream, _peer) = listener.accept().await?;
+    let handler = move |req| {
         let config = config.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let config = config.clone();
-                async move { Ok::<_, Infallible>(handle(&config, req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+        async move { handle(&config, req).await }
+    };
+    crate::server::serve_http(listener, handler, shutdown, drain).await
 }
 
 type Reply = hyper::Response<Full<Bytes>>;

@@ -16,6 +16,7 @@ pub mod nodes;
 pub mod outer;
 pub mod redeem;
 pub mod relay;
+pub mod server;
 pub mod spent;
 
 use std::time::Duration;

@@ -12,7 +12,6 @@
 //! 503 problem documents, e.g. a stale key id) come back as they are; anything else from the
 //! gateway is a 502. `GET /healthz` answers `ok`.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,8 +20,6 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::Method;
 use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 
 use cloister_protocol::access::{HEALTH_PATH, OHTTP_KEYS_MEDIA, OHTTP_KEYS_PATH, PROBLEM_MEDIA};
@@ -87,23 +84,22 @@ pub struct RelayConfig {
 
 /// Serves the relay on `listener` until the task is dropped.
 pub async fn serve(config: RelayConfig, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    let config = Arc::new(config);
-    let permits = Arc::new(Semaphore::new(config.max_in_flight));
-    loop {
-        let (stream, _peer) = listener.accept().await?;
-        let (config, permits) = (config.clone(), permits.clone());
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let (config, permits) = (config.clone(), permits.clone());
-                async move { Ok::<_, Infallible>(handle(&config, &permits, req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    serve_until(config, listener, std::future::pending(), Duration::ZERO).await
+}
+
+/// Serves the relay until `shutdown`, then lets exchanges in flight finish for up to `drain`.
+pub async fn serve_until(
+    config: RelayConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()>,
+    drain: Duration,
+) -> std::io::Result<()> {
+    let state = Arc::new((config.clone(), Semaphore::new(config.max_in_flight)));
+    let handler = move |req| {
+        let state = state.clone();
+        async move { handle(&state.0, &state.1, req).await }
+    };
+    crate::server::serve_http(listener, handler, shutdown, drain).await
 }
 
 async fn handle(config: &RelayConfig, permits: &Semaphore, req: hyper::Request<Incoming>) -> Reply {

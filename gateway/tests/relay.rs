@@ -166,3 +166,47 @@ async fn each_failure_is_a_named_problem() {
     let (s, _, _) = post(relay(gone, "/").await, "message/ohttp-req", b"x".to_vec()).await;
     assert_eq!(s, 502);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_the_exchange_in_flight_finish_and_accepts_no_more() {
+    let (gw, _seen) = gateway().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let config = RelayConfig {
+        upstream: format!("http://127.0.0.1:{gw}/slow").parse().expect("url"),
+        max_body: 1 << 20,
+        timeout: Duration::from_secs(30),
+        max_in_flight: 64,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(cloister_gateway::relay::serve_until(
+        config,
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(20),
+    ));
+    // A 5-second exchange starts; the relay is told to stop one second into it.
+    let in_flight = tokio::spawn(post(port, "message/ohttp-req", b"late".to_vec()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.send(()).expect("stop");
+    let (status, _, body) = in_flight.await.expect("request task");
+    assert_eq!(
+        (status, body.as_slice()),
+        (200, &b"etal"[..]),
+        "drained, not dropped"
+    );
+    server
+        .await
+        .expect("server task")
+        .expect("the relay stops cleanly");
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err(),
+        "no new connection after shutdown"
+    );
+}

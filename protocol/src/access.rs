@@ -204,7 +204,11 @@ pub struct IssuerTokenKey {
     #[serde(rename = "token-key")]
     pub token_key: String,
     /// Unix seconds from which the key is used.
-    #[serde(rename = "not-before", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "not-before",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub not_before: Option<u64>,
 }
 
@@ -250,7 +254,11 @@ mod tests {
         for bad in ["", "Node", "a/b", "..", &"a".repeat(33), "n\u{e9}"] {
             assert!(NodeId::new(bad).is_err(), "{bad:?}");
         }
-        assert!(parse_node_ohttp_path("/v1/nodes/../ohttp").expect("shape").is_err());
+        assert!(
+            parse_node_ohttp_path("/v1/nodes/../ohttp")
+                .expect("shape")
+                .is_err()
+        );
         assert!(parse_node_ohttp_path("/v1/nodes").is_none());
         assert!(parse_node_ohttp_path("/v1/other/x/ohttp").is_none());
     }
@@ -294,7 +302,9 @@ mod tests {
             Err(BundleError::Json(_))
         ));
         assert!(matches!(
-            NodeDirectory::from_json(br#"{"version":1,"token_challenge":"","nodes":[{"id":"A","evidence":{}}]}"#),
+            NodeDirectory::from_json(
+                br#"{"version":1,"token_challenge":"","nodes":[{"id":"A","evidence":{}}]}"#
+            ),
             Err(BundleError::Json(_))
         ));
     }

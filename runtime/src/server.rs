@@ -110,13 +110,8 @@ fn reply(status: u16, content_type: &str, body: impl Into<Bytes>) -> Reply {
 }
 
 fn problem(status: u16, kind: &str, detail: &str) -> Reply {
-    let body = serde_json::json!({
-        "type": format!("https://cloister.invalid/problems/{kind}"),
-        "title": kind,
-        "status": status,
-        "detail": detail,
-    });
-    reply(status, "application/problem+json", body.to_string())
+    use cloister_protocol::access::{PROBLEM_MEDIA, problem_json};
+    reply(status, PROBLEM_MEDIA, problem_json(status, kind, detail))
 }
 
 fn nonce_from_query(query: Option<&str>) -> Result<Vec<u8>, &'static str> {

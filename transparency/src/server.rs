@@ -60,13 +60,8 @@ fn reply(status: u16, content_type: &str, body: impl Into<Bytes>) -> Reply {
 }
 
 fn problem(status: u16, kind: &str, detail: &str) -> Reply {
-    let body = serde_json::json!({
-        "type": format!("https://cloister.invalid/problems/{kind}"),
-        "title": kind,
-        "status": status,
-        "detail": detail,
-    });
-    reply(status, "application/problem+json", body.to_string())
+    use cloister_protocol::access::{PROBLEM_MEDIA, problem_json};
+    reply(status, PROBLEM_MEDIA, problem_json(status, kind, detail))
 }
 
 fn log_problem(e: &LogError) -> Reply {

@@ -15,3 +15,4 @@ pub mod launch;
 pub mod release;
 pub mod score;
 pub mod setup;
+pub mod way_in;

@@ -277,17 +277,15 @@ pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
     // measurement only as found in that log (no allow-list).
     let (digest, gpa, _) = expected(&img, &img.initrd, args.vcpus)?;
     let record = release::record_from(&release::measurement_json(&img, &digest, gpa, args.vcpus)?)?;
-    let (log_proof, trusted) = release::witnessed_release(
-        &image::workspace_root().join("target/cloister-log"),
-        &record,
-    )?;
+    let log_dir = image::workspace_root().join("target/cloister-log");
+    let (log_proof, trusted) = release::witnessed_release(&log_dir, &record)?;
     println!(
         "published         release entry {} in target/cloister-log, cosigned by a local witness",
         log_proof.leaf_index
     );
     let mut bundle = cloister_protocol::EvidenceBundle::from_json(&bundle)
         .context("the guest's evidence does not parse")?;
-    bundle.log_proof = Some(log_proof);
+    bundle.log_proof = Some(log_proof.clone());
     let verified = guest
         .verifier(&[])
         .with_log(trusted)
@@ -313,15 +311,39 @@ pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
         "/v1/summarize"
     };
     eprintln!(
-        "[run] POST {path} through inner OHTTP ({} bytes; model {})",
+        "[run] POST {path} ({} bytes; model {}) as a device: relay -> gateway -> guest, a \
+         Privacy Pass token, inner OHTTP to the attested key inside outer OHTTP to the gateway",
         chat.len(),
         img.config.model
     );
     let asked = std::time::Instant::now();
-    let (status, answer) = guest.call(&verified, "POST", path, &chat)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let reply = rt.block_on(cloister_xtask::way_in::ask(
+        &guest.endpoint,
+        cloister_xtask::way_in::Release {
+            proof: log_proof,
+            log_dir: &log_dir,
+            root: guest.root.clone(),
+        },
+        &img.dir,
+        path,
+        &chat,
+        Duration::from_secs(900),
+    ))?;
+    drop(rt);
+    let status = reply.status;
+    let answer = reply.body.expose().to_vec();
     println!(
-        "POST {path} -> {status} in {:.1} s (boot to answer {:.1} s)",
+        "POST {path} -> {status} from node {} in {:.1} s (verification {:.0} ms, token {:.0} ms, \
+         exchange {:.1} s; boot to answer {:.1} s)",
+        reply.node,
         asked.elapsed().as_secs_f64(),
+        reply.timings.session.as_secs_f64() * 1000.0,
+        reply.timings.token.as_secs_f64() * 1000.0,
+        reply.timings.exchange.as_secs_f64(),
         (guest.boot_time + asked.elapsed()).as_secs_f64()
     );
     match serde_json::from_slice::<serde_json::Value>(&answer) {

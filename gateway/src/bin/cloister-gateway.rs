@@ -8,9 +8,10 @@ use anyhow::{Context as _, Result, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::Parser;
-use cloister_gateway::gateway::{Gateway, GatewayConfig, serve};
+use cloister_gateway::gateway::{Gateway, GatewayConfig, serve_until};
 use cloister_gateway::nodes::NodeAddress;
 use cloister_gateway::relay::Upstream;
+use cloister_gateway::server::shutdown_signal;
 use cloister_gateway::spent::SpentStore;
 use cloister_protocol::LogProof;
 use cloister_protocol::access::NodeId;
@@ -163,9 +164,7 @@ async fn main() -> Result<()> {
         .with_context(|| format!("binding {listen}"))?;
     println!("READY http://{} nodes={listed}", listener.local_addr()?);
     tokio::spawn(gw.clone().refresh_forever());
-    tokio::select! {
-        r = serve(gw, listener) => r?,
-        _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
-    }
+    // On Ctrl-C or SIGTERM: stop accepting, let requests in flight finish (up to 30 s).
+    serve_until(gw, listener, shutdown_signal(), Duration::from_secs(30)).await?;
     Ok(())
 }

@@ -1,13 +1,15 @@
 //! `cloister-issuer`: the operator's Privacy Pass issuer (RFC 9578, token type 0x0002).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::{Parser, Subcommand};
 use cloister_gateway::accounts::Accounts;
-use cloister_gateway::issuer::{IssuerConfig, IssuerKey, serve};
+use cloister_gateway::issuer::{IssuerConfig, IssuerKey, serve_until};
+use cloister_gateway::server::shutdown_signal;
 
 #[derive(Parser)]
 #[command(about = "Privacy Pass issuer: blind-RSA tokens for accounts, with a daily quota")]
@@ -86,10 +88,8 @@ async fn main() -> Result<()> {
                 .with_context(|| format!("binding {listen}"))?;
             println!("READY http://{}", listener.local_addr()?);
             tracing::info!("issuer listening");
-            tokio::select! {
-                r = serve(config, listener) => r?,
-                _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
-            }
+            // On Ctrl-C or SIGTERM: stop accepting, let requests in flight finish (up to 30 s).
+            serve_until(config, listener, shutdown_signal(), Duration::from_secs(30)).await?;
         }
     }
     Ok(())

@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use clap::Parser;
-use cloister_gateway::relay::{RelayConfig, Upstream, serve};
+use cloister_gateway::relay::{RelayConfig, Upstream, serve_until};
+use cloister_gateway::server::shutdown_signal;
 
 #[derive(Parser)]
 #[command(about = "An OHTTP relay: forwards message/ohttp-req to one gateway, adds nothing")]
@@ -40,9 +41,7 @@ async fn main() -> anyhow::Result<()> {
         timeout: Duration::from_secs(cli.timeout),
         max_in_flight: cli.max_in_flight,
     };
-    tokio::select! {
-        r = serve(config, listener) => r?,
-        _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
-    }
+    // On Ctrl-C or SIGTERM: stop accepting, let requests in flight finish (up to 30 s).
+    serve_until(config, listener, shutdown_signal(), Duration::from_secs(30)).await?;
     Ok(())
 }

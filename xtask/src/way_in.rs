@@ -1,0 +1,164 @@
+//! `cargo xtask run`'s request path: the way a device reaches the booted guest. The operator's
+//! issuer and gateway and a third party's relay run in this process on loopback; the gateway
+//! reaches the guest through vhost-device-vsock (`CONNECT <port>`); the device is the
+//! `cloister-client` library, trusting the emulated root (announced), the local log and its
+//! witness.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result, bail};
+use cloister_client::secret::SecretString;
+use cloister_client::trust::{LogKeys, Trust};
+use cloister_client::{Client, ClientConfig, InnerResponse, IssuerAccount};
+use cloister_gateway::accounts::Accounts;
+use cloister_gateway::gateway::{Gateway, GatewayConfig};
+use cloister_gateway::issuer::{IssuerConfig, IssuerKey};
+use cloister_gateway::nodes::NodeAddress;
+use cloister_gateway::relay::RelayConfig;
+use cloister_gateway::spent::SpentStore;
+use cloister_measurement::{InsecureEmulatedRoot, Policy};
+use cloister_protocol::LogProof;
+use cloister_protocol::access::NodeId;
+use privacypass::TokenType;
+use privacypass::auth::authenticate::TokenChallenge;
+
+use crate::guest_http::GuestEndpoint;
+
+/// What the device needs to trust the release.
+#[derive(Debug)]
+pub struct Release<'a> {
+    /// The log proof the operator attaches to the guest's evidence.
+    pub proof: LogProof,
+    /// The local log's directory (its verifier key and witness beside it).
+    pub log_dir: &'a Path,
+    /// The emulated root the guest's processor chains to.
+    pub root: InsecureEmulatedRoot,
+}
+
+async fn listen() -> Result<(tokio::net::TcpListener, String)> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let a = l.local_addr()?.to_string();
+    Ok((l, a))
+}
+
+/// Starts issuer, gateway (one node: the guest) and relay; sends `body` to `path` as a device
+/// would; returns the node's answer.
+pub async fn ask(
+    guest: &GuestEndpoint,
+    release: Release<'_>,
+    scratch: &Path,
+    path: &str,
+    body: &[u8],
+    deadline: Duration,
+) -> Result<InnerResponse> {
+    // The operator: an issuer with one account, a gateway in front of the guest.
+    let issuer_key = IssuerKey::generate()?;
+    let accounts = Accounts::open(&scratch.join("issuer-accounts.redb"))?;
+    let account = accounts.add("xtask-run", 10)?;
+    let (issuer_listener, issuer_addr) = listen().await?;
+    let challenge = TokenChallenge::new(
+        TokenType::Public,
+        "cloister-issuer",
+        None,
+        &["cloister-gateway".to_owned()],
+    );
+    let mut nodes = BTreeMap::new();
+    nodes.insert(
+        NodeId::new("guest-1")?,
+        NodeAddress::VhostUser {
+            uds: guest.uds.clone(),
+            port: guest.port,
+        },
+    );
+    let spent = scratch.join("gateway-spent.redb");
+    let _ = std::fs::remove_file(&spent);
+    let gateway = Gateway::new(GatewayConfig {
+        nodes,
+        log_proofs: vec![release.proof],
+        log: None,
+        challenge,
+        issuer_keys: vec![issuer_key.public_key()],
+        spent: SpentStore::open_redb(&spent)?,
+        node_timeout: deadline,
+        max_body: 1 << 20,
+        max_in_flight: 64,
+        refresh: Duration::from_secs(300),
+    })?;
+    if gateway.refresh().await != 1 {
+        bail!("the gateway could not fetch the guest's evidence over vhost-device-vsock");
+    }
+    let (gw_listener, gw_addr) = listen().await?;
+    let (relay_listener, relay_addr) = listen().await?;
+    let relay = RelayConfig {
+        upstream: format!("http://{gw_addr}/gateway").parse()?,
+        max_body: 1 << 20,
+        timeout: deadline,
+        max_in_flight: 64,
+    };
+    let tasks = [
+        tokio::spawn(async move {
+            let _ = cloister_gateway::issuer::serve(
+                IssuerConfig {
+                    key: issuer_key,
+                    accounts,
+                },
+                issuer_listener,
+            )
+            .await;
+        }),
+        tokio::spawn(async move {
+            let _ = cloister_gateway::gateway::serve(gateway, gw_listener).await;
+        }),
+        tokio::spawn(async move {
+            let _ = cloister_gateway::relay::serve(relay, relay_listener).await;
+        }),
+    ];
+    println!(
+        "way in            relay {relay_addr} -> gateway {gw_addr} -> vhost-user {}:{}; issuer {issuer_addr}",
+        guest.uds.display(),
+        guest.port
+    );
+
+    // The device: trusts the log and its witness, never the allow-list.
+    let log_key = std::fs::read_to_string(release.log_dir.with_extension("pub"))
+        .context("the local log's verifier key")?;
+    let keys = LogKeys {
+        log_key: log_key.trim().to_owned(),
+        witness_keys: vec![crate::release::witness_key(release.log_dir)?],
+        quorum: 1,
+    };
+    let state = scratch.join("device-state");
+    let _ = std::fs::remove_dir_all(&state);
+    let trust = Trust::insecure_emulated(release.root, Policy::default(), Some(keys), Some(state))?;
+    let client = Client::new(ClientConfig {
+        relay: format!("http://{relay_addr}").parse()?,
+        issuer: Some(IssuerAccount {
+            url: format!("http://{issuer_addr}").parse()?,
+            account_token: SecretString::new(account.0.to_string()),
+        }),
+        trust,
+        deadline,
+    });
+    for r in client.nodes().await? {
+        match &r.result {
+            Ok(_) => println!(
+                "device            node {} verified: {} measurement {}, log tree of {}",
+                r.id,
+                r.platform.map_or("?", |p| p.as_str()),
+                r.measurement.as_deref().unwrap_or("?"),
+                r.checkpoint.as_ref().map_or(0, |c| c.size)
+            ),
+            Err(f) => println!("device            node {} refused: {f}", r.id),
+        }
+    }
+    let answer = client
+        .send(path, "application/json", body)
+        .await
+        .context("the request through relay and gateway failed")?;
+    for t in tasks {
+        t.abort();
+    }
+    Ok(answer)
+}
