@@ -89,6 +89,26 @@ impl InnerResponse {
 #[derive(Debug)]
 pub struct Client {
     config: ClientConfig,
+    /// Tokens fetched ahead (memory only), for the challenge they were made for.
+    reserve: std::sync::Mutex<TokenReserve>,
+}
+
+/// Tokens fetched ahead of use, so that an issuance is not followed at once by its redemption
+/// (an issuer and a gateway run by one operator could join the two by time).
+#[derive(Default)]
+struct TokenReserve {
+    batch: usize,
+    challenge: String,
+    tokens: Vec<SecretString>,
+}
+
+impl std::fmt::Debug for TokenReserve {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenReserve")
+            .field("batch", &self.batch)
+            .field("tokens", &self.tokens.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// The stage an operation is in, readable when its deadline cuts it off.
@@ -117,7 +137,28 @@ struct Session {
 impl Client {
     /// A client.
     pub fn new(config: ClientConfig) -> Self {
-        Client { config }
+        Client {
+            config,
+            reserve: std::sync::Mutex::new(TokenReserve {
+                batch: 1,
+                ..TokenReserve::default()
+            }),
+        }
+    }
+
+    /// Fetches tokens `batch` at a time and keeps the spare ones in memory (never on disk;
+    /// zeroized when dropped), so that most redemptions follow no issuance of their own. A
+    /// long-lived device process should use this; the default (1) fetches one per request.
+    pub fn with_token_batch(self, batch: usize) -> Self {
+        if let Ok(mut r) = self.reserve.lock() {
+            r.batch = batch.clamp(1, 64);
+        }
+        self
+    }
+
+    /// Tokens held in memory for later requests.
+    pub fn reserved_tokens(&self) -> usize {
+        self.reserve.lock().map_or(0, |r| r.tokens.len())
     }
 
     /// The configuration.
@@ -374,7 +415,33 @@ impl Client {
     }
 
     /// Step 5: one token for `challenge` (issued right before it is spent; see [`tokens`]).
-    async fn token(&self, challenge: &str) -> Result<SecretString, ClientError> {
+    async fn token(&self, challenge_b64: &str) -> Result<SecretString, ClientError> {
+        let batch = {
+            let mut r = self.reserve.lock().unwrap_or_else(|p| p.into_inner());
+            if r.challenge != challenge_b64 {
+                // Another challenge (another gateway or issuer key): the reserve is useless.
+                r.tokens.clear();
+                r.challenge = challenge_b64.to_owned();
+            }
+            if let Some(t) = r.tokens.pop() {
+                return Ok(t);
+            }
+            r.batch.max(1)
+        };
+        let mut fresh = Vec::with_capacity(batch);
+        for _ in 0..batch {
+            fresh.push(self.issue(challenge_b64).await?);
+        }
+        let token = fresh.pop().ok_or(ClientError::NoIssuer)?;
+        let mut r = self.reserve.lock().unwrap_or_else(|p| p.into_inner());
+        if r.challenge == challenge_b64 {
+            r.tokens.extend(fresh);
+        }
+        Ok(token)
+    }
+
+    /// One token from the issuer for `challenge`.
+    async fn issue(&self, challenge: &str) -> Result<SecretString, ClientError> {
         let account = self.config.issuer.as_ref().ok_or(ClientError::NoIssuer)?;
         let challenge = tokens::parse_challenge(challenge)?;
         let issuer = &account.url;

@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod issuer;
 pub mod nodes;
 pub mod outer;
+pub mod pool;
 pub mod redeem;
 pub mod relay;
 pub mod server;

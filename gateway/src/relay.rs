@@ -24,7 +24,8 @@ use tokio::sync::Semaphore;
 
 use cloister_protocol::access::{HEALTH_PATH, OHTTP_KEYS_MEDIA, OHTTP_KEYS_PATH, PROBLEM_MEDIA};
 
-use crate::{Upstreamed, exchange_tcp, overloaded, problem, reply};
+use crate::pool::Pool;
+use crate::{Upstreamed, overloaded, problem, reply};
 
 /// The media types of RFC 9458.
 pub const REQUEST_TYPE: &str = "message/ohttp-req";
@@ -94,20 +95,26 @@ pub async fn serve_until(
     shutdown: impl std::future::Future<Output = ()>,
     drain: Duration,
 ) -> std::io::Result<()> {
-    let state = Arc::new((config.clone(), Semaphore::new(config.max_in_flight)));
+    let pool = Pool::new(&config.upstream.authority, 64);
+    let state = Arc::new((config.clone(), Semaphore::new(config.max_in_flight), pool));
     let handler = move |req| {
         let state = state.clone();
-        async move { handle(&state.0, &state.1, req).await }
+        async move { handle(&state.0, &state.1, &state.2, req).await }
     };
     crate::server::serve_http(listener, handler, shutdown, drain).await
 }
 
-async fn handle(config: &RelayConfig, permits: &Semaphore, req: hyper::Request<Incoming>) -> Reply {
+async fn handle(
+    config: &RelayConfig,
+    permits: &Semaphore,
+    pool: &Pool,
+    req: hyper::Request<Incoming>,
+) -> Reply {
     let started = Instant::now();
     let reply = match (req.method(), req.uri().path()) {
         (&Method::GET, HEALTH_PATH) => reply(200, "text/plain", &b"ok\n"[..]),
-        (&Method::POST, "/") => relay(config, permits, req).await,
-        (&Method::GET, OHTTP_KEYS_PATH) => keys(config, permits).await,
+        (&Method::POST, "/") => relay(config, permits, pool, req).await,
+        (&Method::GET, OHTTP_KEYS_PATH) => keys(config, permits, pool).await,
         (_, "/") => problem(405, "method-not-allowed", "POST an OHTTP request"),
         _ => problem(404, "not-found", "no such route"),
     };
@@ -119,7 +126,12 @@ async fn handle(config: &RelayConfig, permits: &Semaphore, req: hyper::Request<I
     reply
 }
 
-async fn relay(config: &RelayConfig, permits: &Semaphore, req: hyper::Request<Incoming>) -> Reply {
+async fn relay(
+    config: &RelayConfig,
+    permits: &Semaphore,
+    pool: &Pool,
+    req: hyper::Request<Incoming>,
+) -> Reply {
     let Ok(_permit) = permits.try_acquire() else {
         return overloaded();
     };
@@ -138,34 +150,34 @@ async fn relay(config: &RelayConfig, permits: &Semaphore, req: hyper::Request<In
         Ok(b) => b.to_bytes(),
         Err(_) => return problem(413, "too-large", "the request exceeds the relay's limit"),
     };
-    let answer = exchange_tcp(
-        &config.upstream.authority,
-        Method::POST,
-        &config.upstream.path,
-        Some(REQUEST_TYPE),
-        body,
-        config.timeout,
-        config.max_body,
-    )
-    .await;
+    let answer = pool
+        .exchange(
+            Method::POST,
+            &config.upstream.path,
+            Some(REQUEST_TYPE),
+            body,
+            config.timeout,
+            config.max_body,
+        )
+        .await;
     pass_back(answer, RESPONSE_TYPE)
 }
 
 /// The gateway's key configuration list, fetched afresh (nothing of the client goes with it).
-async fn keys(config: &RelayConfig, permits: &Semaphore) -> Reply {
+async fn keys(config: &RelayConfig, permits: &Semaphore, pool: &Pool) -> Reply {
     let Ok(_permit) = permits.try_acquire() else {
         return overloaded();
     };
-    let answer = exchange_tcp(
-        &config.upstream.authority,
-        Method::GET,
-        OHTTP_KEYS_PATH,
-        None,
-        Bytes::new(),
-        config.timeout,
-        config.max_body,
-    )
-    .await;
+    let answer = pool
+        .exchange(
+            Method::GET,
+            OHTTP_KEYS_PATH,
+            None,
+            Bytes::new(),
+            config.timeout,
+            config.max_body,
+        )
+        .await;
     pass_back(answer, OHTTP_KEYS_MEDIA)
 }
 

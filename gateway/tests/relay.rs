@@ -17,17 +17,26 @@ type Seen = Arc<Mutex<Vec<(Vec<String>, Vec<u8>)>>>;
 /// A gateway that answers `/ok` with the body reversed, `/slow` after 5 s, `/bad` with 500,
 /// `/big` with 2 MiB.
 async fn gateway() -> (u16, Seen) {
+    let (port, seen, _) = counted_gateway().await;
+    (port, seen)
+}
+
+/// [`gateway`], also counting the connections it accepted.
+async fn counted_gateway() -> (u16, Seen, Arc<std::sync::atomic::AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let seen: Seen = Arc::default();
     let record = seen.clone();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let record = record.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -58,7 +67,7 @@ async fn gateway() -> (u16, Seen) {
             });
         }
     });
-    (port, seen)
+    (port, seen, accepted)
 }
 
 async fn relay(gateway: u16, path: &str) -> u16 {
@@ -208,5 +217,21 @@ async fn shutdown_lets_the_exchange_in_flight_finish_and_accepts_no_more() {
             .await
             .is_err(),
         "no new connection after shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_requests_share_one_warm_connection_to_the_gateway() {
+    let (gw, seen, accepted) = counted_gateway().await;
+    let port = relay(gw, "/ok").await;
+    for i in 0..5u8 {
+        let (status, _, body) = post(port, "message/ohttp-req", vec![i, 1]).await;
+        assert_eq!((status, body), (200, vec![1, i]));
+    }
+    assert_eq!(seen.lock().expect("lock").len(), 5);
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one keep-alive connection carried all five"
     );
 }

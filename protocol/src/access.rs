@@ -148,9 +148,9 @@ pub struct NodeEntry {
 pub struct NodeDirectory {
     /// [`DIRECTORY_VERSION`].
     pub version: u32,
-    /// The Privacy Pass token challenge (RFC 9577 `TokenChallenge`, base64url without padding)
-    /// the gateway redeems tokens for; the same for every device (no redemption context), so a
-    /// token says nothing of who asked.
+    /// The Privacy Pass token challenge the gateway redeems tokens for (RFC 9577
+    /// `TokenChallenge`, padded base64url as the `privacypass` crate writes it); the same for
+    /// every device (no redemption context), so a token says nothing of who asked.
     pub token_challenge: String,
     /// The nodes, in no meaningful order.
     pub nodes: Vec<NodeEntry>,

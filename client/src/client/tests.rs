@@ -406,3 +406,22 @@ async fn the_deadline_names_the_stage_it_cut() {
     );
     hold.abort();
 }
+
+#[tokio::test]
+async fn a_token_batch_is_spent_one_per_request_from_memory() {
+    let (_stack, url) = Stack::start(&[("good-a", Kind::Good)]).await;
+    let client = client(&url, ACCOUNT).with_token_batch(4);
+    let mut reserved = Vec::new();
+    for i in 0..5 {
+        let body = format!("batch-{i}");
+        let r = client
+            .send("/v1/echo", "text/plain", body.as_bytes())
+            .await
+            .expect("every token is fresh: the stand-in redeems each once");
+        assert_eq!(r.body.expose(), body.as_bytes());
+        reserved.push(client.reserved_tokens());
+    }
+    // Four fetched at the first request, one used per request, four more at the fifth.
+    assert_eq!(reserved, [3, 2, 1, 0, 3]);
+    assert!(!format!("{client:?}").contains("PrivateToken"));
+}
