@@ -101,26 +101,35 @@ pub async fn exchange_tcp(
             .send_request(req)
             .await
             .map_err(|_| "closed the exchange")?;
-        let status = res.status().as_u16();
-        let content_type = res
-            .headers()
-            .get(hyper::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let body = Limited::new(res.into_body(), max_body)
-            .collect()
-            .await
-            .map_err(|_| "answered too much or cut its answer short")?
-            .to_bytes();
+        let answer = read_answer(res, max_body).await;
         conn.abort();
-        Ok(Upstreamed {
-            status,
-            content_type,
-            body,
-        })
+        answer
     };
     tokio::time::timeout(timeout, work)
         .await
         .map_err(|_| "did not answer in time")?
+}
+
+/// An upstream's answer read whole, its body capped at `max_body`.
+pub(crate) async fn read_answer(
+    res: hyper::Response<hyper::body::Incoming>,
+    max_body: usize,
+) -> Result<Upstreamed, &'static str> {
+    let status = res.status().as_u16();
+    let content_type = res
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = Limited::new(res.into_body(), max_body)
+        .collect()
+        .await
+        .map_err(|_| "answered too much or cut its answer short")?
+        .to_bytes();
+    Ok(Upstreamed {
+        status,
+        content_type,
+        body,
+    })
 }

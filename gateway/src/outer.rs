@@ -128,7 +128,8 @@ impl Answer {
 
     /// Encodes the answer as Binary HTTP and encapsulates it to `ctx`.
     pub fn seal(&self, ctx: ServerResponse) -> Result<Vec<u8>, OuterError> {
-        let status = StatusCode::try_from(self.status).map_err(|_| OuterError::Decapsulation)?;
+        let status = StatusCode::try_from(self.status)
+            .map_err(|_| OuterError::Config(format!("status {} is not valid", self.status)))?;
         let mut m = Message::response(status);
         m.put_header("content-type", self.content_type.as_bytes());
         m.write_content(&self.body);

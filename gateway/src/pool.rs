@@ -10,11 +10,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, Limited};
+use http_body_util::Full;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
-use crate::Upstreamed;
+use crate::{Upstreamed, read_answer};
 
 /// Idle connections older than this are dropped (the gateway closes idle connections after its
 /// 10 s header-read timeout).
@@ -100,20 +100,17 @@ impl Pool {
                 req.body(Full::new(body.clone()))
                     .map_err(|_| "unusable URL")
             };
-            let (mut sender, res) = match self.take_idle() {
+            // A warm connection first; a request it had not yet written goes out on a fresh one.
+            let warm = match self.take_idle() {
                 Some(mut s) => match s.try_send_request(build()?).await {
-                    Ok(res) => (s, res),
-                    // Not written: the connection had closed under us; a fresh one is safe.
-                    Err(e) if e.message().is_some() => {
-                        let mut s = self.connect().await?;
-                        let res = s
-                            .send_request(build()?)
-                            .await
-                            .map_err(|_| "closed the exchange")?;
-                        (s, res)
-                    }
+                    Ok(res) => Some((s, res)),
+                    Err(e) if e.message().is_some() => None,
                     Err(_) => return Err("closed the exchange"),
                 },
+                None => None,
+            };
+            let (mut sender, res) = match warm {
+                Some(sent) => sent,
                 None => {
                     let mut s = self.connect().await?;
                     let res = s
@@ -123,27 +120,12 @@ impl Pool {
                     (s, res)
                 }
             };
-            let status = res.status().as_u16();
-            let content_type = res
-                .headers()
-                .get(hyper::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
-            let body = Limited::new(res.into_body(), max_body)
-                .collect()
-                .await
-                .map_err(|_| "answered too much or cut its answer short")?
-                .to_bytes();
+            let answer = read_answer(res, max_body).await?;
             // The answer was read whole: the connection can carry another request.
             if sender.ready().await.is_ok() {
                 self.put_back(sender);
             }
-            Ok(Upstreamed {
-                status,
-                content_type,
-                body,
-            })
+            Ok(answer)
         };
         tokio::time::timeout(timeout, work)
             .await
