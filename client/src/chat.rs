@@ -21,16 +21,9 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::secret::SecretBytes;
 
-/// Most messages in one thread.
-pub const MAX_MESSAGES: usize = 2000;
-/// Longest message text, in bytes.
-pub const MAX_TEXT_BYTES: usize = 4096;
-/// Longest sender name, in bytes.
-pub const MAX_FROM_BYTES: usize = 128;
-/// Longest timestamp, in bytes.
-pub const MAX_AT_BYTES: usize = 64;
-/// Range of `max_words`.
-pub const MAX_WORDS_RANGE: (u32, u32) = (10, 400);
+pub use cloister_protocol::workload::{
+    ChatMessage, MAX_AT_BYTES, MAX_FROM_BYTES, MAX_MESSAGES, MAX_TEXT_BYTES, MAX_WORDS_RANGE,
+};
 
 /// Where in the input a problem is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,8 +101,8 @@ pub enum InputError {
         found: u32,
     },
     /// A tone `/v1/rewrite` does not offer.
-    #[error("unknown tone {0:?}; expected formal, friendly, concise, apologetic or confident")]
-    Tone(String),
+    #[error(transparent)]
+    Tone(#[from] cloister_protocol::workload::UnknownTone),
     /// A draft longer than `/v1/rewrite` takes.
     #[error("the draft is {len} bytes; at most {max}")]
     DraftTooLong {
@@ -121,26 +114,6 @@ pub enum InputError {
     /// A workload's answer that is not the JSON expected.
     #[error("the node's answer is not the expected JSON: {0}")]
     Answer(&'static str),
-}
-
-/// One chat message (plaintext: zeroized on drop, `Debug` shows lengths only).
-#[derive(Clone, Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
-#[serde(deny_unknown_fields)]
-pub struct ChatMessage {
-    /// Sender's display name.
-    pub from: String,
-    /// When it was sent, as the device shows it.
-    pub at: String,
-    /// The message.
-    pub text: String,
-}
-
-impl std::fmt::Debug for ChatMessage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatMessage")
-            .field("text_len", &self.text.len())
-            .finish_non_exhaustive()
-    }
 }
 
 /// The body of `POST /v1/summarize`.

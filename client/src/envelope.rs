@@ -22,11 +22,23 @@ use crate::http::media_type;
 pub const GUEST_AUTHORITY: &str = "cloister-guest";
 
 /// A decoded Binary HTTP response.
-pub(crate) struct Decoded {
+pub struct Decoded {
+    /// The status code.
     pub status: u16,
     /// Media type, lower-case, without parameters.
     pub content_type: Option<String>,
+    /// The body.
     pub body: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Decoded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoded")
+            .field("status", &self.status)
+            .field("content_type", &self.content_type)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
 }
 
 impl Decoded {
@@ -37,15 +49,24 @@ impl Decoded {
 }
 
 /// A request sealed to one layer's key, and the context that opens its answer.
-pub(crate) struct Sealed {
+pub struct Sealed {
     /// The `message/ohttp-req` bytes.
     pub bytes: Vec<u8>,
     context: ohttp::ClientResponse,
     layer: Layer,
 }
 
+impl std::fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealed")
+            .field("layer", &self.layer)
+            .field("len", &self.bytes.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A request for the gateway, sealed to the first usable key of its RFC 9540 key list.
-pub(crate) fn gateway_request(
+pub fn gateway_request(
     outer_keys: &[u8],
     method: &str,
     path: &str,
@@ -59,7 +80,7 @@ pub(crate) fn gateway_request(
 }
 
 /// A `POST` for the node, sealed to its attested key config.
-pub(crate) fn node_request(
+pub fn node_request(
     key_config: &[u8],
     path: &str,
     content_type: &str,
@@ -77,7 +98,7 @@ pub(crate) fn node_request(
 }
 
 /// Checks that `outer_keys` holds a usable key configuration.
-pub(crate) fn check_outer_keys(outer_keys: &[u8]) -> Result<(), ClientError> {
+pub fn check_outer_keys(outer_keys: &[u8]) -> Result<(), ClientError> {
     ohttp::ClientRequest::from_encoded_config_list(outer_keys)
         .map(|_| ())
         .map_err(|e| ClientError::OuterKey(e.to_string()))

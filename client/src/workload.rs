@@ -7,57 +7,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 use crate::chat::InputError;
 use crate::secret::SecretBytes;
 
-/// Longest draft `/v1/rewrite` accepts, in bytes.
-pub const MAX_DRAFT_BYTES: usize = 8192;
-
-/// The tones `/v1/rewrite` offers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Tone {
-    /// Polite and professional.
-    Formal,
-    /// Relaxed and warm.
-    Friendly,
-    /// As short as the meaning allows.
-    Concise,
-    /// Owning a mistake, without grovelling.
-    Apologetic,
-    /// Direct and assured.
-    Confident,
-}
-
-impl Tone {
-    /// Every tone.
-    pub const ALL: [Tone; 5] = [
-        Tone::Formal,
-        Tone::Friendly,
-        Tone::Concise,
-        Tone::Apologetic,
-        Tone::Confident,
-    ];
-
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tone::Formal => "formal",
-            Tone::Friendly => "friendly",
-            Tone::Concise => "concise",
-            Tone::Apologetic => "apologetic",
-            Tone::Confident => "confident",
-        }
-    }
-}
-
-impl std::str::FromStr for Tone {
-    type Err = InputError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Tone::ALL
-            .into_iter()
-            .find(|t| t.as_str().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| InputError::Tone(s.chars().take(20).collect()))
-    }
-}
+pub use cloister_protocol::workload::{MAX_DRAFT_BYTES, Tone};
 
 #[derive(Serialize)]
 struct RewriteRequest<'a> {
@@ -119,7 +69,7 @@ mod tests {
         assert_eq!(b.expose(), br#"{"text":"see you at 7","tone":"formal"}"#);
         assert_eq!(
             "pirate".parse::<Tone>(),
-            Err(InputError::Tone("pirate".into()))
+            Err(cloister_protocol::workload::UnknownTone("pirate".into()))
         );
         assert_eq!(
             rewrite_body(b" \n", Tone::Concise).err(),

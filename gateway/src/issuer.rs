@@ -156,6 +156,43 @@ impl IssuerKey {
     }
 }
 
+/// Why a token request is not signed (all are the client's fault: 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRequestError {
+    /// Not an RFC 9578 `TokenRequest` (type 0x0002, key id byte, 256-byte blinded message).
+    #[error("not an RFC 9578 TokenRequest")]
+    Malformed,
+    /// A request for another issuer key.
+    #[error("the request names another key")]
+    OtherKey,
+    /// The blinded message cannot be signed (e.g. not below the modulus).
+    #[error("the blinded message could not be signed")]
+    Unsignable,
+}
+
+impl IssuerKey {
+    /// Reads a `TokenRequest` for this key. Nothing is charged or signed.
+    pub fn parse_request(&self, body: &[u8]) -> Result<TokenRequest, TokenRequestError> {
+        let request =
+            TokenRequest::tls_deserialize_exact(body).map_err(|_| TokenRequestError::Malformed)?;
+        // RFC 9578 §6.1: token_type (2 bytes), then the truncated key id.
+        if body.get(2).copied() != Some(self.truncated_id) {
+            return Err(TokenRequestError::OtherKey);
+        }
+        Ok(request)
+    }
+
+    /// The serialized `TokenResponse` (the blind signature) for `request`.
+    pub async fn sign(&self, request: TokenRequest) -> Result<Vec<u8>, TokenRequestError> {
+        IssuerServer::new()
+            .issue_token_response(self, request)
+            .await
+            .ok()
+            .and_then(|r| r.tls_serialize_detached().ok())
+            .ok_or(TokenRequestError::Unsignable)
+    }
+}
+
 #[async_trait::async_trait]
 impl IssuerKeyStore for IssuerKey {
     async fn insert(&self, _id: TruncatedTokenKeyId, _pair: RsaKeyPair) -> bool {
@@ -261,26 +298,11 @@ async fn issue(config: &IssuerConfig, req: hyper::Request<Incoming>) -> Reply {
         Ok(b) => b.to_bytes(),
         Err(_) => return problem(413, "too-large", "a token request is 259 bytes"),
     };
-    let request = match TokenRequest::tls_deserialize_exact(body.as_ref()) {
+    // The request must parse and name this key before the account is charged.
+    let request = match config.key.parse_request(&body) {
         Ok(r) => r,
-        Err(_) => {
-            return problem(
-                400,
-                "token-request-malformed",
-                "not an RFC 9578 TokenRequest",
-            );
-        }
+        Err(e) => return problem(400, "token-request-malformed", &e.to_string()),
     };
-    // The request must name this key before the account is charged.
-    // (RFC 9578 §6.1: token_type, then the truncated key id.)
-    let named = body.get(2).copied();
-    if named != Some(config.key.truncated_id) {
-        return problem(
-            400,
-            "token-request-malformed",
-            "the request names another key",
-        );
-    }
     let accounts = config.accounts.clone();
     let day = utc_day(crate::gateway::now_unix());
     let charged = tokio::task::spawn_blocking(move || accounts.charge(&account, day)).await;
@@ -300,18 +322,9 @@ async fn issue(config: &IssuerConfig, req: hyper::Request<Incoming>) -> Reply {
         Ok(Err(e)) => return problem(503, "account-store-unavailable", &e.to_string()),
         Err(_) => return problem(500, "internal", "the account check failed"),
     }
-    match IssuerServer::new()
-        .issue_token_response(&config.key, request)
-        .await
-        .ok()
-        .and_then(|r| r.tls_serialize_detached().ok())
-    {
-        Some(bytes) => reply(200, TOKEN_RESPONSE_MEDIA, bytes),
-        None => problem(
-            400,
-            "token-request-malformed",
-            "the blinded message could not be signed",
-        ),
+    match config.key.sign(request).await {
+        Ok(bytes) => reply(200, TOKEN_RESPONSE_MEDIA, bytes),
+        Err(e) => problem(400, "token-request-malformed", &e.to_string()),
     }
 }
 

@@ -5,6 +5,7 @@
 //! * [`access`] — the way in: paths, media types, node and issuer directories.
 //! * [`binding`] — the one definition of the `report_data` binding.
 //! * [`guest_config`], [`weights`] — the guest's measured kernel command line.
+//! * [`workload`] — the workloads' shared vocabulary: chat messages, rewrite tones, limits.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -15,6 +16,7 @@ pub mod evidence;
 pub mod guest_config;
 pub mod weights;
 mod wire;
+pub mod workload;
 
 pub use binding::{BindingError, report_data};
 pub use evidence::{

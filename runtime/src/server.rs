@@ -244,7 +244,9 @@ async fn route(state: Arc<AppState>, req: hyper::Request<Incoming>) -> Reply {
     reply
 }
 
-async fn serve_connection<S>(state: Arc<AppState>, stream: S)
+/// Serves HTTP/1.1 on one accepted connection until it closes (also what the fuzz target
+/// drives with arbitrary bytes).
+pub async fn serve_connection<S>(state: Arc<AppState>, stream: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

@@ -6,40 +6,10 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::SummarizeError;
 
-/// Most messages accepted in one thread.
-pub const MAX_MESSAGES: usize = 2000;
-/// Longest message text, in bytes.
-pub const MAX_TEXT_BYTES: usize = 4096;
-/// Longest sender name, in bytes.
-pub const MAX_FROM_BYTES: usize = 128;
-/// Longest timestamp, in bytes.
-pub const MAX_AT_BYTES: usize = 64;
-/// Longest draft accepted by `/v1/rewrite`, in bytes.
-pub const MAX_DRAFT_BYTES: usize = 8192;
-/// Range of `max_words`.
-pub const MAX_WORDS_RANGE: (u32, u32) = (10, 400);
-/// `max_words` when the request does not say.
-pub const DEFAULT_MAX_WORDS: u32 = 120;
-
-/// One chat message.
-#[derive(Clone, Deserialize, Zeroize, ZeroizeOnDrop)]
-#[serde(deny_unknown_fields)]
-pub struct ChatMessage {
-    /// Sender's display name.
-    pub from: String,
-    /// When it was sent, as the device shows it (ISO 8601 recommended).
-    pub at: String,
-    /// The message.
-    pub text: String,
-}
-
-impl std::fmt::Debug for ChatMessage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatMessage")
-            .field("text_len", &self.text.len())
-            .finish_non_exhaustive()
-    }
-}
+pub use cloister_protocol::workload::{
+    ChatMessage, DEFAULT_MAX_WORDS, MAX_AT_BYTES, MAX_DRAFT_BYTES, MAX_FROM_BYTES, MAX_MESSAGES,
+    MAX_TEXT_BYTES, MAX_WORDS_RANGE, Tone,
+};
 
 /// `POST /v1/summarize`.
 #[derive(Deserialize, Zeroize, ZeroizeOnDrop)]
@@ -152,32 +122,14 @@ impl std::fmt::Debug for SummarizeResponse {
     }
 }
 
-/// The tones `/v1/rewrite` offers (a closed set: free text here would be a prompt).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Tone {
-    /// Polite and professional.
-    Formal,
-    /// Relaxed and warm.
-    Friendly,
-    /// As short as the meaning allows.
-    Concise,
-    /// Owning a mistake, without grovelling.
-    Apologetic,
-    /// Direct and assured.
-    Confident,
-}
-
-impl Tone {
-    /// How the instruction names it.
-    pub fn describe(self) -> &'static str {
-        match self {
-            Tone::Formal => "formal, polite and professional",
-            Tone::Friendly => "friendly and warm",
-            Tone::Concise => "concise (as short as possible without losing meaning)",
-            Tone::Apologetic => "apologetic but not grovelling",
-            Tone::Confident => "confident and direct",
-        }
+/// How the rewrite instruction names a tone.
+pub fn describe(tone: Tone) -> &'static str {
+    match tone {
+        Tone::Formal => "formal, polite and professional",
+        Tone::Friendly => "friendly and warm",
+        Tone::Concise => "concise (as short as possible without losing meaning)",
+        Tone::Apologetic => "apologetic but not grovelling",
+        Tone::Confident => "confident and direct",
     }
 }
 

@@ -308,7 +308,7 @@ impl Summarizer {
         let draft = Zeroizing::new(llm.sanitise(req.text.trim()));
         let user = Zeroizing::new(format!(
             "Rewrite this draft so that it sounds {}. Keep its meaning.\n\n{}",
-            req.tone.describe(),
+            crate::api::describe(req.tone),
             draft.as_str()
         ));
         let prompt = Zeroizing::new(llm.prompt(&[
