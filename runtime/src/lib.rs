@@ -19,6 +19,7 @@ pub mod gateway;
 pub mod init;
 pub mod keys;
 pub mod server;
+#[cfg(feature = "summarizer")]
 pub mod summarize;
 pub mod weights;
 pub mod workload;

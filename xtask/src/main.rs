@@ -6,6 +6,7 @@ mod bench_log;
 mod bench_model;
 mod eval;
 mod firmware;
+mod fuzz;
 mod measure;
 mod model;
 mod peer;
@@ -35,6 +36,8 @@ enum Command {
     Firmware(firmware::Args),
     /// Expected launch measurement (SNP launch digest) of a firmware + kernel + initrd + cmdline.
     Measure(measure::Args),
+    /// Build the libFuzzer targets in `fuzz/` and run each for a while; print executions.
+    Fuzz(fuzz::Args),
     /// Install a pinned reference tool (sev-snp-measure) and print its path.
     Peer(peer::Args),
     /// Benchmarks against the peer, measured in the same run (`measure`, `model`).
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Command::Firmware(args) => firmware::run(&args),
         Command::Measure(args) => measure::run(&args),
         Command::Peer(args) => peer::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Model(args) => model::run(&args),
         Command::Image(args) => run::image_cmd(&args),

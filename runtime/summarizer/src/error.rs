@@ -71,6 +71,7 @@ pub enum SummarizeError {
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     /// candle failed while loading or running a model.
+    #[cfg(feature = "model")]
     #[error("inference: {0}")]
     Inference(#[from] candle_core::Error),
 }

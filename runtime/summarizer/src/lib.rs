@@ -7,19 +7,29 @@
 //! * [`service`]: the two combined, with a context budget and a deadline.
 //! * [`api`]: the JSON bodies and their limits.
 //!
+//! Without the default `model` feature only [`api`] and [`error`] are built.
+//!
 //! CPU only; nothing here logs request text, and request text is zeroized when dropped.
 #![forbid(unsafe_code)]
 
 pub mod api;
+#[cfg(feature = "model")]
 pub mod embed;
 pub mod error;
+#[cfg(feature = "model")]
 pub mod llm;
+#[cfg(feature = "model")]
 pub mod service;
+#[cfg(feature = "model")]
 pub mod template;
+#[cfg(feature = "model")]
 pub mod transformer;
 
 pub use api::{RewriteRequest, RewriteResponse, Stop, SummarizeRequest, SummarizeResponse, Tone};
+#[cfg(feature = "model")]
 pub use embed::Embedder;
 pub use error::SummarizeError;
+#[cfg(feature = "model")]
 pub use llm::{Decoding, GenerateParams, Generation, LanguageModel};
+#[cfg(feature = "model")]
 pub use service::{Summarizer, SummarizerConfig};
