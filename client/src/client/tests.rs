@@ -58,6 +58,27 @@ struct Stack {
     origin_keys: OriginKeys,
     spent: Spent,
     seen: Mutex<Seen>,
+    fault: Mutex<Fault>,
+}
+
+/// What a hostile or broken relay does to the answers it passes back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    None,
+    /// `/ohttp-keys` answers bytes that are no key configuration list.
+    GarbageKeys,
+    /// The gateway's answer replaced by random bytes of the right media type.
+    GarbageOuter,
+    /// The gateway's answer as an HTML error page.
+    WrongMedia,
+    /// The node's sealed answer one byte short.
+    TruncatedInner,
+}
+
+fn noise(len: usize) -> Vec<u8> {
+    use rand::RngExt as _;
+    let mut rng = crate::choose::os_rng().expect("rng");
+    (0..len).map(|_| rng.random()).collect()
 }
 
 type Reply = hyper::Response<Full<Bytes>>;
@@ -134,6 +155,7 @@ impl Stack {
             origin_keys,
             spent: Spent::default(),
             seen: Mutex::default(),
+            fault: Mutex::new(Fault::None),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -164,6 +186,17 @@ impl Stack {
             .get(hyper::header::AUTHORIZATION)
             .map(|v| v.as_bytes().to_vec());
         let body = req.into_body().collect().await.expect("body").to_bytes();
+        let fault = *self.fault.lock().expect("lock");
+        match (fault, method.as_str(), path.as_str()) {
+            (Fault::GarbageKeys, "GET", OHTTP_KEYS_PATH) => {
+                return reply(200, OHTTP_KEYS_MEDIA, noise(41));
+            }
+            (Fault::GarbageOuter, "POST", "/") => return reply(200, OHTTP_RES_MEDIA, noise(120)),
+            (Fault::WrongMedia, "POST", "/") => {
+                return reply(502, "text/html", b"<html>Bad Gateway</html>".to_vec());
+            }
+            _ => {}
+        }
         match (method.as_str(), path.as_str()) {
             ("GET", OHTTP_KEYS_PATH) => reply(200, OHTTP_KEYS_MEDIA, self.key_list.clone()),
             ("POST", "/") => {
@@ -237,7 +270,10 @@ impl Stack {
             inner.content().to_vec(),
         ));
         let answer = bhttp_response(200, "application/octet-stream", inner.content());
-        let sealed = ctx.encapsulate(&answer).expect("seal");
+        let mut sealed = ctx.encapsulate(&answer).expect("seal");
+        if *self.fault.lock().expect("lock") == Fault::TruncatedInner {
+            sealed.pop();
+        }
         (200, OHTTP_RES_MEDIA.into(), sealed)
     }
 }
@@ -424,4 +460,100 @@ async fn a_token_batch_is_spent_one_per_request_from_memory() {
     // Four fetched at the first request, one used per request, four more at the fifth.
     assert_eq!(reserved, [3, 2, 1, 0, 3]);
     assert!(!format!("{client:?}").contains("PrivateToken"));
+}
+
+#[tokio::test]
+async fn a_relay_that_garbles_or_truncates_gets_a_named_error_and_nothing_sticks() {
+    let (stack, url) = Stack::start(&[("good-a", Kind::Good)]).await;
+    let c = client(&url, ACCOUNT);
+    let set = |f| *stack.fault.lock().expect("lock") = f;
+
+    set(Fault::GarbageKeys);
+    let e = c
+        .send("/v1/echo", "text/plain", b"x")
+        .await
+        .expect_err("keys");
+    assert!(matches!(e, ClientError::OuterKey(_)), "{e}");
+
+    set(Fault::GarbageOuter);
+    let e = c
+        .send("/v1/echo", "text/plain", b"x")
+        .await
+        .expect_err("outer");
+    assert!(
+        matches!(
+            e,
+            ClientError::Ohttp {
+                layer: crate::Layer::Outer,
+                operation: "decapsulation",
+                ..
+            }
+        ),
+        "{e}"
+    );
+
+    set(Fault::WrongMedia);
+    let e = c
+        .send("/v1/echo", "text/plain", b"x")
+        .await
+        .expect_err("media");
+    assert!(matches!(e, ClientError::Relay { status: 502, .. }), "{e}");
+
+    set(Fault::TruncatedInner);
+    let before = stack.seen.lock().expect("lock").inner.len();
+    let e = c
+        .send("/v1/echo", "text/plain", b"x")
+        .await
+        .expect_err("inner");
+    assert!(
+        matches!(
+            e,
+            ClientError::Ohttp {
+                layer: crate::Layer::Inner,
+                operation: "decapsulation",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert_eq!(stack.seen.lock().expect("lock").inner.len(), before + 1);
+
+    // Nothing is left wedged: the same client works once the relay behaves.
+    set(Fault::None);
+    let r = c
+        .send("/v1/echo", "text/plain", b"again")
+        .await
+        .expect("recovers");
+    assert_eq!(r.body.expose(), b"again");
+}
+
+#[tokio::test]
+async fn a_relay_that_cuts_its_answer_short_is_an_http_error() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // Promises 100 bytes, sends 10, closes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/ohttp-keys\r\n\
+                      content-length: 100\r\n\r\n0123456789",
+                )
+                .await;
+        }
+    });
+    let client = Client::new(ClientConfig {
+        relay: format!("http://{addr}").parse().expect("url"),
+        issuer: None,
+        trust: emulated_trust(),
+        deadline: Duration::from_secs(30),
+    });
+    let e = client.nodes().await.expect_err("truncated");
+    assert!(matches!(e, ClientError::Http { .. }), "{e}");
+    server.abort();
 }
