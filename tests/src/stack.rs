@@ -296,6 +296,17 @@ impl Stack {
     /// runtimes, the issuer (one account with `quota` tokens a day), the gateway (the runtimes
     /// plus `extra` nodes) and the relay, in `dir`.
     pub fn start(dir: &Path, specs: &[NodeSpec], extra: &[(&str, String)], quota: u32) -> Stack {
+        Stack::start_with(dir, specs, extra, quota, &[])
+    }
+
+    /// [`Stack::start`], with more flags for the gateway.
+    pub fn start_with(
+        dir: &Path,
+        specs: &[NodeSpec],
+        extra: &[(&str, String)],
+        quota: u32,
+        gateway_args: &[&str],
+    ) -> Stack {
         let sp = emulated_sp(dir);
         let log_dir = dir.join("log");
         let (proof, _) =
@@ -325,7 +336,7 @@ impl Stack {
         addresses.extend(extra.iter().cloned());
         let addresses: Vec<(&str, &str)> =
             addresses.iter().map(|(i, a)| (*i, a.as_str())).collect();
-        let gateway = gateway(dir, &addresses, &[proof_file], &spki, &[]);
+        let gateway = gateway(dir, &addresses, &[proof_file], &spki, gateway_args);
         let relay = relay(dir, &gateway);
         let state = dir.join("device-state");
         Stack {
@@ -398,6 +409,20 @@ impl Stack {
         })
     }
 
+    /// Every server process, named: the runtimes by id, then issuer, gateway, relay.
+    pub fn processes(&self) -> Vec<(String, u32)> {
+        let mut v: Vec<(String, u32)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (format!("runtime-{i}"), n.pid()))
+            .collect();
+        v.push(("issuer".into(), self.issuer.pid()));
+        v.push(("gateway".into(), self.gateway.pid()));
+        v.push(("relay".into(), self.relay.pid()));
+        v
+    }
+
     /// Every server's logs, concatenated.
     pub fn all_logs(&self) -> String {
         let mut s = String::new();
@@ -410,4 +435,16 @@ impl Stack {
         }
         s
     }
+}
+
+/// Resident memory of process `pid` in KiB (`VmRSS`), if it is still running.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
