@@ -83,3 +83,11 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutting down");
 }
+
+/// No core dumps, and not dumpable (no ptrace attach by other processes of the same user): a
+/// crash must not write tokens, keys or an account's bearer token to disk. Every server binary
+/// calls this first.
+pub fn no_core_dumps() {
+    let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
+    let _ = nix::sys::prctl::set_dumpable(false);
+}

@@ -94,9 +94,12 @@ pub fn mount_configfs() -> Result<(), InitError> {
     mount_one("configfs", "/sys/kernel/config", "configfs", hardened, None)
 }
 
-/// No core dumps: a crashing process must not write request plaintext anywhere.
+/// No core dumps, and not dumpable (no ptrace attach by other processes of the same user,
+/// `/proc/<pid>/mem` closed to them): a crashing or inspected process must not hand out keys
+/// or request plaintext.
 pub fn disable_core_dumps() {
     let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
+    let _ = nix::sys::prctl::set_dumpable(false);
 }
 
 /// Outcome of loading one module.

@@ -66,6 +66,8 @@ fn main() -> ExitCode {
         }
         init::fatal("the server stopped");
     }
+    // Development mode holds the same keys and plaintext: the same hardening as in the guest.
+    init::disable_core_dumps();
     match dev() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -39,3 +39,37 @@ pub fn initrd_plus_one_byte(image: &Image, dir: &Path) -> PathBuf {
 }
 pub mod stack;
 pub mod stand_in;
+
+/// Every regular file under `dir` (recursively) whose bytes contain `needle`.
+pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(d) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(kind) = e.file_type() else { continue };
+            if kind.is_dir() {
+                pending.push(e.path());
+            } else if kind.is_file()
+                && std::fs::read(e.path())
+                    .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+            {
+                found.push(e.path());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Whether process `pid` runs with core dumps off (`RLIMIT_CORE` 0, soft and hard).
+pub fn core_dumps_off(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/limits")).is_ok_and(|l| {
+        l.lines().any(|line| {
+            line.starts_with("Max core file size")
+                && line.split_whitespace().skip(4).take(2).all(|v| v == "0")
+        })
+    })
+}

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use cloister_guest_image::model::{MINILM_L6_V2, SMOLLM2_135M, require};
 use cloister_tests::stack::{LOGGED_MANIFEST, NodeSpec, Stack};
-use cloister_tests::{marker, stand_in};
+use cloister_tests::{core_dumps_off, files_containing, marker, stand_in};
 
 const ECHO: &str = "cloister.attest=emulated";
 
@@ -120,6 +120,7 @@ fn summaries_rewrites_and_echoes_come_back_through_relay_gateway_and_a_verified_
         let out = run(c, None);
         assert!(out.status.success(), "{}", text(&out.stderr));
         assert_eq!(text(&out.stdout).trim_end(), secret);
+        assert!(!text(&out.stderr).contains(&secret), "the CLI's stderr");
     }
     for n in &stack.nodes {
         let served =
@@ -142,6 +143,10 @@ fn summaries_rewrites_and_echoes_come_back_through_relay_gateway_and_a_verified_
             svc.logs()
         );
     }
+    // No process that held the marker, a token or the account token can dump core.
+    for (name, pid) in stack.processes() {
+        assert!(core_dumps_off(pid), "{name} can write a core dump");
+    }
     let mut stack = stack;
     stack.gateway.kill();
     stack.issuer.kill();
@@ -156,6 +161,18 @@ fn summaries_rewrites_and_echoes_come_back_through_relay_gateway_and_a_verified_
             "a redeemed nonce is in the issuer's records"
         );
     }
+    // No file any process wrote holds the marker or the account token: only the test's own
+    // input file and the account token's file do.
+    assert_eq!(
+        files_containing(dir.path(), secret.as_bytes()),
+        std::slice::from_ref(&file),
+        "the marker reached a file"
+    );
+    assert_eq!(
+        files_containing(dir.path(), account.trim().as_bytes()),
+        std::slice::from_ref(&stack.account),
+        "the account token reached a file"
+    );
     for db in [&issuer_db, &gateway_db] {
         assert!(!db.windows(secret.len()).any(|w| w == secret.as_bytes()));
         assert!(!db.windows(9).any(|w| w == b"127.0.0.1"));

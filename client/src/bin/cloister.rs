@@ -123,6 +123,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The account token, the tokens and the plaintext live in this process: no core dump.
+    let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0);
+    let _ = nix::sys::prctl::set_dumpable(false);
     let cli = Cli::parse();
     if cli.insecure_emulated.is_some() {
         eprintln!(

@@ -150,6 +150,7 @@ fn config(cli: Cli) -> Result<GatewayConfig> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    cloister_gateway::server::no_core_dumps();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)

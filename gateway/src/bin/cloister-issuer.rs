@@ -61,6 +61,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    cloister_gateway::server::no_core_dumps();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)

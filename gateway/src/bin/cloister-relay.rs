@@ -28,6 +28,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    cloister_gateway::server::no_core_dumps();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .init();
