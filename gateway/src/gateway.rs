@@ -357,10 +357,13 @@ async fn forward(
     }
     // The token is spent before the node is known to exist: a device that names a missing node
     // learns nothing for free.
-    if let Err(refusal) = gw.redeemer.redeem(header(m, "authorization")).await {
-        let (status, kind) = refusal.status_kind();
-        return Answer::problem(status, kind, &refusal.to_string());
-    }
+    let nonce = match gw.redeemer.redeem(header(m, "authorization")).await {
+        Ok(nonce) => nonce,
+        Err(refusal) => {
+            let (status, kind) = refusal.status_kind();
+            return Answer::problem(status, kind, &refusal.to_string());
+        }
+    };
     let address = match id.ok().and_then(|id| gw.config.nodes.get(&id)) {
         Some(a) => a,
         None => return Answer::problem(404, "node-unknown", "no node has this id"),
@@ -375,13 +378,20 @@ async fn forward(
         )
         .await;
     match reply {
-        Ok(r) => Answer {
-            status: r.status,
-            content_type: r.content_type,
-            body: r.body,
-        },
+        Ok(r) => {
+            // The runtime sheds with 503 before it opens the request: no work was done.
+            if r.status == 503 {
+                gw.redeemer.refund(&nonce).await;
+            }
+            Answer {
+                status: r.status,
+                content_type: r.content_type,
+                body: r.body,
+            }
+        }
         Err(e @ NodeError::Timeout(_)) => Answer::problem(504, "node-timeout", &e.to_string()),
         Err(e @ (NodeError::Connect(_) | NodeError::Handshake { .. })) => {
+            gw.redeemer.refund(&nonce).await;
             Answer::problem(502, "node-unreachable", &e.to_string())
         }
         Err(e) => Answer::problem(502, "node-failed", &e.to_string()),

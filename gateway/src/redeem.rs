@@ -7,7 +7,7 @@ use privacypass::auth::authenticate::TokenChallenge;
 use privacypass::auth::authorize::parse_authorization_header;
 use privacypass::public_tokens::server::{OriginKeyStore, OriginServer};
 use privacypass::public_tokens::{PublicKey, PublicToken};
-use privacypass::{TokenType, TruncatedTokenKeyId};
+use privacypass::{Nonce, TokenType, TruncatedTokenKeyId};
 use sha2::{Digest as _, Sha256};
 
 use crate::spent::{Redemption, SpentStore, StoreError};
@@ -96,8 +96,9 @@ impl Redeemer {
         })
     }
 
-    /// Checks the token in `authorization` and records it spent.
-    pub async fn redeem(&self, authorization: Option<&[u8]>) -> Result<(), TokenRefusal> {
+    /// Checks the token in `authorization` and records it spent; returns its nonce (for a
+    /// [`Redeemer::refund`]).
+    pub async fn redeem(&self, authorization: Option<&[u8]>) -> Result<Nonce, TokenRefusal> {
         let raw = authorization.ok_or(TokenRefusal::Missing)?;
         let value =
             hyper::header::HeaderValue::from_bytes(raw).map_err(|_| TokenRefusal::Malformed)?;
@@ -116,12 +117,13 @@ impl Redeemer {
         if !self.key_ids.contains(token.token_key_id()) {
             return Err(TokenRefusal::UnknownKey);
         }
+        let nonce = token.nonce();
         let redemption = Redemption::new(&self.spent);
         match OriginServer::new()
             .redeem_token(&self.keys, &redemption, token)
             .await
         {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(nonce),
             Err(privacypass::common::errors::RedeemTokenError::DoubleSpending) => {
                 match redemption.take_failure() {
                     Some(e) => Err(TokenRefusal::StoreUnavailable(e)),
@@ -133,5 +135,16 @@ impl Redeemer {
             }
             Err(_) => Err(TokenRefusal::Invalid),
         }
+    }
+}
+
+impl Redeemer {
+    /// Returns a spent token to its holder: only for a request that provably did no work (the
+    /// node could not be reached, or shed it with 503 before opening it), so that overload
+    /// does not cost a device its token. The same token presented again is linkable to the
+    /// refused attempt, by the gateway only, which saw both. Best effort: if the store fails
+    /// the token stays spent, which is safe.
+    pub async fn refund(&self, nonce: &Nonce) {
+        self.spent.unspend(nonce).await;
     }
 }

@@ -303,7 +303,7 @@ fn tamper_token(header: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_or_dead_node_is_a_named_error_within_the_deadline() {
+async fn a_slow_or_dead_node_is_a_named_error_within_the_deadline_and_only_no_work_is_refunded() {
     let dir = tempfile::tempdir().expect("tempdir");
     let slow = node(dir.path(), "slow", Duration::from_secs(30));
     let gone = dir.path().join("gone.sock");
@@ -322,6 +322,12 @@ async fn a_slow_or_dead_node_is_a_named_error_within_the_deadline() {
     let t = token(&s.issuer, &s.challenge).await;
     let r = call(&s, "POST", "/v1/nodes/gone/ohttp", Some(&t), b"x").await;
     assert_eq!(r.kind().as_deref(), Some("node-unreachable"), "{r:?}");
+    // The unreachable node did no work: the token was refunded and pays for the next request.
+    // A timed-out one may have done work: that token stays spent.
+    let r = call(&s, "POST", "/v1/nodes/slow/ohttp", Some(&t), b"x").await;
+    assert_eq!(r.kind().as_deref(), Some("node-timeout"), "refunded: {r:?}");
+    let r = call(&s, "POST", "/v1/nodes/gone/ohttp", Some(&t), b"x").await;
+    assert_eq!(r.kind().as_deref(), Some("token-spent"), "{r:?}");
 }
 
 /// A real `redis-server` on a free port, stopped on drop.

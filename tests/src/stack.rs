@@ -218,7 +218,8 @@ pub fn issuer(dir: &Path, quota: u32) -> (Service, String) {
     (Service::spawn(cmd, dir.join("issuer.log")), spki)
 }
 
-/// The gateway in front of `nodes` (`(id, address)`), accepting `issuer_key`'s tokens.
+/// The gateway in front of `nodes` (`(id, address)`), accepting `issuer_key`'s tokens, on
+/// 127.0.0.1 (a free port).
 pub fn gateway(
     dir: &Path,
     nodes: &[(&str, &str)],
@@ -226,8 +227,20 @@ pub fn gateway(
     issuer_key: &str,
     extra: &[&str],
 ) -> Service {
+    gateway_on("127.0.0.1:0", dir, nodes, log_proofs, issuer_key, extra)
+}
+
+/// [`gateway`] listening on `listen`.
+pub fn gateway_on(
+    listen: &str,
+    dir: &Path,
+    nodes: &[(&str, &str)],
+    log_proofs: &[PathBuf],
+    issuer_key: &str,
+    extra: &[&str],
+) -> Service {
     let mut cmd = Command::new(bin("cloister-gateway"));
-    cmd.args(["--listen", "127.0.0.1:0", "--issuer-key", issuer_key])
+    cmd.args(["--listen", listen, "--issuer-key", issuer_key])
         .arg("--spent-store")
         .arg(dir.join("spent.redb"));
     for (id, address) in nodes {
@@ -289,6 +302,21 @@ pub struct Stack {
     pub account: PathBuf,
     /// The device's state directory.
     pub state: PathBuf,
+    /// How the gateway was started (for a restart).
+    pub gateway_setup: GatewaySetup,
+}
+
+/// The gateway's command line, kept to start it again.
+#[derive(Debug, Clone)]
+pub struct GatewaySetup {
+    /// `(id, address)` of every node.
+    pub nodes: Vec<(String, String)>,
+    /// The operator's log proof file.
+    pub log_proof: PathBuf,
+    /// The issuer's public key (base64url SPKI).
+    pub issuer_key: String,
+    /// Further flags.
+    pub extra: Vec<String>,
 }
 
 impl Stack {
@@ -336,7 +364,22 @@ impl Stack {
         addresses.extend(extra.iter().cloned());
         let addresses: Vec<(&str, &str)> =
             addresses.iter().map(|(i, a)| (*i, a.as_str())).collect();
-        let gateway = gateway(dir, &addresses, &[proof_file], &spki, gateway_args);
+        let gateway = gateway(
+            dir,
+            &addresses,
+            std::slice::from_ref(&proof_file),
+            &spki,
+            gateway_args,
+        );
+        let gateway_setup = GatewaySetup {
+            nodes: addresses
+                .iter()
+                .map(|(i, a)| ((*i).to_owned(), (*a).to_owned()))
+                .collect(),
+            log_proof: proof_file,
+            issuer_key: spki,
+            extra: gateway_args.iter().map(|a| (*a).to_owned()).collect(),
+        };
         let relay = relay(dir, &gateway);
         let state = dir.join("device-state");
         Stack {
@@ -350,7 +393,30 @@ impl Stack {
             witness_key,
             account: dir.join("account-token"),
             state,
+            gateway_setup,
         }
+    }
+
+    /// Kills the gateway (SIGKILL: nothing flushed, nothing drained) and starts it again on
+    /// the same address, with the same nodes, keys and spent-token store.
+    pub fn restart_gateway(&mut self) {
+        self.gateway.kill();
+        let g = &self.gateway_setup;
+        let nodes: Vec<(&str, &str)> = g
+            .nodes
+            .iter()
+            .map(|(i, a)| (i.as_str(), a.as_str()))
+            .collect();
+        let extra: Vec<&str> = g.extra.iter().map(String::as_str).collect();
+        let listen = self.gateway.authority().to_owned();
+        self.gateway = gateway_on(
+            &listen,
+            &self.dir,
+            &nodes,
+            std::slice::from_ref(&g.log_proof),
+            &g.issuer_key,
+            &extra,
+        );
     }
 
     /// The `cloister` CLI with this device's flags.

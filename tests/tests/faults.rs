@@ -1,0 +1,252 @@
+//! Faults on the way in (loopback, a development-mode runtime; every actor its own process).
+//!
+//! The gateway is killed (SIGKILL: nothing drained, nothing flushed) and started again on the
+//! same address while eight devices redeem 200 tokens through the relay. Afterwards every
+//! token is presented again. Then:
+//! * no token was accepted twice, across the crash;
+//! * every token accepted before the crash is refused as `token-spent` after it (no spend lost
+//!   from the store);
+//! * a request cut by the crash was either spent (its answer lost) or is accepted now — never
+//!   both; one the node shed with 503 was refunded (accepted now); every error was a named one;
+//! * at the end all 200 nonces are in the spent store, once each, and the node answered no
+//!   more requests than tokens were spent.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use cloister_client::{choose, envelope, tokens};
+use cloister_gateway::issuer::IssuerKey;
+use cloister_gateway::{Upstreamed, exchange_tcp};
+use cloister_protocol::EvidenceBundle;
+use cloister_protocol::access::{
+    NODES_PATH, NodeDirectory, NodeId, OHTTP_KEYS_PATH, OHTTP_REQ_MEDIA, node_ohttp_path,
+    parse_problem,
+};
+use cloister_tests::stack::{NodeSpec, Stack};
+use hyper::Method;
+
+const TOKENS: usize = 200;
+const DEVICES: usize = 8;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    Accepted,
+    Spent,
+    /// Any other refusal or failure, by name.
+    Failed(String),
+}
+
+async fn relay_exchange(
+    relay: &str,
+    method: Method,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<Upstreamed, String> {
+    let ct = (method == Method::POST).then_some(OHTTP_REQ_MEDIA);
+    exchange_tcp(
+        relay,
+        method,
+        path,
+        ct,
+        Bytes::from(body),
+        Duration::from_secs(10),
+        8 << 20,
+    )
+    .await
+    .map_err(|e| format!("relay {e}"))
+}
+
+async fn outer_keys(relay: &str) -> Result<Vec<u8>, String> {
+    let r = relay_exchange(relay, Method::GET, OHTTP_KEYS_PATH, Vec::new()).await?;
+    if r.status != 200 {
+        return Err(format!("keys: relay answered {}", r.status));
+    }
+    Ok(r.body.to_vec())
+}
+
+/// The problem kind of a non-200 answer.
+fn kind(status: u16, body: &[u8]) -> String {
+    parse_problem(body).map_or_else(
+        || format!("{status} without a problem document"),
+        |(k, _)| k,
+    )
+}
+
+/// One echo to `node` paid with `token`, sealed to the node and to the gateway's current key.
+async fn redeem(relay: &str, node: &NodeId, key_config: &[u8], token: &str) -> Outcome {
+    let keys = match outer_keys(relay).await {
+        Ok(k) => k,
+        Err(e) => return Outcome::Failed(e),
+    };
+    let inner = envelope::node_request(key_config, "/v1/echo", "text/plain", b"fault")
+        .expect("inner request");
+    let headers: [(&str, &[u8]); 2] = [
+        ("authorization", token.as_bytes()),
+        ("content-type", OHTTP_REQ_MEDIA.as_bytes()),
+    ];
+    let sealed = envelope::gateway_request(
+        &keys,
+        "POST",
+        &node_ohttp_path(node),
+        &headers,
+        &inner.bytes,
+    )
+    .expect("outer request");
+    let r = match relay_exchange(relay, Method::POST, "/", sealed.bytes.clone()).await {
+        Ok(r) => r,
+        Err(e) => return Outcome::Failed(e),
+    };
+    if r.status != 200 {
+        return Outcome::Failed(format!(
+            "relay answered {} ({})",
+            r.status,
+            kind(r.status, &r.body)
+        ));
+    }
+    match sealed.open(&r.body) {
+        Ok(d) if d.status == 200 => Outcome::Accepted,
+        Ok(d) => match kind(d.status, &d.body).as_str() {
+            "token-spent" => Outcome::Spent,
+            other => Outcome::Failed(format!("gateway answered {} ({other})", d.status)),
+        },
+        Err(e) => Outcome::Failed(e.to_string()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_while_redeeming_loses_no_spend_and_accepts_no_token_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut stack = {
+        let dir = dir.path().to_owned();
+        tokio::task::spawn_blocking(move || {
+            let spec = NodeSpec {
+                id: "node-a",
+                cmdline: "cloister.attest=emulated",
+                models: None,
+                logged: true,
+            };
+            Stack::start(&dir, &[spec], &[], 10)
+        })
+        .await
+        .expect("stack")
+    };
+    let relay = stack.relay.authority().to_owned();
+
+    // What a device learns inside the outer layer: the challenge, the node and its key.
+    let keys = outer_keys(&relay).await.expect("keys");
+    let sealed = envelope::gateway_request(&keys, "GET", NODES_PATH, &[], b"").expect("seal");
+    let r = relay_exchange(&relay, Method::POST, "/", sealed.bytes.clone())
+        .await
+        .expect("directory");
+    let d = sealed.open(&r.body).expect("opens");
+    let directory = NodeDirectory::from_json(&d.body).expect("directory");
+    let challenge = tokens::parse_challenge(&directory.token_challenge).expect("challenge");
+    let node = directory.nodes[0].id.clone();
+    let evidence = serde_json::to_vec(&directory.nodes[0].evidence).expect("json");
+    let key_config = Arc::new(
+        EvidenceBundle::from_json(&evidence)
+            .expect("bundle")
+            .key_config,
+    );
+
+    // 200 tokens from the issuer's key (the issuer's account quota is not under test here).
+    let issuer = IssuerKey::load(&dir.path().join("issuer.pem")).expect("issuer key");
+    let mut rng = choose::os_rng().expect("rng");
+    let mut minted = Vec::new();
+    for _ in 0..TOKENS {
+        let (request, pending) =
+            tokens::token_request(&mut rng, issuer.public_key(), &challenge).expect("request");
+        let response = issuer
+            .sign(issuer.parse_request(&request).expect("parses"))
+            .await
+            .expect("signs");
+        let token = tokens::finish_token(pending, &response).expect("token");
+        minted.push(token.expose().to_owned());
+    }
+    let minted = Arc::new(minted);
+
+    // Eight devices redeem them; the gateway is killed and restarted after 40 acceptances.
+    let next = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..DEVICES)
+        .map(|_| {
+            let (next, accepted, minted) = (next.clone(), accepted.clone(), minted.clone());
+            let (relay, node, key_config) = (relay.clone(), node.clone(), key_config.clone());
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= TOKENS {
+                        return seen;
+                    }
+                    let o = redeem(&relay, &node, &key_config, &minted[i]).await;
+                    if o == Outcome::Accepted {
+                        accepted.fetch_add(1, Ordering::SeqCst);
+                    }
+                    seen.push((i, o));
+                }
+            })
+        })
+        .collect();
+    while accepted.load(Ordering::SeqCst) < 40 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::task::block_in_place(|| stack.restart_gateway());
+    let mut first = BTreeMap::new();
+    for w in workers {
+        for (i, o) in w.await.expect("worker") {
+            first.insert(i, o);
+        }
+    }
+    assert_eq!(first.len(), TOKENS);
+
+    // Every token again, after the crash.
+    let mut failures = BTreeMap::<String, usize>::new();
+    let (mut spent_before, mut cut, mut cut_spent) = (0, 0, 0);
+    for (i, token) in minted.iter().enumerate() {
+        let again = redeem(&relay, &node, &key_config, token).await;
+        match (&first[&i], &again) {
+            (Outcome::Accepted, Outcome::Spent) => spent_before += 1,
+            (Outcome::Accepted, other) => {
+                panic!("token {i} accepted, then {other:?} after the crash")
+            }
+            (Outcome::Spent, _) => panic!("token {i} was spent before it was first presented"),
+            (Outcome::Failed(why), Outcome::Spent) if why.contains("(overloaded)") => {
+                panic!("token {i}: shed by the node ({why}) yet not refunded")
+            }
+            (Outcome::Failed(why), Outcome::Accepted | Outcome::Spent) => {
+                *failures.entry(why.clone()).or_default() += 1;
+                cut += 1;
+                if again == Outcome::Spent {
+                    cut_spent += 1;
+                }
+            }
+            (Outcome::Failed(why), Outcome::Failed(now)) => {
+                panic!("token {i}: {why}, then still {now} with the gateway back")
+            }
+        }
+    }
+    eprintln!(
+        "gateway crash: {spent_before} accepted before and refused as spent after; {cut} cut by \
+         the crash ({cut_spent} of them had been spent, {} accepted now); errors met: {failures:?}",
+        cut - cut_spent
+    );
+    assert!(spent_before >= 40, "{spent_before}");
+
+    // The store holds each token's nonce once; the node answered no more than was paid for.
+    let node_requests = stack.nodes[0].logs().matches("route=\"ohttp\"").count()
+        + stack.nodes[0].logs().matches("route=ohttp").count();
+    stack.gateway.kill();
+    let nonces =
+        cloister_gateway::spent::redb_nonces(&dir.path().join("spent.redb")).expect("store");
+    assert_eq!(nonces.len(), TOKENS, "every token spent, once");
+    let unique: std::collections::BTreeSet<_> = nonces.iter().collect();
+    assert_eq!(unique.len(), TOKENS);
+    assert!(
+        node_requests <= TOKENS,
+        "the node served {node_requests} requests for {TOKENS} tokens"
+    );
+}
