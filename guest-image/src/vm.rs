@@ -167,6 +167,11 @@ pub struct VhostVsock {
 }
 
 impl VhostVsock {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts vhost-device-vsock for guest CID `cid` with sockets in `dir`.
     pub fn start(dir: &Path, cid: u32) -> Result<Self, ImageError> {
         require_tool(
@@ -305,6 +310,11 @@ pub const FATAL_MARK: &str = "cloister: FATAL";
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Vm {
+    /// QEMU's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts QEMU.
     pub fn start(spec: &VmSpec) -> Result<Vm, BootError> {
         require_tool("qemu-system-x86_64", "qemu-system-x86")?;

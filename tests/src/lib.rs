@@ -73,3 +73,20 @@ pub fn core_dumps_off(pid: u32) -> bool {
         })
     })
 }
+
+/// The image's release published in a fresh log in `dir`, cosigned by a witness.
+pub fn publish(
+    image: &cloister_xtask::image::Image,
+    vcpus: u32,
+    dir: &std::path::Path,
+) -> (
+    cloister_protocol::LogProof,
+    cloister_transparency::TrustedLog,
+) {
+    let (digest, gpa, _) =
+        cloister_xtask::launch::expected(image, &image.initrd, vcpus).expect("expected digest");
+    let m =
+        cloister_xtask::release::measurement_json(image, &digest, gpa, vcpus).expect("measurement");
+    let record = cloister_xtask::release::record_from(&m).expect("a release record");
+    cloister_xtask::release::witnessed_release(dir, &record).expect("published and cosigned")
+}

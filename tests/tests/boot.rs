@@ -6,9 +6,8 @@ use std::time::Duration;
 use cloister_guest_image::vm::BootError;
 use cloister_measurement::VerifyError;
 use cloister_protocol::EvidenceBundle;
-use cloister_tests::{emulated_image, initrd_plus_one_byte, marker};
+use cloister_tests::{emulated_image, initrd_plus_one_byte, marker, publish};
 use cloister_xtask::launch::{LaunchOptions, RunningGuest, VCPU_TYPE, expect_firmware_refusal};
-use cloister_xtask::release;
 
 /// The digest `cargo xtask measure` prints for these exact boot inputs.
 fn xtask_measure(image: &cloister_xtask::image::Image, vcpus: u32) -> String {
@@ -168,20 +167,4 @@ fn verifier_refuses_a_changed_initrd_with_a_recomputed_page() {
         .verify(&attached, b"")
         .expect_err("not in the log");
     assert!(matches!(err, VerifyError::NotInLog { .. }), "{err}");
-}
-
-/// The image's release published in a fresh log in `dir`, cosigned by a witness.
-fn publish(
-    image: &cloister_xtask::image::Image,
-    vcpus: u32,
-    dir: &std::path::Path,
-) -> (
-    cloister_protocol::LogProof,
-    cloister_transparency::TrustedLog,
-) {
-    let (digest, gpa, _) =
-        cloister_xtask::launch::expected(image, &image.initrd, vcpus).expect("expected digest");
-    let m = release::measurement_json(image, &digest, gpa, vcpus).expect("measurement");
-    let record = release::record_from(&m).expect("a release record");
-    release::witnessed_release(dir, &record).expect("published and cosigned")
 }

@@ -142,7 +142,7 @@ fn console_log_path(image: &Image) -> PathBuf {
 pub struct RunningGuest {
     // Field order is drop order: QEMU first, then vhost-device-vsock, then the processor.
     vm: Vm,
-    _vhost: VhostVsock,
+    vhost: VhostVsock,
     sp_stop: Arc<AtomicBool>,
     sp_thread: Option<std::thread::JoinHandle<()>>,
     /// The emulated root the evidence chains to.
@@ -283,7 +283,7 @@ impl RunningGuest {
         };
         Ok(RunningGuest {
             vm,
-            _vhost: vhost,
+            vhost,
             sp_stop,
             sp_thread: Some(sp_thread),
             root,
@@ -293,6 +293,16 @@ impl RunningGuest {
             boot_time,
             _dir: dir,
         })
+    }
+
+    /// QEMU's process id (fault tests stop and kill it).
+    pub fn vm_pid(&self) -> u32 {
+        self.vm.pid()
+    }
+
+    /// vhost-device-vsock's process id (fault tests kill it).
+    pub fn vhost_pid(&self) -> u32 {
+        self.vhost.pid()
     }
 
     /// Everything the console showed.

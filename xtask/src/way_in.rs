@@ -43,6 +43,23 @@ async fn listen() -> Result<(tokio::net::TcpListener, String)> {
     Ok((l, a))
 }
 
+/// Issuer, gateway (one node, `guest-1`: the guest) and relay, served in-process on loopback,
+/// and a device's client that trusts the log and its witness. Stopped on drop.
+#[derive(Debug)]
+pub struct WayIn {
+    /// The device.
+    pub client: Client,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for WayIn {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
 /// Starts issuer, gateway (one node: the guest) and relay; sends `body` to `path` as a device
 /// would; returns the node's answer.
 pub async fn ask(
@@ -53,95 +70,8 @@ pub async fn ask(
     body: &[u8],
     deadline: Duration,
 ) -> Result<InnerResponse> {
-    // The operator: an issuer with one account, a gateway in front of the guest.
-    let issuer_key = IssuerKey::generate()?;
-    let accounts = Accounts::open(&scratch.join("issuer-accounts.redb"))?;
-    let account = accounts.add("xtask-run", 10)?;
-    let (issuer_listener, issuer_addr) = listen().await?;
-    let challenge = TokenChallenge::new(
-        TokenType::Public,
-        "cloister-issuer",
-        None,
-        &["cloister-gateway".to_owned()],
-    );
-    let mut nodes = BTreeMap::new();
-    nodes.insert(
-        NodeId::new("guest-1")?,
-        NodeAddress::VhostUser {
-            uds: guest.uds.clone(),
-            port: guest.port,
-        },
-    );
-    let spent = scratch.join("gateway-spent.redb");
-    let _ = std::fs::remove_file(&spent);
-    let gateway = Gateway::new(GatewayConfig {
-        nodes,
-        log_proofs: vec![release.proof],
-        log: None,
-        challenge,
-        issuer_keys: vec![issuer_key.public_key()],
-        spent: SpentStore::open_redb(&spent)?,
-        node_timeout: deadline,
-        max_body: 1 << 20,
-        max_in_flight: 64,
-        refresh: Duration::from_secs(300),
-    })?;
-    if gateway.refresh().await != 1 {
-        bail!("the gateway could not fetch the guest's evidence over vhost-device-vsock");
-    }
-    let (gw_listener, gw_addr) = listen().await?;
-    let (relay_listener, relay_addr) = listen().await?;
-    let relay = RelayConfig {
-        upstream: format!("http://{gw_addr}/gateway").parse()?,
-        max_body: 1 << 20,
-        timeout: deadline,
-        max_in_flight: 64,
-    };
-    let tasks = [
-        tokio::spawn(async move {
-            let _ = cloister_gateway::issuer::serve(
-                IssuerConfig {
-                    key: issuer_key,
-                    accounts,
-                },
-                issuer_listener,
-            )
-            .await;
-        }),
-        tokio::spawn(async move {
-            let _ = cloister_gateway::gateway::serve(gateway, gw_listener).await;
-        }),
-        tokio::spawn(async move {
-            let _ = cloister_gateway::relay::serve(relay, relay_listener).await;
-        }),
-    ];
-    println!(
-        "way in            relay {relay_addr} -> gateway {gw_addr} -> vhost-user {}:{}; issuer {issuer_addr}",
-        guest.uds.display(),
-        guest.port
-    );
-
-    // The device: trusts the log and its witness, never the allow-list.
-    let log_key = std::fs::read_to_string(release.log_dir.with_extension("pub"))
-        .context("the local log's verifier key")?;
-    let keys = LogKeys {
-        log_key: log_key.trim().to_owned(),
-        witness_keys: vec![crate::release::witness_key(release.log_dir)?],
-        quorum: 1,
-    };
-    let state = scratch.join("device-state");
-    let _ = std::fs::remove_dir_all(&state);
-    let trust = Trust::insecure_emulated(release.root, Policy::default(), Some(keys), Some(state))?;
-    let client = Client::new(ClientConfig {
-        relay: format!("http://{relay_addr}").parse()?,
-        issuer: Some(IssuerAccount {
-            url: format!("http://{issuer_addr}").parse()?,
-            account_token: SecretString::new(account.0.to_string()),
-        }),
-        trust,
-        deadline,
-    });
-    for r in client.nodes().await? {
+    let way_in = WayIn::start(guest, release, scratch, deadline).await?;
+    for r in way_in.client.nodes().await? {
         match &r.result {
             Ok(_) => println!(
                 "device            node {} verified: {} measurement {}, log tree of {}",
@@ -153,12 +83,111 @@ pub async fn ask(
             Err(f) => println!("device            node {} refused: {f}", r.id),
         }
     }
-    let answer = client
+    way_in
+        .client
         .send(path, "application/json", body)
         .await
-        .context("the request through relay and gateway failed")?;
-    for t in tasks {
-        t.abort();
+        .context("the request through relay and gateway failed")
+}
+
+impl WayIn {
+    /// Starts the operator's side in front of `guest` and the device's client; `deadline`
+    /// bounds the gateway's exchange with the node and each device operation.
+    pub async fn start(
+        guest: &GuestEndpoint,
+        release: Release<'_>,
+        scratch: &Path,
+        deadline: Duration,
+    ) -> Result<WayIn> {
+        // The operator: an issuer with one account, a gateway in front of the guest.
+        let issuer_key = IssuerKey::generate()?;
+        let accounts = Accounts::open(&scratch.join("issuer-accounts.redb"))?;
+        let account = accounts.add("xtask-run", 10)?;
+        let (issuer_listener, issuer_addr) = listen().await?;
+        let challenge = TokenChallenge::new(
+            TokenType::Public,
+            "cloister-issuer",
+            None,
+            &["cloister-gateway".to_owned()],
+        );
+        let mut nodes = BTreeMap::new();
+        nodes.insert(
+            NodeId::new("guest-1")?,
+            NodeAddress::VhostUser {
+                uds: guest.uds.clone(),
+                port: guest.port,
+            },
+        );
+        let spent = scratch.join("gateway-spent.redb");
+        let _ = std::fs::remove_file(&spent);
+        let gateway = Gateway::new(GatewayConfig {
+            nodes,
+            log_proofs: vec![release.proof],
+            log: None,
+            challenge,
+            issuer_keys: vec![issuer_key.public_key()],
+            spent: SpentStore::open_redb(&spent)?,
+            node_timeout: deadline,
+            max_body: 1 << 20,
+            max_in_flight: 64,
+            refresh: Duration::from_secs(300),
+        })?;
+        if gateway.refresh().await != 1 {
+            bail!("the gateway could not fetch the guest's evidence over vhost-device-vsock");
+        }
+        let (gw_listener, gw_addr) = listen().await?;
+        let (relay_listener, relay_addr) = listen().await?;
+        let relay = RelayConfig {
+            upstream: format!("http://{gw_addr}/gateway").parse()?,
+            max_body: 1 << 20,
+            timeout: deadline,
+            max_in_flight: 64,
+        };
+        let tasks = vec![
+            tokio::spawn(async move {
+                let _ = cloister_gateway::issuer::serve(
+                    IssuerConfig {
+                        key: issuer_key,
+                        accounts,
+                    },
+                    issuer_listener,
+                )
+                .await;
+            }),
+            tokio::spawn(async move {
+                let _ = cloister_gateway::gateway::serve(gateway, gw_listener).await;
+            }),
+            tokio::spawn(async move {
+                let _ = cloister_gateway::relay::serve(relay, relay_listener).await;
+            }),
+        ];
+        println!(
+            "way in            relay {relay_addr} -> gateway {gw_addr} -> vhost-user {}:{}; issuer {issuer_addr}",
+            guest.uds.display(),
+            guest.port
+        );
+
+        // The device: trusts the log and its witness, never the allow-list.
+        let log_key = std::fs::read_to_string(release.log_dir.with_extension("pub"))
+            .context("the local log's verifier key")?;
+        let keys = LogKeys {
+            log_key: log_key.trim().to_owned(),
+            witness_keys: vec![crate::release::witness_key(release.log_dir)?],
+            quorum: 1,
+        };
+        let state = scratch.join("device-state");
+        let _ = std::fs::remove_dir_all(&state);
+        let trust =
+            Trust::insecure_emulated(release.root, Policy::default(), Some(keys), Some(state))?;
+        let client = Client::new(ClientConfig {
+            relay: format!("http://{relay_addr}").parse()?,
+            issuer: Some(IssuerAccount {
+                url: format!("http://{issuer_addr}").parse()?,
+                account_token: SecretString::new(account.0.to_string()),
+            }),
+            trust,
+            deadline,
+        });
+        Ok(WayIn { client, tasks })
     }
-    Ok(answer)
 }
