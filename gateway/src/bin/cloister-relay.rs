@@ -18,8 +18,10 @@ struct Cli {
     /// Largest request or response body, bytes.
     #[arg(long, env = "CLOISTER_RELAY_MAX_BODY", default_value_t = 1 << 20)]
     max_body: usize,
-    /// Deadline of one exchange with the gateway, seconds.
-    #[arg(long, env = "CLOISTER_RELAY_TIMEOUT", default_value_t = 30)]
+    /// Deadline of one exchange with the gateway, seconds. Longer than the gateway's own
+    /// deadline for a node (300 s by default), so that an answer a node produced, and a token
+    /// spent for it, is never dropped on the way back.
+    #[arg(long, env = "CLOISTER_RELAY_TIMEOUT", default_value_t = 330)]
     timeout: u64,
     /// Requests in flight at once (503 beyond).
     #[arg(long, env = "CLOISTER_RELAY_MAX_IN_FLIGHT", default_value_t = 512)]
