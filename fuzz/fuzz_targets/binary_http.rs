@@ -1,24 +1,12 @@
 //! Binary HTTP (RFC 9292) as the gateway and the guest decode it after decapsulation.
 #![no_main]
 
-use cloister_fuzz::{bhttp_request, bhttp_response, write_seeds};
+use cloister_fuzz::{bhttp_response, forward_request, write_seeds};
 use libfuzzer_sys::fuzz_target;
 
 fn seeds() -> Vec<cloister_fuzz::Seed> {
     vec![
-        (
-            "request",
-            bhttp_request(
-                "POST",
-                "cloister-gateway",
-                "/v1/nodes/node-1/ohttp",
-                &[
-                    ("authorization", "PrivateToken token=AAIA"),
-                    ("content-type", "message/ohttp-req"),
-                ],
-                b"inner",
-            ),
-        ),
+        ("request", forward_request()),
         (
             "response",
             bhttp_response(200, "application/json", br#"{"summary":"ok"}"#),

@@ -10,7 +10,7 @@
 use std::sync::OnceLock;
 
 use cloister_client::envelope;
-use cloister_fuzz::{bhttp_request, bhttp_response, tagged, write_seeds};
+use cloister_fuzz::{bhttp_response, forward_request, tagged, write_seeds};
 use cloister_gateway::outer::{OuterKey, header, request_parts};
 use libfuzzer_sys::fuzz_target;
 
@@ -24,22 +24,7 @@ fn seeds() -> Vec<cloister_fuzz::Seed> {
         .expect("seals");
     vec![
         ("raw", tagged(0, &sealed.bytes)),
-        (
-            "request",
-            tagged(
-                1,
-                &bhttp_request(
-                    "POST",
-                    "cloister-gateway",
-                    "/v1/nodes/node-1/ohttp",
-                    &[
-                        ("authorization", "PrivateToken token=AAIA"),
-                        ("content-type", "message/ohttp-req"),
-                    ],
-                    b"inner",
-                ),
-            ),
-        ),
+        ("request", tagged(1, &forward_request())),
         ("key-list", tagged(2, key().encoded_list())),
         (
             "response",

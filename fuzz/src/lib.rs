@@ -98,6 +98,20 @@ pub fn bhttp_request(
     out
 }
 
+/// What a device puts inside the outer layer to reach a node: a token and the inner request.
+pub fn forward_request() -> Vec<u8> {
+    bhttp_request(
+        "POST",
+        "cloister-gateway",
+        "/v1/nodes/node-1/ohttp",
+        &[
+            ("authorization", "PrivateToken token=AAIA"),
+            ("content-type", "message/ohttp-req"),
+        ],
+        b"inner",
+    )
+}
+
 /// A Binary HTTP response (known-length), as a gateway or guest writes one.
 pub fn bhttp_response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
     let mut m = bhttp::Message::response(bhttp::StatusCode::try_from(status).expect("status"));
