@@ -6,11 +6,13 @@
 //! * [`binding`] — the one definition of the `report_data` binding.
 //! * [`guest_config`], [`weights`] — the guest's measured kernel command line.
 //! * [`workload`] — the workloads' shared vocabulary: chat messages, rewrite tones, limits.
+//! * [`console`] — what the guest prints on its console for the host to read (memory figures).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod access;
 pub mod binding;
+pub mod console;
 pub mod emulated_sp;
 pub mod evidence;
 pub mod guest_config;

@@ -4,6 +4,7 @@
 //! * Configuration comes from the (measured) kernel command line: `cloister_protocol::GuestConfig`.
 //! * [`init`] — PID 1 duties: mounts, kernel modules, reaping, power-off on fatal errors.
 //! * [`keys`] — ephemeral OHTTP keys in memory, rotated before expiry with overlap.
+//! * [`memory`] — the guest's memory, printed on the console at an interval (sizes only).
 //! * [`attest`] — attesters (configfs-tsm, /dev/sev-guest, emulated SNP).
 //! * [`evidence`] — the evidence bundle for the current key, cached per key.
 //! * [`gateway`] — sans-IO inner OHTTP: decapsulate, decode Binary HTTP, route, encapsulate.
@@ -18,6 +19,7 @@ pub mod evidence;
 pub mod gateway;
 pub mod init;
 pub mod keys;
+pub mod memory;
 pub mod server;
 #[cfg(feature = "summarizer")]
 pub mod summarize;

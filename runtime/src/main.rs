@@ -17,6 +17,7 @@ use cloister_runtime::attest::tsm::{self, TsmAttester};
 use cloister_runtime::evidence::EvidenceService;
 use cloister_runtime::init;
 use cloister_runtime::keys::KeyRing;
+use cloister_runtime::memory;
 use cloister_runtime::server::{self, AppState, Limits, Listen};
 use cloister_runtime::summarize;
 use cloister_runtime::weights;
@@ -31,6 +32,8 @@ const MANIFEST: &str = "/cloister/manifest.json";
 const MODULES: &str = "/lib/modules/cloister";
 /// How long before expiry a new key takes over.
 const KEY_OVERLAP: Duration = Duration::from_secs(3600);
+/// How often PID 1 prints its memory on the console.
+const MEMORY_REPORT: Duration = Duration::from_secs(30);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -199,6 +202,7 @@ fn guest() -> Result<()> {
         .build()?;
     rt.block_on(async move {
         server::spawn_rotation(Arc::clone(&state));
+        memory::spawn_report(MEMORY_REPORT);
         let key_id = state.keys.read().map(|k| k.current().key_id()).unwrap_or(0);
         let ready = || {
             eprintln!(

@@ -37,6 +37,7 @@ pub fn initrd_plus_one_byte(image: &Image, dir: &Path) -> PathBuf {
     std::fs::write(&tampered, bytes).expect("write");
     tampered
 }
+pub mod soak;
 pub mod stack;
 pub mod stand_in;
 

@@ -40,7 +40,13 @@ fn start(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> (RunningGuest, 
         root: guest.root.clone(),
     };
     let way_in = rt
-        .block_on(WayIn::start(&guest.endpoint, release, dir, NODE_DEADLINE))
+        .block_on(WayIn::start(
+            &guest.endpoint,
+            release,
+            dir,
+            NODE_DEADLINE,
+            10,
+        ))
         .expect("issuer, gateway and relay in front of the guest");
     (guest, way_in)
 }

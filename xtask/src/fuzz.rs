@@ -1,4 +1,4 @@
-//! `cargo xtask fuzz [--seconds N] [TARGET…]`: builds the libFuzzer targets in `fuzz/` and runs
+//! `cargo xtask fuzz [--seconds N] [--dev] [TARGET…]`: builds the libFuzzer targets in `fuzz/` and runs
 //! each for N seconds, then prints executions, coverage and corpus per target.
 //!
 //! The build is `cargo fuzz build -s none -a` on the machine's stable toolchain: coverage
@@ -23,12 +23,22 @@ pub struct Args {
     /// Build the targets and list them, run nothing.
     #[arg(long)]
     build_only: bool,
+    /// Build without optimisation: quicker to build, slower to run. For keeping the targets
+    /// building and their seeds clean (CI), not for finding bugs.
+    #[arg(long)]
+    dev: bool,
     /// Targets to run (all when none is named).
     targets: Vec<String>,
 }
 
 /// The flags every `cargo fuzz` call shares, so that `run` reuses `build`'s output.
-const FLAGS: [&str; 2] = ["--sanitizer=none", "--debug-assertions"];
+fn flags(dev: bool) -> Vec<&'static str> {
+    let mut f = vec!["--sanitizer=none", "--debug-assertions"];
+    if dev {
+        f.push("--dev");
+    }
+    f
+}
 
 /// One target's run, as libFuzzer reported it.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -63,7 +73,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let started = Instant::now();
     let status = Command::new("cargo")
         .args(["fuzz", "build"])
-        .args(FLAGS)
+        .args(flags(args.dev))
         .current_dir(&root)
         .status()
         .context("cargo fuzz build")?;
@@ -71,8 +81,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         bail!("cargo fuzz build failed ({status})");
     }
     eprintln!(
-        "built {} fuzz targets in {:.0} s",
+        "built {} fuzz targets ({}) in {:.0} s",
         all.len(),
+        if args.dev { "unoptimised" } else { "optimised" },
         started.elapsed().as_secs_f64()
     );
     if args.build_only {
@@ -82,7 +93,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     let mut failed = Vec::new();
     let mut rows = Vec::new();
     for t in &targets {
-        let (stats, ok) = run_one(&root, t, args.seconds)?;
+        let (stats, ok) = run_one(&root, t, args.seconds, args.dev)?;
         if !ok {
             failed.push(t.clone());
         }
@@ -115,7 +126,7 @@ fn list(root: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
-fn run_one(root: &Path, target: &str, seconds: u64) -> Result<(Stats, bool)> {
+fn run_one(root: &Path, target: &str, seconds: u64, dev: bool) -> Result<(Stats, bool)> {
     let corpus = root.join("fuzz/corpus").join(target);
     let logs = root.join("fuzz/logs");
     std::fs::create_dir_all(&corpus).with_context(|| format!("{}", corpus.display()))?;
@@ -129,7 +140,7 @@ fn run_one(root: &Path, target: &str, seconds: u64) -> Result<(Stats, bool)> {
     );
     let status = Command::new("cargo")
         .args(["fuzz", "run"])
-        .args(FLAGS)
+        .args(flags(dev))
         .arg(target)
         .arg(&corpus)
         .arg("--")

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
@@ -47,8 +48,8 @@ async fn listen() -> Result<(tokio::net::TcpListener, String)> {
 /// and a device's client that trusts the log and its witness. Stopped on drop.
 #[derive(Debug)]
 pub struct WayIn {
-    /// The device.
-    pub client: Client,
+    /// The device (shared: a soak's requests run as concurrent tasks).
+    pub client: Arc<Client>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -70,7 +71,7 @@ pub async fn ask(
     body: &[u8],
     deadline: Duration,
 ) -> Result<InnerResponse> {
-    let way_in = WayIn::start(guest, release, scratch, deadline).await?;
+    let way_in = WayIn::start(guest, release, scratch, deadline, 10).await?;
     for r in way_in.client.nodes().await? {
         match &r.result {
             Ok(_) => println!(
@@ -92,17 +93,19 @@ pub async fn ask(
 
 impl WayIn {
     /// Starts the operator's side in front of `guest` and the device's client; `deadline`
-    /// bounds the gateway's exchange with the node and each device operation.
+    /// bounds the gateway's exchange with the node and each device operation; the device's
+    /// account may be issued `tokens` tokens.
     pub async fn start(
         guest: &GuestEndpoint,
         release: Release<'_>,
         scratch: &Path,
         deadline: Duration,
+        tokens: u32,
     ) -> Result<WayIn> {
         // The operator: an issuer with one account, a gateway in front of the guest.
         let issuer_key = IssuerKey::generate()?;
         let accounts = Accounts::open(&scratch.join("issuer-accounts.redb"))?;
-        let account = accounts.add("xtask-run", 10)?;
+        let account = accounts.add("xtask-run", tokens)?;
         let (issuer_listener, issuer_addr) = listen().await?;
         let challenge = TokenChallenge::new(
             TokenType::Public,
@@ -188,6 +191,9 @@ impl WayIn {
             trust,
             deadline,
         });
-        Ok(WayIn { client, tasks })
+        Ok(WayIn {
+            client: Arc::new(client),
+            tasks,
+        })
     }
 }
