@@ -76,9 +76,26 @@ impl Samples {
                 mib(end),
                 points.len()
             );
+            eprintln!("  {:<14} curve (s: MiB): {}", "", curve(points, 16));
         }
         worst
     }
+}
+
+/// At most `n` points of `points`, evenly spaced, as `t:MiB` pairs.
+fn curve(points: &[(f64, u64)], n: usize) -> String {
+    let step = points.len().div_ceil(n.max(1)).max(1);
+    let mut picked: Vec<&(f64, u64)> = points.iter().step_by(step).collect();
+    if let Some(last) = points.last()
+        && picked.last() != Some(&last)
+    {
+        picked.push(last);
+    }
+    picked
+        .iter()
+        .map(|(t, k)| format!("{t:.0}:{}", k / 1024))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// What a soak sent, every request answered once with its own answer.
