@@ -74,7 +74,14 @@ pub struct Gateway {
     challenge_b64: String,
     directory: RwLock<Arc<Vec<u8>>>,
     permits: Semaphore,
+    /// When a node's "unknown key" answer last made the gateway refresh the directory.
+    key_refreshed: tokio::sync::Mutex<Option<Instant>>,
 }
+
+/// The least time between two directory refreshes that nodes' "unknown key" answers trigger
+/// (the scheduled refresh runs regardless): a device cannot make the gateway hammer its nodes
+/// for evidence.
+const KEY_REFRESH_SPACING: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -116,6 +123,7 @@ impl Gateway {
             challenge_b64,
             directory: RwLock::new(Arc::new(Vec::new())),
             permits,
+            key_refreshed: tokio::sync::Mutex::new(None),
         });
         gw.set_directory(Vec::new());
         Ok(gw)
@@ -182,6 +190,23 @@ impl Gateway {
             })
             .cloned();
         Ok(bundle)
+    }
+
+    /// A node could not open a request sealed to a key from the directory: it restarted, or
+    /// the key was rotated away and revoked, and the directory the device used may be stale.
+    /// Fetch it again now rather than at the next interval, at most once per
+    /// [`KEY_REFRESH_SPACING`] (answers arriving together wait for one refresh).
+    async fn refresh_after_stale_key(&self) {
+        let mut last = self.key_refreshed.lock().await;
+        if last.is_some_and(|t| t.elapsed() < KEY_REFRESH_SPACING) {
+            return;
+        }
+        let n = self.refresh().await;
+        tracing::info!(
+            nodes = n,
+            "directory refreshed: a node could not open a request sealed to a key it listed"
+        );
+        *last = Some(Instant::now());
     }
 
     /// Refreshes the directory every `refresh` until the task is dropped.
@@ -379,9 +404,21 @@ async fn forward(
         .await;
     match reply {
         Ok(r) => {
-            // The runtime sheds with 503 before it opens the request: no work was done.
-            if r.status == 503 {
-                gw.redeemer.refund(&nonce).await;
+            match r.status {
+                // The runtime sheds with 503 before it opens the request: no work was done.
+                503 => gw.redeemer.refund(&nonce).await,
+                // The node holds no key with this id (the runtime answers 422
+                // `ohttp-unknown-key-id` for nothing else): it opened nothing, and the
+                // directory the device trusted is stale.
+                422 => {
+                    gw.redeemer.refund(&nonce).await;
+                    gw.refresh_after_stale_key().await;
+                }
+                // It could not open the request: tampered — or sealed to a key that a restarted
+                // node's new key now shares the id of (one restart in 255). The token stays
+                // spent (a tampering device pays), but the directory may be stale too.
+                400 => gw.refresh_after_stale_key().await,
+                _ => {}
             }
             Answer {
                 status: r.status,

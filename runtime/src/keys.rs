@@ -108,11 +108,18 @@ impl KeyRing {
     /// a new key when less than `overlap` is left.
     pub fn new(lifetime: Duration, overlap: Duration, now: u64) -> Result<Self, KeyError> {
         wait_for_entropy()?;
+        // The first id is random: a restarted guest must not reuse the id its previous key
+        // had, or a device still holding that key's evidence would get an ambiguous
+        // decapsulation failure (400) instead of "unknown key id" (422), which tells it and
+        // the gateway to fetch fresh evidence. Ids run 1..=255 (one in 255 restarts still
+        // draws the old id; the gateway refreshes on either answer).
+        let mut first = [0u8; 1];
+        getrandom::fill(&mut first).map_err(|e| KeyError::Entropy(e.to_string()))?;
         let mut ring = KeyRing {
             epochs: Vec::new(),
             lifetime,
             overlap: overlap.min(lifetime / 2),
-            next_id: 1,
+            next_id: first[0].max(1),
         };
         ring.push(now)?;
         Ok(ring)
@@ -202,6 +209,20 @@ mod tests {
         ring.rotate_now(10, true).expect("rotate");
         assert!(ring.find(old, 11).is_none());
         assert_eq!(ring.key_ids().len(), 1);
+    }
+
+    #[test]
+    fn a_new_ring_starts_at_a_random_key_id() {
+        let ids: std::collections::BTreeSet<u8> = (0..16)
+            .map(|_| {
+                let ring =
+                    KeyRing::new(Duration::from_secs(H), Duration::from_secs(60), 0).expect("ring");
+                ring.current().key_id()
+            })
+            .collect();
+        assert!(!ids.contains(&0));
+        // Sixteen rings on one id: one chance in 255^15.
+        assert!(ids.len() > 1, "{ids:?}");
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //!   both; one the node shed with 503 was refunded (accepted now); every error was a named one;
 //! * at the end all 200 nonces are in the spent store, once each, and the node answered no
 //!   more requests than tokens were spent.
+//!
+//! And a node restarted under a stale directory (its key gone) is named once, then served.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cloister_client::{choose, envelope, tokens};
+use cloister_client::{ClientError, choose, envelope, tokens};
 use cloister_gateway::issuer::IssuerKey;
 use cloister_gateway::{Upstreamed, exchange_tcp};
 use cloister_protocol::EvidenceBundle;
@@ -25,7 +27,7 @@ use cloister_protocol::access::{
     NODES_PATH, NodeDirectory, NodeId, OHTTP_KEYS_PATH, OHTTP_REQ_MEDIA, node_ohttp_path,
     parse_problem,
 };
-use cloister_tests::stack::{NodeSpec, Stack};
+use cloister_tests::stack::{LOGGED_MANIFEST, NodeSpec, Stack, runtime};
 use hyper::Method;
 
 const TOKENS: usize = 200;
@@ -248,5 +250,67 @@ async fn a_gateway_killed_while_redeeming_loses_no_spend_and_accepts_no_token_tw
     assert!(
         node_requests <= TOKENS,
         "the node served {node_requests} requests for {TOKENS} tokens"
+    );
+}
+
+/// A node restarted (so its ephemeral key is gone: what a key rotated away and revoked looks
+/// like from outside) while the gateway's directory still lists the old key: the first device
+/// to seal to it gets the node's named 422 `ohttp-unknown-key-id` (its token refunded) — and
+/// the gateway, told so, fetches the directory again at once (its scheduled refresh is an
+/// hour away here), so the next request is served with the new key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_with_a_new_key_is_named_once_and_the_directory_catches_up() {
+    const CMDLINE: &str = "cloister.attest=emulated";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_owned();
+    let mut stack = tokio::task::spawn_blocking(move || {
+        let spec = NodeSpec {
+            id: "node-a",
+            cmdline: CMDLINE,
+            models: None,
+            logged: true,
+        };
+        Stack::start_with(&path, &[spec], &[], 100, &["--refresh", "3600"])
+    })
+    .await
+    .expect("stack");
+    let client = stack.client();
+    let r = client
+        .send("/v1/echo", "text/plain", b"first key")
+        .await
+        .expect("an echo before the restart");
+    assert_eq!(r.body.expose(), b"first key");
+
+    stack.nodes[0].kill();
+    let _ = std::fs::remove_file(dir.path().join("node-a.sock"));
+    stack.nodes[0] = runtime(
+        dir.path(),
+        "node-a",
+        &stack.sp,
+        &LOGGED_MANIFEST,
+        CMDLINE,
+        None,
+    );
+    let e = client
+        .send("/v1/echo", "text/plain", b"stale key")
+        .await
+        .expect_err("sealed to a key the node no longer holds");
+    // The new key's id is random: one restart in 255 draws the old id, and then the node
+    // cannot tell a stale key from a tampered request.
+    assert!(
+        matches!(&e, ClientError::Gateway { status: 422, kind, .. } if kind == "ohttp-unknown-key-id")
+            || matches!(&e, ClientError::Gateway { status: 400, kind, .. } if kind == "ohttp-decapsulation"),
+        "{e}"
+    );
+    let r = client
+        .send("/v1/echo", "text/plain", b"new key")
+        .await
+        .expect("the gateway fetched the node's new evidence");
+    assert_eq!(r.body.expose(), b"new key");
+    assert!(
+        stack
+            .all_logs()
+            .contains("directory refreshed: a node could not open a request sealed to a key"),
+        "the refresh was the gateway's answer to the node, not its schedule"
     );
 }
