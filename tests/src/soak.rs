@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cloister_client::Client;
+use cloister_client::{Client, ClientError, InnerResponse};
 
 /// The chat every summary of the soak sends.
 pub const CHAT: &[u8] = br#"{"messages":[
@@ -114,9 +114,34 @@ pub fn summary_of(body: &[u8]) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
+/// Checks one finished request: answered 200, with its own answer, once.
+fn check(
+    done: Result<(String, Result<InnerResponse, ClientError>), tokio::task::JoinError>,
+    at: f64,
+    answered: &mut BTreeSet<String>,
+    tally: &mut Tally,
+) {
+    let (body, r) = done.expect("task");
+    let r = r.unwrap_or_else(|e| panic!("{body} failed ({at:.0} s into the run): {e}"));
+    assert_eq!(r.status, 200, "{body}");
+    if body.starts_with("soak-echo") {
+        assert_eq!(
+            r.body.expose(),
+            body.as_bytes(),
+            "{body} got another's answer"
+        );
+        tally.echoes += 1;
+    } else {
+        assert!(summary_of(r.body.expose()).is_some(), "{body}: no summary");
+        tally.summaries += 1;
+    }
+    assert!(answered.insert(body.clone()), "{body} answered twice");
+}
+
 /// Sends `mix` through `client` for `run`, calling `sample(seconds since start)` at its
-/// interval, then waits for every answer. Panics (this is a test driver) on any request that
-/// fails, is answered with another's body, or is answered twice.
+/// interval, then waits for every answer. Each answer is checked as it arrives (so the driver
+/// holds only the requests in flight, and its own memory stays flat). Panics (this is a test
+/// driver) on any request that fails, is answered with another's body, or is answered twice.
 pub async fn drive(
     client: Arc<Client>,
     run: Duration,
@@ -124,10 +149,16 @@ pub async fn drive(
     mut sample: impl FnMut(f64),
 ) -> Tally {
     let started = Instant::now();
+    let at = || started.elapsed().as_secs_f64();
     let mut echo_tick = tokio::time::interval(mix.echo_every);
     let mut summary_tick = tokio::time::interval(mix.summary_every);
     let mut sample_tick = tokio::time::interval(mix.sample_every);
-    let mut tasks = Vec::new();
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut answered = BTreeSet::new();
+    let mut tally = Tally {
+        echoes: 0,
+        summaries: 0,
+    };
     let mut n = 0usize;
     while started.elapsed() < run {
         tokio::select! {
@@ -135,47 +166,28 @@ pub async fn drive(
                 let client = client.clone();
                 let body = format!("soak-echo-{n:06}");
                 n += 1;
-                tasks.push(tokio::spawn(async move {
+                in_flight.spawn(async move {
                     let r = client.send("/v1/echo", "application/octet-stream", body.as_bytes()).await;
                     (body, r)
-                }));
+                });
             }
             _ = summary_tick.tick() => {
                 let client = client.clone();
                 let body = format!("soak-summary-{n:06}");
                 n += 1;
-                tasks.push(tokio::spawn(async move {
+                in_flight.spawn(async move {
                     let r = client.send("/v1/summarize", "application/json", CHAT).await;
                     (body, r)
-                }));
+                });
             }
-            _ = sample_tick.tick() => sample(started.elapsed().as_secs_f64()),
+            Some(done) = in_flight.join_next() => check(done, at(), &mut answered, &mut tally),
+            _ = sample_tick.tick() => sample(at()),
         }
     }
-    let mut answered = BTreeSet::new();
-    let mut tally = Tally {
-        echoes: 0,
-        summaries: 0,
-    };
-    for t in tasks {
-        let (body, r) = t.await.expect("task");
-        let at = started.elapsed().as_secs_f64();
-        let r = r.unwrap_or_else(|e| panic!("{body} failed ({at:.0} s into the run): {e}"));
-        assert_eq!(r.status, 200, "{body}");
-        if body.starts_with("soak-echo") {
-            assert_eq!(
-                r.body.expose(),
-                body.as_bytes(),
-                "{body} got another's answer"
-            );
-            tally.echoes += 1;
-        } else {
-            assert!(summary_of(r.body.expose()).is_some(), "{body}: no summary");
-            tally.summaries += 1;
-        }
-        assert!(answered.insert(body.clone()), "{body} answered twice");
+    while let Some(done) = in_flight.join_next().await {
+        check(done, at(), &mut answered, &mut tally);
     }
-    sample(started.elapsed().as_secs_f64());
+    sample(at());
     assert_eq!(answered.len(), n, "none lost");
     tally
 }
