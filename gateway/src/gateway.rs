@@ -74,11 +74,12 @@ pub struct Gateway {
     challenge_b64: String,
     directory: RwLock<Arc<Vec<u8>>>,
     permits: Semaphore,
-    /// When a node's "unknown key" answer last made the gateway refresh the directory.
+    /// When a node's 400 or 422 (it could not open a request) last made the gateway refresh
+    /// the directory.
     key_refreshed: tokio::sync::Mutex<Option<Instant>>,
 }
 
-/// The least time between two directory refreshes that nodes' "unknown key" answers trigger
+/// The least time between two directory refreshes that nodes' 400 and 422 answers trigger
 /// (the scheduled refresh runs regardless): a device cannot make the gateway hammer its nodes
 /// for evidence.
 const KEY_REFRESH_SPACING: Duration = Duration::from_secs(10);
