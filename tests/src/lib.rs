@@ -91,3 +91,38 @@ pub fn publish(
     let record = cloister_xtask::release::record_from(&m).expect("a release record");
     cloister_xtask::release::witnessed_release(dir, &record).expect("published and cosigned")
 }
+
+/// Boots `image` under QEMU (TCG), publishes its release in a fresh log under `dir`, and starts
+/// the way in to it on `rt` (issuer with `tokens` tokens, gateway and relay in-process; the
+/// device trusting that log and its witness; `deadline` for the node and each operation).
+pub fn boot_with_way_in(
+    rt: &tokio::runtime::Runtime,
+    image: &Image,
+    dir: &Path,
+    deadline: std::time::Duration,
+    tokens: u32,
+) -> (
+    cloister_xtask::launch::RunningGuest,
+    cloister_xtask::way_in::WayIn,
+) {
+    let opts = cloister_xtask::launch::LaunchOptions::for_image(image);
+    let guest = cloister_xtask::launch::RunningGuest::start(image, &opts)
+        .expect("the guest boots to READY");
+    let log_dir = dir.join("log");
+    let (proof, _) = publish(image, opts.vcpus, &log_dir);
+    let release = cloister_xtask::way_in::Release {
+        proof,
+        log_dir: &log_dir,
+        root: guest.root.clone(),
+    };
+    let way_in = rt
+        .block_on(cloister_xtask::way_in::WayIn::start(
+            &guest.endpoint,
+            release,
+            dir,
+            deadline,
+            tokens,
+        ))
+        .expect("issuer, gateway and relay in front of the guest");
+    (guest, way_in)
+}

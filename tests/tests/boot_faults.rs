@@ -12,9 +12,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cloister_client::ClientError;
-use cloister_tests::{emulated_image, publish};
-use cloister_xtask::launch::{LaunchOptions, RunningGuest};
-use cloister_xtask::way_in::{Release, WayIn};
+use cloister_tests::{boot_with_way_in, emulated_image};
+use cloister_xtask::launch::RunningGuest;
+use cloister_xtask::way_in::WayIn;
 
 const NODE_DEADLINE: Duration = Duration::from_secs(20);
 
@@ -29,26 +29,7 @@ fn signal(pid: u32, sig: &str) {
 
 /// A booted guest with its release logged, and the way in to it.
 fn start(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> (RunningGuest, WayIn) {
-    let image = emulated_image(dir);
-    let opts = LaunchOptions::default();
-    let guest = RunningGuest::start(&image, &opts).expect("the guest boots to READY");
-    let log_dir = dir.join("log");
-    let (proof, _) = publish(&image, opts.vcpus, &log_dir);
-    let release = Release {
-        proof,
-        log_dir: &log_dir,
-        root: guest.root.clone(),
-    };
-    let way_in = rt
-        .block_on(WayIn::start(
-            &guest.endpoint,
-            release,
-            dir,
-            NODE_DEADLINE,
-            10,
-        ))
-        .expect("issuer, gateway and relay in front of the guest");
-    (guest, way_in)
+    boot_with_way_in(rt, &emulated_image(dir), dir, NODE_DEADLINE, 10)
 }
 
 fn gateway_kind(e: &ClientError) -> Option<(u16, &str)> {

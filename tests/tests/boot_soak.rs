@@ -17,10 +17,9 @@ use cloister_guest_image::model::MINILM_L6_V2;
 use cloister_protocol::console::MemoryReading;
 use cloister_tests::soak::{CHAT, Mix, Samples, drive, duration_from_env, summary_of};
 use cloister_tests::stack::rss_kib;
-use cloister_tests::{emulated_model_image, publish};
+use cloister_tests::{boot_with_way_in, emulated_model_image};
 use cloister_xtask::image::WeightsPlacement;
-use cloister_xtask::launch::{LaunchOptions, RunningGuest};
-use cloister_xtask::way_in::{Release, WayIn};
+use cloister_xtask::launch::RunningGuest;
 
 /// Largest growth of any series after warm-up, in MiB.
 const GROWTH_BOUND_MIB: u64 = 48;
@@ -60,26 +59,9 @@ fn soak_through_a_guest_holds_memory_and_loses_nothing() {
         .expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let image = emulated_model_image(dir.path(), MINILM_L6_V2.name, WeightsPlacement::Disk);
-    let opts = LaunchOptions::for_image(&image);
-    let guest = RunningGuest::start(&image, &opts).expect("the guest boots to READY");
-    let log_dir = dir.path().join("log");
-    let (proof, _) = publish(&image, opts.vcpus, &log_dir);
-    let release = Release {
-        proof,
-        log_dir: &log_dir,
-        root: guest.root.clone(),
-    };
     // One token per request, with room: an echo a second, a summary every 90 s, the warm-up.
     let tokens = u32::try_from(run.as_secs() * 2 + 64).expect("a sane run length");
-    let way_in = rt
-        .block_on(WayIn::start(
-            &guest.endpoint,
-            release,
-            dir.path(),
-            DEADLINE,
-            tokens,
-        ))
-        .expect("issuer, gateway and relay in front of the guest");
+    let (guest, way_in) = boot_with_way_in(&rt, &image, dir.path(), DEADLINE, tokens);
     let client = Arc::clone(&way_in.client);
 
     // Warm-up: the embedder's first pass and every path taken once before the clock starts.
