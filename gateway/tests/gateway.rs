@@ -351,7 +351,7 @@ impl Redis {
             .arg(dir)
             .stdout(Stdio::null())
             .spawn()
-            .expect("redis-server is installed (.ci/run installs it)");
+            .expect("redis-server is not installed: run `cargo xtask setup`");
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "redis-server did not start");
@@ -376,6 +376,7 @@ fn free_port() -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "full tier: redis-server (cargo xtask test)"]
 async fn redis_spends_once_across_gateways_and_its_absence_is_503() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();

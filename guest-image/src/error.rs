@@ -5,15 +5,23 @@ use std::path::PathBuf;
 /// Image-building errors, one variant per reason.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    /// A build tool is not installed.
+    /// A tool from a Debian package is not installed.
     #[error(
-        "build tool `{tool}` is missing: install the Debian package `{package}` (apt-get install {package})"
+        "`{tool}` is missing: run `cargo xtask setup` (it installs the Debian package {package})"
     )]
     MissingTool {
         /// The command or file looked for.
         tool: &'static str,
         /// The Debian package that brings it.
         package: &'static str,
+    },
+    /// A tool installed with `cargo install` is not on PATH.
+    #[error("`{tool}` is missing: run `cargo xtask setup` (it runs `cargo install {krate}`)")]
+    MissingCargoTool {
+        /// The command looked for.
+        tool: &'static str,
+        /// The crate that brings it.
+        krate: &'static str,
     },
     /// The machine's apt configuration names no Debian mirror to derive sources from.
     #[error("no Debian mirror found in the apt configuration ({0})")]
@@ -49,7 +57,9 @@ pub enum ImageError {
         path: PathBuf,
     },
     /// A pinned model is not in the cache (and this path does not fetch).
-    #[error("model {model} is not in {dir}: fetch it with `cargo xtask model {model}` ({why})")]
+    #[error(
+        "model {model} is not in {dir}: run `cargo xtask setup` (or `cargo xtask model {model}`) ({why})"
+    )]
     ModelNotFetched {
         /// The model's pinned name.
         model: &'static str,

@@ -127,10 +127,13 @@ impl BuiltFirmware {
     }
 }
 
-/// Tools the build needs, with the Debian package that brings each.
-const TOOLS: [(&str, &str); 8] = [
+/// Tools the build needs, with the Debian package that brings each (the set-up step installs
+/// these packages).
+pub const BUILD_TOOLS: [(&str, &str); 9] = [
     ("apt-get", "apt"),
     ("gcc", "gcc"),
+    // BaseTools' VfrCompile and BrotliCompress are C++.
+    ("g++", "g++"),
     ("make", "make"),
     ("python3", "python3"),
     ("nasm", "nasm"),
@@ -139,14 +142,17 @@ const TOOLS: [(&str, &str); 8] = [
     ("xz", "xz-utils"),
 ];
 
+/// The header edk2's BaseTools include, and the Debian package that brings it.
+pub const UUID_HEADER: (&str, &str) = ("/usr/include/uuid/uuid.h", "uuid-dev");
+
 fn check_tools() -> Result<(), ImageError> {
-    for (tool, package) in TOOLS {
+    for (tool, package) in BUILD_TOOLS {
         require_tool(tool, package)?;
     }
-    if !Path::new("/usr/include/uuid/uuid.h").exists() {
+    if !Path::new(UUID_HEADER.0).exists() {
         return Err(ImageError::MissingTool {
-            tool: "uuid/uuid.h",
-            package: "uuid-dev",
+            tool: UUID_HEADER.0,
+            package: UUID_HEADER.1,
         });
     }
     Ok(())

@@ -52,8 +52,9 @@ impl Progress {
         }
     }
 
-    /// A detail (shown on a terminal; in CI at most every 30 s).
+    /// A detail (shown on a terminal; in CI at most every 30 s), cut to one short line.
     pub fn tick(&self, msg: &str) {
+        let msg = &short(msg);
         match &self.bar {
             Some(b) => b.set_message(msg.to_owned()),
             None => {
@@ -86,6 +87,18 @@ impl Progress {
         }
     }
 }
+
+/// At most [`TICK_CHARS`] characters of `msg`, with `…` when cut (a compiler's command line
+/// can be kilobytes).
+fn short(msg: &str) -> String {
+    match msg.char_indices().nth(TICK_CHARS) {
+        Some((at, _)) => format!("{}…", &msg[..at]),
+        None => msg.to_owned(),
+    }
+}
+
+/// How much of a log line a progress tick shows.
+const TICK_CHARS: usize = 100;
 
 fn tail(log: &Path, lines: usize) -> String {
     let text = std::fs::read(log).unwrap_or_default();
@@ -130,13 +143,31 @@ pub fn run_logged(mut cmd: Command, log: &Path, progress: &Progress) -> Result<(
     }
 }
 
-/// Fails with the package to install when `tool` is not on `PATH`.
+/// Whether `tool` is an executable file in a `PATH` directory.
+pub fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
+}
+
+/// Fails with the Debian package that brings `tool` when it is not on `PATH`.
 pub fn require_tool(tool: &'static str, package: &'static str) -> Result<(), ImageError> {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()));
-    if found {
+    if on_path(tool) {
         Ok(())
     } else {
         Err(ImageError::MissingTool { tool, package })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_line_is_cut_on_a_character_boundary() {
+        assert_eq!(short("gcc -c x.c"), "gcc -c x.c");
+        let long = "é".repeat(300);
+        let cut = short(&long);
+        assert_eq!(cut.chars().count(), TICK_CHARS + 1);
+        assert!(cut.ends_with('…'));
     }
 }

@@ -174,10 +174,12 @@ impl VhostVsock {
 
     /// Starts vhost-device-vsock for guest CID `cid` with sockets in `dir`.
     pub fn start(dir: &Path, cid: u32) -> Result<Self, ImageError> {
-        require_tool(
-            "vhost-device-vsock",
-            "(cargo install vhost-device-vsock --locked)",
-        )?;
+        if !crate::run::on_path("vhost-device-vsock") {
+            return Err(ImageError::MissingCargoTool {
+                tool: "vhost-device-vsock",
+                krate: "vhost-device-vsock",
+            });
+        }
         let socket = dir.join("vhost.sock");
         let uds = dir.join("vsock");
         let log = dir.join("vhost-device-vsock.log");

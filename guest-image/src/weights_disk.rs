@@ -161,17 +161,22 @@ fn verity_args(cmd: &mut Command, data_blocks: u64, salt: &[u8; 32]) {
 
 /// Builds the disk for `spec` at `out` (a scratch directory beside it is removed afterwards).
 pub fn build(spec: &WeightsDiskSpec, out: &Path) -> Result<BuiltWeightsDisk, ImageError> {
+    // The spec is checked before anything is required or read: bad input is named as such.
+    let mut paths = std::collections::BTreeSet::new();
+    for (path, _) in &spec.files {
+        check_relative(path)?;
+        if !paths.insert(path.as_str()) {
+            return Err(ImageError::DuplicatePath(path.clone()));
+        }
+    }
     require_tool("mkfs.erofs", "erofs-utils")?;
     require_tool("fsck.erofs", "erofs-utils")?;
     require_tool("veritysetup", "cryptsetup-bin")?;
     let progress = Progress::new("weights disk");
     let mut files = BTreeMap::new();
     for (path, src) in &spec.files {
-        check_relative(path)?;
         progress.tick(&format!("hashing {path}"));
-        if files.insert(path.clone(), sha256_file(src)?).is_some() {
-            return Err(ImageError::DuplicatePath(path.clone()));
-        }
+        files.insert(path.clone(), sha256_file(src)?);
     }
     let salt = derive_salt(&files);
     let staging = out.with_extension("staging");

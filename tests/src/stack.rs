@@ -99,6 +99,18 @@ impl Service {
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// How many requests a runtime answered on `route` with `status`, from its request log
+    /// lines (`route="ohttp" status=200 ms=…`). A 200 on `ohttp` is a request the node opened
+    /// and answered; a 503 is one it shed before opening.
+    pub fn answered(&self, route: &str, status: u16) -> usize {
+        let routes = [format!("route=\"{route}\""), format!("route={route} ")];
+        let status = format!("status={status} ");
+        self.logs()
+            .lines()
+            .filter(|l| routes.iter().any(|r| l.contains(r.as_str())) && l.contains(&status))
+            .count()
+    }
 }
 
 impl Drop for Service {

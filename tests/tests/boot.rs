@@ -49,6 +49,7 @@ fn xtask_measure(image: &cloister_xtask::image::Image, vcpus: u32) -> String {
 }
 
 #[test]
+#[ignore = "full tier: QEMU, vhost-device-vsock, firmware, kernel, model weights (cargo xtask test)"]
 fn boots_attests_and_answers_through_inner_ohttp() {
     let dir = tempfile::tempdir().expect("tempdir");
     let image = emulated_image(dir.path());
@@ -118,6 +119,7 @@ fn boots_attests_and_answers_through_inner_ohttp() {
 /// One byte more in the initrd, under the original hashes page: the firmware's own hash check
 /// refuses to start the kernel, and the harness says so within its timeout.
 #[test]
+#[ignore = "full tier: QEMU, vhost-device-vsock, firmware, kernel, model weights (cargo xtask test)"]
 fn firmware_refuses_an_initrd_changed_by_one_byte() {
     let dir = tempfile::tempdir().expect("tempdir");
     let image = emulated_image(dir.path());
@@ -134,6 +136,7 @@ fn firmware_refuses_an_initrd_changed_by_one_byte() {
 /// The same changed initrd with a recomputed hashes page boots — and the verifier refuses its
 /// evidence: its measurement is not the image's.
 #[test]
+#[ignore = "full tier: QEMU, vhost-device-vsock, firmware, kernel, model weights (cargo xtask test)"]
 fn verifier_refuses_a_changed_initrd_with_a_recomputed_page() {
     let dir = tempfile::tempdir().expect("tempdir");
     let image = emulated_image(dir.path());

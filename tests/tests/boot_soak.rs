@@ -50,6 +50,7 @@ fn sample(guest: &RunningGuest, seen: &mut usize, t: f64, into: &mut Samples) {
 }
 
 #[test]
+#[ignore = "full tier: QEMU, vhost-device-vsock, firmware, kernel, model weights (cargo xtask test)"]
 fn soak_through_a_guest_holds_memory_and_loses_nothing() {
     let run = duration_from_env(60);
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -16,7 +16,7 @@ const ECHO: &str = "cloister.attest=emulated";
 
 fn models() -> std::path::PathBuf {
     let cache = cloister_guest_image::cache_root();
-    require(&cache, &SMOLLM2_135M).expect("SmolLM2 weights (cargo xtask model ...)");
+    require(&cache, &SMOLLM2_135M).expect("SmolLM2 weights (run `cargo xtask setup`)");
     require(&cache, &MINILM_L6_V2).expect("MiniLM weights");
     cache.join("models")
 }
@@ -40,20 +40,16 @@ Aiko: Who is bringing the card for Pedro's farewell?
 Jonas: I'll buy the card and get everyone to sign it on Wednesday.
 ";
 
-#[test]
-fn summaries_rewrites_and_echoes_come_back_through_relay_gateway_and_a_verified_node() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let models = models();
-    let cmdline = format!("{ECHO} cloister.model={}", SMOLLM2_135M.name);
+/// Starts two logged nodes running `cmdline` (with `models` when given) behind the whole way in,
+/// and checks that the device lists and verifies both through the relay.
+fn two_verified_nodes(dir: &Path, cmdline: &str, models: Option<&Path>) -> Stack {
     let spec = |id| NodeSpec {
         id,
-        cmdline: &cmdline,
-        models: Some(&models),
+        cmdline,
+        models,
         logged: true,
     };
-    let stack = Stack::start(dir.path(), &[spec("node-a"), spec("node-b")], &[], 100);
-
-    // The device lists and verifies the nodes through the relay.
+    let stack = Stack::start(dir, &[spec("node-a"), spec("node-b")], &[], 100);
     let out = run(
         {
             let mut c = stack.device();
@@ -83,6 +79,111 @@ fn summaries_rewrites_and_echoes_come_back_through_relay_gateway_and_a_verified_
         seen.contains("\"size\":1") || seen.contains("\"size\": 1"),
         "{seen}"
     );
+    stack
+}
+
+/// Echoes a secret marker 20 times: it comes back intact, and the choice reaches both nodes
+/// (each is missed with probability 2^-20). Returns the marker and its input file.
+fn echo_a_marker_twenty_times(stack: &Stack, dir: &Path) -> (String, std::path::PathBuf) {
+    let secret = marker();
+    let file = dir.join("marker.txt");
+    std::fs::write(&file, &secret).expect("marker");
+    for _ in 0..20 {
+        let mut c = stack.device();
+        c.args(["echo", "--file"]).arg(&file);
+        let out = run(c, None);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout).trim_end(), secret);
+        assert!(!text(&out.stderr).contains(&secret), "the CLI's stderr");
+    }
+    for n in &stack.nodes {
+        assert!(
+            n.answered("ohttp", 200) >= 1,
+            "every node got requests: {}",
+            n.logs()
+        );
+    }
+    (secret, file)
+}
+
+/// Non-targetability: the operator's logs and stores hold no content (`secrets`), no token and
+/// no address; exactly `spends` tokens were redeemed and none of their nonces is in the
+/// issuer's records; no file a process wrote holds the marker (only its own `input`) or the
+/// account token; no process that held them can dump core.
+fn the_operator_keeps_nothing(
+    mut stack: Stack,
+    dir: &Path,
+    secrets: &[&str],
+    input: &Path,
+    spends: usize,
+) {
+    let account = std::fs::read_to_string(&stack.account).expect("account");
+    let logs = stack.all_logs();
+    for secret in secrets {
+        assert!(!logs.contains(secret), "the request's content is in a log");
+    }
+    assert!(
+        !logs.contains(account.trim()),
+        "the account token is in a log"
+    );
+    for svc in [&stack.gateway, &stack.relay, &stack.issuer] {
+        assert!(
+            !svc.logs().contains("127.0.0.1"),
+            "an address is in a log: {}",
+            svc.logs()
+        );
+    }
+    for (name, pid) in stack.processes() {
+        assert!(core_dumps_off(pid), "{name} can write a core dump");
+    }
+    stack.gateway.kill();
+    stack.issuer.kill();
+    let spent = dir.join("spent.redb");
+    let nonces = cloister_gateway::spent::redb_nonces(&spent).expect("spent store");
+    assert_eq!(nonces.len(), spends, "one token spent per request");
+    let issuer_db = std::fs::read(dir.join("issuer.redb")).expect("issuer db");
+    let gateway_db = std::fs::read(&spent).expect("spent db");
+    for n in &nonces {
+        assert!(
+            !issuer_db.windows(32).any(|w| w == n),
+            "a redeemed nonce is in the issuer's records"
+        );
+    }
+    let marker = secrets[0];
+    assert_eq!(
+        files_containing(dir, marker.as_bytes()),
+        [input.to_owned()],
+        "the marker reached a file"
+    );
+    assert_eq!(
+        files_containing(dir, account.trim().as_bytes()),
+        std::slice::from_ref(&stack.account),
+        "the account token reached a file"
+    );
+    for db in [&issuer_db, &gateway_db] {
+        for secret in secrets {
+            assert!(!db.windows(secret.len()).any(|w| w == secret.as_bytes()));
+        }
+        assert!(!db.windows(9).any(|w| w == b"127.0.0.1"));
+        assert!(!db.windows(64).any(|w| w == account.trim().as_bytes()));
+    }
+}
+
+#[test]
+fn echoes_come_back_through_relay_gateway_and_a_verified_node_and_the_operator_keeps_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = two_verified_nodes(dir.path(), ECHO, None);
+    let (secret, file) = echo_a_marker_twenty_times(&stack, dir.path());
+    the_operator_keeps_nothing(stack, dir.path(), &[&secret], &file, 20);
+}
+
+#[test]
+#[ignore = "full tier: model weights (cargo xtask test)"]
+fn summaries_and_rewrites_come_back_through_relay_gateway_and_a_verified_node() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let models = models();
+    let cmdline = format!("{ECHO} cloister.model={}", SMOLLM2_135M.name);
+    let stack = two_verified_nodes(dir.path(), &cmdline, Some(&models));
 
     // A real summary of a real chat (text format, from a file).
     let chat = dir.path().join("chat.txt");
@@ -109,75 +210,14 @@ fn summaries_rewrites_and_echoes_come_back_through_relay_gateway_and_a_verified_
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(!text(&out.stdout).trim().is_empty());
 
-    // Echo a secret marker through both nodes: it comes back intact, and the choice reaches
-    // both nodes in 20 requests (each is missed with probability 2^-20).
-    let secret = marker();
-    let file = dir.path().join("marker.txt");
-    std::fs::write(&file, &secret).expect("marker");
-    for _ in 0..20 {
-        let mut c = stack.device();
-        c.args(["echo", "--file"]).arg(&file);
-        let out = run(c, None);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        assert_eq!(text(&out.stdout).trim_end(), secret);
-        assert!(!text(&out.stderr).contains(&secret), "the CLI's stderr");
-    }
-    for n in &stack.nodes {
-        let served =
-            n.logs().matches("route=\"ohttp\"").count() + n.logs().matches("route=ohttp").count();
-        assert!(served >= 1, "every node got requests: {}", n.logs());
-    }
-
-    // Non-targetability: the operator's logs and stores hold no content, no token, no address.
-    let account = std::fs::read_to_string(&stack.account).expect("account");
-    let logs = stack.all_logs();
-    assert!(!logs.contains(&secret), "the request's content is in a log");
-    assert!(
-        !logs.contains(account.trim()),
-        "the account token is in a log"
+    let (secret, file) = echo_a_marker_twenty_times(&stack, dir.path());
+    the_operator_keeps_nothing(
+        stack,
+        dir.path(),
+        &[&secret, "Lebanese restaurant on Elm Street", "tmrw, sorry"],
+        &file,
+        22,
     );
-    for svc in [&stack.gateway, &stack.relay, &stack.issuer] {
-        assert!(
-            !svc.logs().contains("127.0.0.1"),
-            "an address is in a log: {}",
-            svc.logs()
-        );
-    }
-    // No process that held the marker, a token or the account token can dump core.
-    for (name, pid) in stack.processes() {
-        assert!(core_dumps_off(pid), "{name} can write a core dump");
-    }
-    let mut stack = stack;
-    stack.gateway.kill();
-    stack.issuer.kill();
-    let spent = dir.path().join("spent.redb");
-    let nonces = cloister_gateway::spent::redb_nonces(&spent).expect("spent store");
-    assert_eq!(nonces.len(), 22, "one token spent per request");
-    let issuer_db = std::fs::read(dir.path().join("issuer.redb")).expect("issuer db");
-    let gateway_db = std::fs::read(&spent).expect("spent db");
-    for n in &nonces {
-        assert!(
-            !issuer_db.windows(32).any(|w| w == n),
-            "a redeemed nonce is in the issuer's records"
-        );
-    }
-    // No file any process wrote holds the marker or the account token: only the test's own
-    // input file and the account token's file do.
-    assert_eq!(
-        files_containing(dir.path(), secret.as_bytes()),
-        std::slice::from_ref(&file),
-        "the marker reached a file"
-    );
-    assert_eq!(
-        files_containing(dir.path(), account.trim().as_bytes()),
-        std::slice::from_ref(&stack.account),
-        "the account token reached a file"
-    );
-    for db in [&issuer_db, &gateway_db] {
-        assert!(!db.windows(secret.len()).any(|w| w == secret.as_bytes()));
-        assert!(!db.windows(9).any(|w| w == b"127.0.0.1"));
-        assert!(!db.windows(64).any(|w| w == account.trim().as_bytes()));
-    }
 }
 
 #[test]

@@ -26,7 +26,7 @@ const GROWTH_BOUND_MIB: u64 = 48;
 
 fn models() -> std::path::PathBuf {
     let cache = cloister_guest_image::cache_root();
-    require(&cache, &SMOLLM2_135M).expect("SmolLM2 weights (cargo xtask model ...)");
+    require(&cache, &SMOLLM2_135M).expect("SmolLM2 weights (run `cargo xtask setup`)");
     require(&cache, &MINILM_L6_V2).expect("MiniLM weights");
     cache.join("models")
 }
@@ -61,6 +61,7 @@ fn sample(stack: &Stack, t: f64, into: &mut Samples) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "full tier: model weights (cargo xtask test)"]
 async fn soak_mixed_requests_hold_memory_and_lose_nothing() {
     let run = duration_from_env(60);
     let (_dir, stack) = start(
@@ -137,6 +138,7 @@ async fn wave(client: &Arc<Client>, count: usize, path: &'static str, body: &'st
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "full tier: model weights (cargo xtask test)"]
 async fn ten_times_capacity_is_shed_with_503_and_service_recovers() {
     let (_dir, stack) = start(
         format!(

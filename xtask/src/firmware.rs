@@ -20,6 +20,10 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Result<ExitCode> {
     let cache = cloister_guest_image::cache_root();
+    if args.rebuild || firmware::cached(&cache).is_none() {
+        let plan = cloister_xtask::setup::Plan::for_firmware();
+        cloister_xtask::setup::run(&plan, &cloister_xtask::stage::Clock::new())?;
+    }
     let built = firmware::ensure(&cache, args.rebuild)?;
     if args.json {
         let mut obj = serde_json::Map::new();

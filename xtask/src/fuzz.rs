@@ -55,10 +55,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         .parent()
         .context("xtask lives in the workspace")?
         .to_path_buf();
-    let version = Command::new("cargo").args(["fuzz", "--version"]).output();
-    if !version.is_ok_and(|o| o.status.success()) {
-        bail!("cargo-fuzz is not installed: run `cargo install cargo-fuzz --locked`");
-    }
+    cloister_xtask::setup::run(
+        &cloister_xtask::setup::Plan::for_fuzz(),
+        &cloister_xtask::stage::Clock::new(),
+    )?;
     let all = list(&root)?;
     let targets = if args.targets.is_empty() {
         all.clone()

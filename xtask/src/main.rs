@@ -12,6 +12,8 @@ mod model;
 mod peer;
 mod publish;
 mod run;
+mod setup_cmd;
+mod testing;
 mod verify;
 
 use std::process::ExitCode;
@@ -24,12 +26,20 @@ use clap::{Parser, Subcommand};
     about = "Cloister's build, measure and verify commands"
 )]
 struct Cli {
+    /// Terse output: no stage lines, heartbeats or cargo progress; results and installs only.
+    #[arg(long, short, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Install everything the commands need (Debian packages, Rust target and tools, the
+    /// reference tool, firmware, kernel, model weights); a second call costs seconds.
+    Setup(setup_cmd::Args),
+    /// The README's test command: the set-up step, then both test tiers with cargo nextest.
+    Test(testing::Args),
     /// Verify an evidence bundle: every check in order, ok or failed; exits non-zero on refusal.
     Verify(verify::Args),
     /// Build (or find in the cache) the pinned AmdSev and IntelTdx OVMF from Debian's edk2.
@@ -64,7 +74,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    cloister_xtask::stage::set_quiet(cli.quiet);
     let result = match cli.command {
+        Command::Setup(args) => setup_cmd::run(&args),
+        Command::Test(args) => testing::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Firmware(args) => firmware::run(&args),
         Command::Measure(args) => measure::run(&args),

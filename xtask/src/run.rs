@@ -7,10 +7,11 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use cloister_guest_image::vm::{LaunchPlatform, VmSpec, qemu_args};
 use cloister_protocol::{AttestMode, GuestConfig};
-use cloister_xtask::image::{self, WeightsPlacement};
+use cloister_xtask::image::{self, REPRO_MODEL, WeightsPlacement};
 use cloister_xtask::launch::{LaunchOptions, RunningGuest, expected};
 use cloister_xtask::release;
-use cloister_xtask::setup;
+use cloister_xtask::setup::{self, Plan};
+use cloister_xtask::stage::Clock;
 
 fn attest_mode(s: &str) -> Result<AttestMode> {
     Ok(match s {
@@ -70,7 +71,9 @@ pub fn image_cmd(args: &ImageArgs) -> Result<ExitCode> {
         .out
         .clone()
         .unwrap_or_else(|| default_out(&args.platform));
-    let img = image::build_with(&config, args.weights, &out)?;
+    let clock = Clock::new();
+    setup::run(&Plan::for_image(&args.model)?, &clock)?;
+    let img = image::build_staged(&config, args.weights, &out, &clock)?;
     let (digest, gpa, page) = expected(&img, &img.initrd, args.vcpus)?;
     std::fs::write(out.join("hashes-page.bin"), page)?;
     let record = release::measurement_json(&img, &digest, gpa, args.vcpus)?;
@@ -120,7 +123,7 @@ pub struct RunArgs {
     /// `cloister.model`: the pinned model that answers (`none`: echo only). The default is the
     /// extractive summariser, chosen by `cargo xtask eval`; under TCG a language model boots
     /// (about 8 minutes to READY for the 1.5B) but cannot meet a deadline.
-    #[arg(long, default_value = "all-minilm-l6-v2")]
+    #[arg(long, default_value = image::DEFAULT_MODEL)]
     model: String,
     /// Where the weights go: in the initramfs, or on a dm-verity disk.
     #[arg(long, value_enum, default_value_t)]
@@ -151,11 +154,14 @@ fn print_command(args: &[std::ffi::OsString]) {
 
 pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
     let mode = attest_mode(&args.platform)?;
+    let clock = Clock::new();
     if mode != AttestMode::Emulated {
-        let img = image::build_with(
+        setup::run(&Plan::for_image(&args.model)?, &clock)?;
+        let img = image::build_staged(
             &config_for(mode, &args.model),
             args.weights,
             &default_out(&args.platform),
+            &clock,
         )?;
         let platform = if mode == AttestMode::Snp {
             LaunchPlatform::Snp
@@ -197,15 +203,16 @@ pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    setup::ensure_launch_tools()?;
     let chat = match &args.chat {
         Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
         None => SAMPLE_CHAT.as_bytes().to_vec(),
     };
-    let img = image::build_with(
+    setup::run(&Plan::for_run(&args.model)?, &clock)?;
+    let img = image::build_staged(
         &config_for(AttestMode::Emulated, &args.model),
         args.weights,
         &default_out("emulated"),
+        &clock,
     )?;
     let sized = LaunchOptions::for_image(&img);
     let opts = LaunchOptions {
@@ -233,10 +240,12 @@ pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
         print_command(&qemu_args(&spec)?);
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!(
-        "[run] booting the guest under QEMU (TCG, AmdSev firmware checking the measured boot inputs)"
+    let stage = clock.watched(
+        "boot",
+        "booting the guest under QEMU (TCG; the AmdSev firmware checks the measured boot inputs)",
     );
     let guest = RunningGuest::start(&img, &opts).map_err(|e| anyhow::anyhow!("{e}"))?;
+    stage.done("READY on the console");
     println!(
         "booted in {:.1} s: {}",
         guest.boot_time.as_secs_f64(),
@@ -250,8 +259,12 @@ pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
     }) {
         println!("  guest: {}", line.trim());
     }
+    let stage = clock.watched("evidence", "fetching the guest's evidence over vsock");
     let bundle = match guest.evidence(b"") {
-        Ok(b) => b,
+        Ok(b) => {
+            stage.done(&format!("{} bytes", b.len()));
+            b
+        }
         Err(e) => {
             eprintln!(
                 "guest console (last lines):\n{}",
@@ -278,11 +291,17 @@ pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
     let (digest, gpa, _) = expected(&img, &img.initrd, args.vcpus)?;
     let record = release::record_from(&release::measurement_json(&img, &digest, gpa, args.vcpus)?)?;
     let log_dir = image::workspace_root().join("target/cloister-log");
+    let stage = clock.stage(
+        "publish",
+        "appending the release to target/cloister-log, cosigned by a local witness",
+    );
     let (log_proof, trusted) = release::witnessed_release(&log_dir, &record)?;
+    stage.done(&format!("entry {}", log_proof.leaf_index));
     println!(
         "published         release entry {} in target/cloister-log, cosigned by a local witness",
         log_proof.leaf_index
     );
+    let stage = clock.stage("verify", "checking the evidence and its log proof");
     let mut bundle = cloister_protocol::EvidenceBundle::from_json(&bundle)
         .context("the guest's evidence does not parse")?;
     bundle.log_proof = Some(log_proof.clone());
@@ -305,6 +324,7 @@ pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
         "measurement equals the expected launch digest {}",
         hex::encode(guest.measurement)
     );
+    stage.done("accepted, and the measurement is the expected one");
     let path = if img.config.model == "none" {
         "/v1/echo"
     } else {
@@ -315,6 +335,12 @@ pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
          Privacy Pass token, inner OHTTP to the attested key inside outer OHTTP to the gateway",
         chat.len(),
         img.config.model
+    );
+    let stage = clock.watched(
+        "request",
+        &format!(
+            "waiting for the guest's answer to POST {path} (through relay, gateway and vsock)"
+        ),
     );
     let asked = std::time::Instant::now();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -334,6 +360,7 @@ pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
         Duration::from_secs(900),
     ))?;
     drop(rt);
+    stage.done(&format!("{} from node {}", reply.status, reply.node));
     let status = reply.status;
     let answer = reply.body.expose().to_vec();
     println!(
@@ -391,11 +418,8 @@ pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
 #[derive(clap::Args, Debug)]
 pub struct ReproArgs {}
 
-/// The model the reproducibility check builds in (on its dm-verity weights disk): the
-/// default of `cargo xtask run`, and small.
-const REPRO_MODEL: &str = "all-minilm-l6-v2";
-
 pub fn verify_repro(_args: &ReproArgs) -> Result<ExitCode> {
+    setup::run(&Plan::for_image(REPRO_MODEL)?, &Clock::new())?;
     let exe = std::env::current_exe()?;
     let a = tempfile::tempdir()?;
     let b = tempfile::tempdir()?;

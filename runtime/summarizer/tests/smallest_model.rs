@@ -1,6 +1,6 @@
 //! The summariser on the smallest pinned models (SmolLM2-135M, all-MiniLM-L6-v2): determinism,
 //! stop conditions, budgets, deadlines and prompt-injection resistance. The weights must be in
-//! the cache (`cargo xtask model smollm2-135m-instruct-q4_1 all-minilm-l6-v2`; CI fetches them).
+//! the cache: full tier, `cargo xtask setup` fetches them.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -71,6 +71,7 @@ fn thread(n: usize) -> SummarizeRequest {
 }
 
 #[test]
+#[ignore = "full tier: model weights (cargo xtask test)"]
 fn the_same_thread_gives_the_same_summary() {
     let s = both();
     let a = s.summarize(&thread(6), None).expect("first");
@@ -85,6 +86,7 @@ fn the_same_thread_gives_the_same_summary() {
 }
 
 #[test]
+#[ignore = "full tier: model weights (cargo xtask test)"]
 fn a_long_thread_is_cut_to_the_budget_and_says_so() {
     let cfg = SummarizerConfig {
         prompt_budget: 200,
@@ -124,6 +126,7 @@ fn ask(m: &LanguageModel, content: &str, max_new_tokens: usize, ignore_stop: boo
 }
 
 #[test]
+#[ignore = "full tier: model weights (cargo xtask test)"]
 fn generation_stops_on_the_token_budget() {
     let m = llm();
     let g = ask(&m, "Count from one to one hundred in words.", 5, false);
@@ -153,6 +156,7 @@ fn generation_stops_on_the_token_budget() {
 }
 
 #[test]
+#[ignore = "full tier: model weights (cargo xtask test)"]
 fn a_passed_deadline_is_a_named_error_or_the_extractive_answer() {
     let m = llm();
     let prompt = m
@@ -189,6 +193,7 @@ fn a_passed_deadline_is_a_named_error_or_the_extractive_answer() {
 }
 
 #[test]
+#[ignore = "full tier: model weights (cargo xtask test)"]
 fn messages_cannot_inject_control_tokens() {
     let m = llm();
     let im_start = m
@@ -211,6 +216,7 @@ fn messages_cannot_inject_control_tokens() {
 }
 
 #[test]
+#[ignore = "full tier: model weights (cargo xtask test)"]
 fn the_extractive_summariser_alone_picks_messages() {
     let s = Summarizer::new(None, Some(embedder()), SummarizerConfig::default()).expect("new");
     let r = s.summarize(&thread(30), None).expect("summary");
@@ -234,6 +240,7 @@ fn the_extractive_summariser_alone_picks_messages() {
 }
 
 #[test]
+#[ignore = "full tier: model weights (cargo xtask test)"]
 fn rewrite_answers_with_text() {
     let rw = RewriteRequest::from_json(br#"{"text":"cant come tmrw, sick","tone":"formal"}"#)
         .expect("req");
@@ -242,6 +249,7 @@ fn rewrite_answers_with_text() {
 }
 
 #[test]
+#[ignore = "full tier: model weights (cargo xtask test)"]
 fn a_gguf_that_names_another_model_is_refused() {
     let dir = require(&cloister_guest_image::cache_root(), &SMOLLM2_135M).expect("weights");
     let e = LanguageModel::load(&dir.join("model.gguf"), "x", Some("Qwen2.5-Coder"));
