@@ -330,16 +330,14 @@ pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
     } else {
         "/v1/summarize"
     };
-    eprintln!(
-        "[run] POST {path} ({} bytes; model {}) as a device: relay -> gateway -> guest, a \
-         Privacy Pass token, inner OHTTP to the attested key inside outer OHTTP to the gateway",
-        chat.len(),
-        img.config.model
-    );
     let stage = clock.watched(
         "request",
         &format!(
-            "waiting for the guest's answer to POST {path} (through relay, gateway and vsock)"
+            "POST {path} ({} bytes; model {}) as a device: a Privacy Pass token, inner OHTTP \
+             to the attested key inside outer OHTTP to the gateway, through the relay; waiting \
+             for the guest's answer",
+            chat.len(),
+            img.config.model
         ),
     );
     let asked = std::time::Instant::now();

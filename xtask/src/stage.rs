@@ -175,10 +175,10 @@ impl Heartbeat {
                         b.enable_steady_tick(Duration::from_millis(200));
                         b
                     });
-                    b.set_message(format!("{} ({})", current(), human(ran)));
+                    b.set_message(format!("{} — {} so far", current(), human(ran)));
                 } else if ran >= next_plain {
                     next_plain = ran + PLAIN_EVERY;
-                    clock.line(&format!("{name}: still {} ({})", current(), human(ran)));
+                    clock.line(&format!("{name}: {} — {} so far", current(), human(ran)));
                 }
             }
             if let Some(b) = bar {
