@@ -1,6 +1,6 @@
 //! Privacy Pass (RFC 9576–9578), publicly verifiable tokens (type 0x0002, blind RSA 2048),
 //! sans-IO: the issuer directory, the token request, and the token response finalised into
-//! the `Authorization: PrivateToken token=…` value the gateway redeems.
+//! the `Authorization: PrivateToken token="…"` value the gateway redeems.
 //!
 //! The issuer knows the account (it authenticates it) but sees only a blinded message; the
 //! gateway sees the token but cannot link it to the issuance. One caveat on timing: the client
@@ -11,9 +11,8 @@
 use base64::Engine as _;
 use base64::alphabet::URL_SAFE;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use cloister_protocol::access::{IssuerDirectory, TOKEN_TYPE_BLIND_RSA};
+use cloister_protocol::access::{IssuerDirectory, TOKEN_TYPE_BLIND_RSA, decode_token_key};
 use privacypass::auth::authenticate::TokenChallenge;
-use privacypass::auth::authorize::build_authorization_header;
 use privacypass::public_tokens::{PublicKey, TokenRequest, TokenResponse, TokenState};
 use privacypass::{Deserialize as _, Serialize as _};
 use rand::CryptoRng;
@@ -22,10 +21,16 @@ use crate::error::ClientError;
 use crate::http::BaseUrl;
 use crate::secret::SecretString;
 
-/// Base64url, padded or not (RFC 9577 says unpadded; some encoders pad).
+/// Base64url, padded or not: RFC 9577 and RFC 9578 §4 ask for padding; some encoders drop it.
 const BASE64URL: GeneralPurpose = GeneralPurpose::new(
     &URL_SAFE,
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Base64url with padding, as RFC 9577 §2.2.2 asks a token to be written.
+const PADDED_BASE64URL: GeneralPurpose = GeneralPurpose::new(
+    &URL_SAFE,
+    GeneralPurposeConfig::new().with_encode_padding(true),
 );
 
 /// Bytes of a token type 0x0002 RSA modulus (RSA-2048).
@@ -58,9 +63,8 @@ pub fn issuer_key(directory: &[u8], now: u64) -> Result<(PublicKey, String), Cli
         .iter()
         .find(|k| k.token_type == TOKEN_TYPE_BLIND_RSA && k.not_before.is_none_or(|t| t <= now))
         .ok_or(ClientError::NoIssuerKey)?;
-    let spki = BASE64URL
-        .decode(key.token_key.trim())
-        .map_err(|_| ClientError::IssuerKey("not base64url".into()))?;
+    let spki = decode_token_key(&key.token_key)
+        .ok_or_else(|| ClientError::IssuerKey("not base64url".into()))?;
     let pk = PublicKey::from_spki(&spki).map_err(|e| ClientError::IssuerKey(e.to_string()))?;
     check_modulus(&pk)?;
     Ok((pk, d.issuer_request_uri))
@@ -141,12 +145,18 @@ pub fn finish_token(pending: PendingToken, response: &[u8]) -> Result<SecretStri
     let token = response
         .issue_token(&pending.0)
         .map_err(|e| ClientError::TokenResponse(e.to_string()))?;
-    let (_, value) = build_authorization_header(&token)
-        .map_err(|e| ClientError::TokenResponse(e.to_string()))?;
-    let value = value
-        .to_str()
-        .map_err(|e| ClientError::TokenResponse(e.to_string()))?;
-    Ok(SecretString::new(value.to_owned()))
+    let bytes = zeroize::Zeroizing::new(
+        token
+            .tls_serialize_detached()
+            .map_err(|e| ClientError::TokenResponse(e.to_string()))?,
+    );
+    let encoded = zeroize::Zeroizing::new(PADDED_BASE64URL.encode(&*bytes));
+    // RFC 9577 §2.2.2: base64url with padding, as a quoted-string (its own example's form; a
+    // bare `=` is not a `token` character).
+    Ok(SecretString::new(format!(
+        "PrivateToken token=\"{}\"",
+        encoded.as_str()
+    )))
 }
 
 #[cfg(test)]

@@ -12,8 +12,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use blind_rsa_signatures::{DefaultRng, Deterministic, KeyPair, PSS, SecretKey, Sha384};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
@@ -26,7 +24,7 @@ use zeroize::Zeroizing;
 
 use cloister_protocol::access::{
     HEALTH_PATH, ISSUER_DIRECTORY_PATH, IssuerDirectory, IssuerTokenKey, TOKEN_REQUEST_MEDIA,
-    TOKEN_REQUEST_PATH, TOKEN_RESPONSE_MEDIA, TOKEN_TYPE_BLIND_RSA,
+    TOKEN_REQUEST_PATH, TOKEN_RESPONSE_MEDIA, TOKEN_TYPE_BLIND_RSA, encode_token_key,
 };
 
 use crate::accounts::{AccountError, Accounts, utc_day};
@@ -149,37 +147,69 @@ impl IssuerKey {
             issuer_request_uri: TOKEN_REQUEST_PATH.into(),
             token_keys: vec![IssuerTokenKey {
                 token_type: TOKEN_TYPE_BLIND_RSA,
-                token_key: URL_SAFE_NO_PAD.encode(&self.spki),
+                token_key: encode_token_key(&self.spki),
                 not_before: None,
             }],
         }
     }
 }
 
-/// Why a token request is not signed (all are the client's fault: 400).
+/// Why a token request is not signed. RFC 9578 §6.2: a request of another token type, for a
+/// key the issuer does not hold, or with a blinded message of the wrong size MUST get 422
+/// (Unprocessable Content); so does a blinded message that cannot be signed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TokenRequestError {
-    /// Not an RFC 9578 `TokenRequest` (type 0x0002, key id byte, 256-byte blinded message).
-    #[error("not an RFC 9578 TokenRequest")]
-    Malformed,
-    /// A request for another issuer key.
-    #[error("the request names another key")]
-    OtherKey,
+    /// `token_type` is not 0x0002 (or the body is too short to carry one).
+    #[error("token type {0:#06x} is not supported (this issuer signs type 0x0002)")]
+    UnsupportedType(u16),
+    /// `truncated_token_key_id` names no key of this issuer.
+    #[error("the request names key id {0:#04x}, not this issuer's key")]
+    OtherKey(u8),
+    /// `blinded_msg` is not the key's 256 bytes.
+    #[error("the blinded message is {0} bytes, not 256")]
+    WrongSize(usize),
     /// The blinded message cannot be signed (e.g. not below the modulus).
     #[error("the blinded message could not be signed")]
     Unsignable,
 }
 
-impl IssuerKey {
-    /// Reads a `TokenRequest` for this key. Nothing is charged or signed.
-    pub fn parse_request(&self, body: &[u8]) -> Result<TokenRequest, TokenRequestError> {
-        let request =
-            TokenRequest::tls_deserialize_exact(body).map_err(|_| TokenRequestError::Malformed)?;
-        // RFC 9578 §6.1: token_type (2 bytes), then the truncated key id.
-        if body.get(2).copied() != Some(self.truncated_id) {
-            return Err(TokenRequestError::OtherKey);
+impl TokenRequestError {
+    /// The problem document's kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TokenRequestError::UnsupportedType(_) => "token-type-unsupported",
+            TokenRequestError::OtherKey(_) => "token-key-unknown",
+            TokenRequestError::WrongSize(_) => "token-request-size",
+            TokenRequestError::Unsignable => "token-request-unsignable",
         }
-        Ok(request)
+    }
+}
+
+/// Bytes of a type-0x0002 `blinded_msg` (RSA-2048).
+const BLINDED_MSG_LEN: usize = 256;
+
+impl IssuerKey {
+    /// Reads a `TokenRequest` for this key (RFC 9578 §6.1: `token_type`, the truncated key
+    /// id, `blinded_msg`), checking the three conditions of §6.2 in order. Nothing is charged
+    /// or signed.
+    pub fn parse_request(&self, body: &[u8]) -> Result<TokenRequest, TokenRequestError> {
+        let token_type = match body {
+            [a, b, ..] => u16::from_be_bytes([*a, *b]),
+            _ => return Err(TokenRequestError::UnsupportedType(0)),
+        };
+        if token_type != TOKEN_TYPE_BLIND_RSA {
+            return Err(TokenRequestError::UnsupportedType(token_type));
+        }
+        match body.get(2) {
+            Some(&id) if id == self.truncated_id => {}
+            Some(&id) => return Err(TokenRequestError::OtherKey(id)),
+            None => return Err(TokenRequestError::WrongSize(0)),
+        }
+        if body.len() - 3 != BLINDED_MSG_LEN {
+            return Err(TokenRequestError::WrongSize(body.len() - 3));
+        }
+        TokenRequest::tls_deserialize_exact(body)
+            .map_err(|_| TokenRequestError::WrongSize(body.len() - 3))
     }
 
     /// The serialized `TokenResponse` (the blind signature) for `request`.
@@ -301,7 +331,7 @@ async fn issue(config: &IssuerConfig, req: hyper::Request<Incoming>) -> Reply {
     // The request must parse and name this key before the account is charged.
     let request = match config.key.parse_request(&body) {
         Ok(r) => r,
-        Err(e) => return problem(400, "token-request-malformed", &e.to_string()),
+        Err(e) => return problem(422, e.kind(), &e.to_string()),
     };
     let accounts = config.accounts.clone();
     let day = utc_day(crate::gateway::now_unix());
@@ -324,13 +354,14 @@ async fn issue(config: &IssuerConfig, req: hyper::Request<Incoming>) -> Reply {
     }
     match config.key.sign(request).await {
         Ok(bytes) => reply(200, TOKEN_RESPONSE_MEDIA, bytes),
-        Err(e) => problem(400, "token-request-malformed", &e.to_string()),
+        Err(e) => problem(422, e.kind(), &e.to_string()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cloister_protocol::access::decode_token_key;
 
     #[test]
     fn key_round_trips_through_its_file_and_directory() {
@@ -346,9 +377,8 @@ mod tests {
         assert_eq!(loaded.spki(), key.spki());
         let d = loaded.directory();
         assert_eq!(d.token_keys[0].token_type, TOKEN_TYPE_BLIND_RSA);
-        let spki = URL_SAFE_NO_PAD
-            .decode(&d.token_keys[0].token_key)
-            .expect("base64url");
+        assert_eq!(d.token_keys[0].token_key, encode_token_key(key.spki()));
+        let spki = decode_token_key(&d.token_keys[0].token_key).expect("base64url");
         assert_eq!(
             PublicKey::from_spki(&spki)
                 .expect("spki")

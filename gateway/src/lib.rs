@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accounts;
+pub mod credentials;
 pub mod gateway;
 pub mod issuer;
 pub mod nodes;

@@ -3,14 +3,19 @@
 //! issuer key, whose nonce was never spent. Each refusal is its own variant; a spent-token store
 //! that cannot answer is [`TokenRefusal::StoreUnavailable`], never a pass.
 
+use privacypass::Deserialize as _;
 use privacypass::auth::authenticate::TokenChallenge;
-use privacypass::auth::authorize::parse_authorization_header;
 use privacypass::public_tokens::server::{OriginKeyStore, OriginServer};
 use privacypass::public_tokens::{PublicKey, PublicToken};
 use privacypass::{Nonce, TokenType, TruncatedTokenKeyId};
 use sha2::{Digest as _, Sha256};
 
+use crate::credentials::private_token;
 use crate::spent::{Redemption, SpentStore, StoreError};
+
+/// A type-0x0002 Token: type (2), nonce (32), challenge digest (32), key id (32) and a
+/// 256-byte authenticator (RFC 9578 §6.4, RSA-2048).
+const PUBLIC_TOKEN_LEN: usize = 2 + 32 + 32 + 32 + 256;
 
 /// Why a token was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -100,14 +105,14 @@ impl Redeemer {
     /// [`Redeemer::refund`]).
     pub async fn redeem(&self, authorization: Option<&[u8]>) -> Result<Nonce, TokenRefusal> {
         let raw = authorization.ok_or(TokenRefusal::Missing)?;
-        let value =
-            hyper::header::HeaderValue::from_bytes(raw).map_err(|_| TokenRefusal::Malformed)?;
-        // The crate indexes the parsed list; a panic there is a malformed header, not a crash.
-        let parsed = std::panic::catch_unwind(|| parse_authorization_header(&value));
-        let token: PublicToken = match parsed {
-            Ok(Ok(t)) => t,
-            _ => return Err(TokenRefusal::Malformed),
-        };
+        // The credentials are read here (RFC 9110 §11, RFC 9577 §2.2.2); the crate gets only
+        // the Token's bytes.
+        let bytes = private_token(raw).map_err(|_| TokenRefusal::Malformed)?;
+        if bytes.len() != PUBLIC_TOKEN_LEN {
+            return Err(TokenRefusal::Malformed);
+        }
+        let token =
+            PublicToken::tls_deserialize_exact(&bytes).map_err(|_| TokenRefusal::Malformed)?;
         if token.token_type() != TokenType::Public || token.authenticator().len() != 256 {
             return Err(TokenRefusal::Malformed);
         }

@@ -287,6 +287,50 @@ async fn forwards_once_per_token_and_names_every_refusal() {
     );
 }
 
+/// RFC 9577 §2.2.2: the `token` parameter is "either a token or a quoted-string" — the RFC's
+/// own example is `Authorization: PrivateToken token="abc..."` — and "all unknown or unsupported
+/// parameters … MUST be ignored". Each form below carries a fresh good token and is forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rfc_9577_form_of_the_credentials_is_accepted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n1 = node(dir.path(), "n1", Duration::ZERO);
+    let s = start(
+        &[("n1", &n1.socket)],
+        redb(dir.path()),
+        IssuerKey::generate().expect("key"),
+        Duration::from_secs(5),
+    )
+    .await;
+    let forms: [fn(&str) -> String; 7] = [
+        |t| format!("PrivateToken token=\"{t}\""),
+        |t| format!("PrivateToken token={t}, ext=abc"),
+        |t| format!("PrivateToken token=\"{t}\", ext=\"a, \\\"quoted\\\" b\""),
+        |t| format!("PrivateToken ext=abc, token=\"{t}\""),
+        |t| format!("privatetoken Token = \"{t}\""),
+        |t| format!("PrivateToken ,token=\"{t}\",,"),
+        |t| format!("PrivateToken token={}", t.trim_end_matches('=')),
+    ];
+    for (i, form) in forms.iter().enumerate() {
+        let header = token(&s.issuer, &s.challenge).await;
+        let b64 = header
+            .strip_prefix("PrivateToken token=")
+            .expect("the crate's form")
+            .trim_matches('"');
+        let value = form(b64);
+        let r = call(&s, "POST", "/v1/nodes/n1/ohttp", Some(&value), b"x").await;
+        assert_eq!(
+            r,
+            Outcome::Inner(200, b"echo:x".to_vec()),
+            "form {i}: {value}"
+        );
+        // The same token in another form is the same token: spent.
+        let again = format!("PrivateToken token=\"{b64}\"");
+        let r = call(&s, "POST", "/v1/nodes/n1/ohttp", Some(&again), b"x").await;
+        assert_eq!(r.kind().as_deref(), Some("token-spent"), "form {i}");
+    }
+    assert_eq!(n1.hits.load(Ordering::SeqCst), forms.len());
+}
+
 fn tamper_token(header: &str) -> String {
     use base64::Engine as _;
     let b64 = header

@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use blind_rsa_signatures::DefaultRng;
 use bytes::Bytes;
 use cloister_gateway::accounts::Accounts;
 use cloister_gateway::exchange_tcp;
 use cloister_gateway::issuer::{IssuerConfig, IssuerKey, serve};
-use cloister_protocol::access::{IssuerDirectory, parse_problem};
+use cloister_protocol::access::{
+    IssuerDirectory, decode_token_key, encode_token_key, parse_problem,
+};
 use hyper::Method;
 use privacypass::auth::authenticate::TokenChallenge;
 use privacypass::public_tokens::{PublicKey, TokenRequest, TokenResponse};
@@ -73,9 +73,9 @@ async fn tokens_up_to_the_quota_then_429_and_named_refusals() {
     assert_eq!(d.status, 200);
     let d = IssuerDirectory::from_json(&d.body).expect("RFC 9578 directory");
     assert_eq!(d.issuer_request_uri, "/token-request");
-    let spki = URL_SAFE_NO_PAD
-        .decode(&d.token_keys[0].token_key)
-        .expect("base64url");
+    // RFC 9578 §4: base64url with padding.
+    let spki = decode_token_key(&d.token_keys[0].token_key).expect("base64url");
+    assert_eq!(d.token_keys[0].token_key, encode_token_key(&spki));
     let pk = PublicKey::from_spki(&spki).expect("key");
 
     let challenge = TokenChallenge::new(TokenType::Public, "issuer", None, &["gw".into()]);
@@ -103,24 +103,24 @@ async fn tokens_up_to_the_quota_then_429_and_named_refusals() {
         (status, kind(&body).as_str()),
         (415, "unsupported-media-type")
     );
-    let (status, body) = post(&addr, Some(&bearer.0), ct, vec![0, 2, 1]).await;
-    assert_eq!(
-        (status, kind(&body).as_str()),
-        (400, "token-request-malformed")
-    );
-    // A request for another key does not charge the account (it would be refused anyway).
-    let other = IssuerKey::generate().expect("key");
-    let (req, _) = TokenRequest::new(&mut DefaultRng, other.public_key(), &challenge).expect("req");
-    let (status, body) = post(
-        &addr,
-        Some(&bearer.0),
-        ct,
-        req.tls_serialize_detached().expect("encode"),
-    )
-    .await;
-    // (1 in 256 keys shares the truncated id; then the signature is refused at finalisation.)
-    assert!(
-        status == 400 && kind(&body) == "token-request-malformed" || status == 429,
-        "{status} {body:?}"
-    );
+    // RFC 9578 §6.2: another token type, a key this issuer does not hold, and a blinded
+    // message of the wrong size each MUST be 422 (Unprocessable Content) — checked before the
+    // account is looked at (this one's quota is spent: a charge would be 429).
+    let good = bytes.to_vec();
+    assert_eq!(good.len(), 2 + 1 + 256, "RFC 9578 §6.1 TokenRequest");
+    let mut other_type = good.clone();
+    other_type[..2].copy_from_slice(&[0x00, 0x01]);
+    let mut other_key = good.clone();
+    other_key[2] = good[2].wrapping_add(1);
+    for (body, expected) in [
+        (other_type, "token-type-unsupported"),
+        (vec![0x00], "token-type-unsupported"),
+        (other_key, "token-key-unknown"),
+        (good[..good.len() - 1].to_vec(), "token-request-size"),
+        ([&good[..], &[0]].concat(), "token-request-size"),
+        (good[..3].to_vec(), "token-request-size"),
+    ] {
+        let (status, body) = post(&addr, Some(&bearer.0), ct, body).await;
+        assert_eq!((status, kind(&body).as_str()), (422, expected), "{body:?}");
+    }
 }

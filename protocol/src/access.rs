@@ -194,13 +194,31 @@ impl NodeDirectory {
     }
 }
 
+/// A `token-key` as RFC 9578 §4 writes it: the SPKI in base64url **with** padding.
+pub fn encode_token_key(spki: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE.encode(spki)
+}
+
+/// The SPKI of a `token-key`, read with or without padding (some encoders drop it).
+pub fn decode_token_key(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
+    let text = text.trim();
+    URL_SAFE
+        .decode(text)
+        .or_else(|_| URL_SAFE_NO_PAD.decode(text))
+        .ok()
+}
+
 /// One key of the RFC 9578 issuer directory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IssuerTokenKey {
     /// Token type ([`TOKEN_TYPE_BLIND_RSA`]).
     #[serde(rename = "token-type")]
     pub token_type: u16,
-    /// The public key: SPKI (RSASSA-PSS parameters), base64url without padding.
+    /// The public key: SPKI (RSASSA-PSS parameters), base64url with padding
+    /// ([`encode_token_key`], [`decode_token_key`]).
     #[serde(rename = "token-key")]
     pub token_key: String,
     /// Unix seconds from which the key is used.
@@ -240,6 +258,18 @@ impl IssuerDirectory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_key_is_written_padded_and_read_either_way() {
+        // 293 bytes: base64 needs one `=`. (An RSA-2048 PSS SPKI is 294 bytes and needs none,
+        // so the two forms coincide there.)
+        let spki: Vec<u8> = (0..293u16).map(|i| (i % 256) as u8).collect();
+        let text = encode_token_key(&spki);
+        assert!(text.ends_with('='), "{text}");
+        assert_eq!(decode_token_key(&text), Some(spki.clone()));
+        assert_eq!(decode_token_key(text.trim_end_matches('=')), Some(spki));
+        assert_eq!(decode_token_key("not base64url!"), None);
+    }
 
     #[test]
     fn node_ids_and_paths() {

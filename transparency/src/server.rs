@@ -71,6 +71,47 @@ fn log_problem(e: &LogError) -> Reply {
     }
 }
 
+/// C2SP tlog-tiles: tiles and entry bundles are immutable ("caching headers SHOULD be
+/// long-lived"); a partial tile of width W never changes either.
+const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+/// C2SP tlog-tiles: the checkpoint is mutable ("SHOULD prevent caching beyond a few seconds").
+const CHECKPOINT_CACHE: &str = "public, max-age=5";
+
+fn cached(mut r: Reply, cache_control: &'static str) -> Reply {
+    r.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static(cache_control),
+    );
+    r
+}
+
+/// Whether an `Accept-Encoding` value admits gzip (RFC 9110 §12.5.3: `gzip` or `x-gzip`, or
+/// `*`, with a q-value that is not 0).
+fn accepts_gzip(value: &str) -> bool {
+    value.split(',').any(|item| {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        let q_zero = parts.any(|p| {
+            p.trim()
+                .strip_prefix("q=")
+                .or_else(|| p.trim().strip_prefix("Q="))
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q == 0.0)
+        });
+        !q_zero
+            && (coding.eq_ignore_ascii_case("gzip")
+                || coding.eq_ignore_ascii_case("x-gzip")
+                || coding == "*")
+    })
+}
+
+fn gzip(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write as _;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(bytes)?;
+    enc.finish()
+}
+
 /// Serves `log` on `listener` until the process ends; `api_key` authorises appends.
 pub async fn serve(
     log: Log,
@@ -108,7 +149,15 @@ async fn route(state: &Arc<State>, req: hyper::Request<Incoming>) -> Reply {
     let reply = match (req.method(), path.as_str()) {
         (&Method::GET, "/healthz") => reply(200, "text/plain", "ok\n"),
         (&Method::GET, "/checkpoint") => checkpoint(state).await,
-        (&Method::GET, p) if p.starts_with("/tile/") => tile(state, &p[1..]).await,
+        (&Method::GET, p) if p.starts_with("/tile/") => {
+            let gzip_ok = req
+                .headers()
+                .get_all(hyper::header::ACCEPT_ENCODING)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(accepts_gzip);
+            tile(state, &p[1..], gzip_ok).await
+        }
         (&Method::GET, p) if p.starts_with("/bundle/") => bundle(state, &p[8..]).await,
         (&Method::GET, p) if p.starts_with("/consistency/") => consistency(state, &p[13..]).await,
         (&Method::POST, "/add") => add(state, req).await,
@@ -139,19 +188,48 @@ async fn blocking<T: Send + 'static>(
 
 async fn checkpoint(state: &Arc<State>) -> Reply {
     match blocking(state, |log| Ok(log.checkpoint()?.0)).await {
-        Ok(bytes) => reply(200, "text/plain; charset=utf-8", bytes),
+        Ok(bytes) => cached(
+            reply(200, "text/plain; charset=utf-8", bytes),
+            CHECKPOINT_CACHE,
+        ),
         Err(r) => r,
     }
 }
 
 /// A tile or bundle, if `rel` is a C2SP tile path (nothing else is read from the directory).
-async fn tile(state: &Arc<State>, rel: &str) -> Reply {
+/// Entry bundles go gzip-compressed to a client that accepts it (C2SP tlog-tiles: "SHOULD be
+/// compressed at the HTTP layer"); hash tiles are random bytes and go as they are.
+async fn tile(state: &Arc<State>, rel: &str, gzip_ok: bool) -> Reply {
     let Some(rel) = crate::storage::tile_path(rel) else {
         return problem(404, "not-found", "not a tile path");
     };
+    let bundle = rel.starts_with("tile/entries/");
     let path = state.log.dir().join(&rel);
-    match tokio::task::spawn_blocking(move || std::fs::read(path)).await {
-        Ok(Ok(bytes)) => reply(200, "application/octet-stream", bytes),
+    let read = tokio::task::spawn_blocking(move || {
+        let bytes = std::fs::read(path)?;
+        if bundle && gzip_ok {
+            gzip(&bytes).map(|z| (z, true))
+        } else {
+            Ok((bytes, false))
+        }
+    });
+    match read.await {
+        Ok(Ok((bytes, zipped))) => {
+            let mut r = cached(reply(200, "application/octet-stream", bytes), IMMUTABLE);
+            if zipped {
+                r.headers_mut().insert(
+                    hyper::header::CONTENT_ENCODING,
+                    hyper::header::HeaderValue::from_static("gzip"),
+                );
+            }
+            if bundle {
+                r.headers_mut().insert(
+                    hyper::header::VARY,
+                    hyper::header::HeaderValue::from_static("accept-encoding"),
+                );
+            }
+            r
+        }
         _ => problem(404, "not-found", "no such tile"),
     }
 }

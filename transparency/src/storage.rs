@@ -247,6 +247,12 @@ impl Log {
                 size: new,
             });
         }
+        // RFC 6962 §2.1.2: the proof between a tree and itself is empty, and the empty tree is
+        // a prefix of every tree with nothing to prove (the witness protocol sends no lines
+        // for old size 0).
+        if old == 0 || old == new {
+            return Ok(Vec::new());
+        }
         let hashes = Hashes::reader(&self.dir, current)?;
         Ok(tlog_tiles::prove_tree(new, old, &hashes)?)
     }

@@ -244,11 +244,18 @@ impl Stack {
         else {
             return problem(404, "not-found");
         };
+        // The device writes RFC 9577's quoted, padded form; the stand-in reads exactly that.
         let token = m
             .header()
             .get(b"authorization")
-            .and_then(|v| hyper::header::HeaderValue::from_bytes(v).ok())
-            .and_then(|v| privacypass::auth::authorize::parse_authorization_header::<_>(&v).ok());
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.strip_prefix("PrivateToken token=\""))
+            .and_then(|v| v.strip_suffix('"'))
+            .and_then(|b64| base64::engine::general_purpose::URL_SAFE.decode(b64).ok())
+            .and_then(|bytes| {
+                use privacypass::Deserialize as _;
+                PublicToken::tls_deserialize_exact(&bytes).ok()
+            });
         let Some(token): Option<PublicToken> = token else {
             return problem(401, "token-missing");
         };

@@ -55,7 +55,16 @@ async fn a_token_is_issued_finalised_and_redeemed_once() {
 
     // Device: finalise into the Authorization value.
     let auth = finish_token(pending, &response).expect("token");
-    assert!(auth.expose().starts_with("PrivateToken token="));
+    // RFC 9577 §2.2.2: the token as a quoted-string, base64url with padding (the strict
+    // padded decoder below refuses it without).
+    let quoted = auth
+        .expose()
+        .strip_prefix("PrivateToken token=\"")
+        .and_then(|v| v.strip_suffix('"'))
+        .expect("the RFC's quoted form");
+    let bytes = base64::engine::general_purpose::URL_SAFE
+        .decode(quoted)
+        .expect("padded base64url");
     assert_eq!(format!("{auth:?}"), "[redacted]");
 
     // Gateway: redeem against the issuer's public key, once.
@@ -66,9 +75,7 @@ async fn a_token_is_issued_finalised_and_redeemed_once() {
             pk.clone(),
         )
         .await;
-    let value = hyper::header::HeaderValue::from_str(auth.expose()).expect("header");
-    let token: PublicToken =
-        privacypass::auth::authorize::parse_authorization_header(&value).expect("parses");
+    let token = PublicToken::tls_deserialize_exact(&bytes).expect("a type-0x0002 Token");
     assert_eq!(
         token.challenge_digest(),
         &challenge.digest().expect("digest")

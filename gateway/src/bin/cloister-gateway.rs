@@ -5,8 +5,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::Parser;
 use cloister_gateway::gateway::{Gateway, GatewayConfig, serve_until};
 use cloister_gateway::nodes::NodeAddress;
@@ -14,7 +12,7 @@ use cloister_gateway::relay::Upstream;
 use cloister_gateway::server::shutdown_signal;
 use cloister_gateway::spent::SpentStore;
 use cloister_protocol::LogProof;
-use cloister_protocol::access::NodeId;
+use cloister_protocol::access::{NodeId, decode_token_key};
 use privacypass::TokenType;
 use privacypass::auth::authenticate::TokenChallenge;
 use privacypass::public_tokens::PublicKey;
@@ -101,8 +99,7 @@ fn issuer_key(arg: &str) -> Result<PublicKey> {
         Ok(t) => t,
         Err(_) => arg.to_owned(),
     };
-    let spki = URL_SAFE_NO_PAD
-        .decode(text.trim())
+    let spki = decode_token_key(&text)
         .with_context(|| format!("issuer key {arg:?} is neither a file nor base64url"))?;
     PublicKey::from_spki(&spki).map_err(|e| anyhow::anyhow!("issuer key {arg:?}: {e}"))
 }

@@ -4,12 +4,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::{Parser, Subcommand};
 use cloister_gateway::accounts::Accounts;
 use cloister_gateway::issuer::{IssuerConfig, IssuerKey, serve_until};
 use cloister_gateway::server::shutdown_signal;
+use cloister_protocol::access::encode_token_key;
 
 #[derive(Parser)]
 #[command(about = "Privacy Pass issuer: blind-RSA tokens for accounts, with a daily quota")]
@@ -70,10 +69,10 @@ async fn main() -> Result<()> {
         Command::Init { key } => {
             let k = IssuerKey::generate()?;
             k.save(&key)?;
-            println!("{}", URL_SAFE_NO_PAD.encode(k.spki()));
+            println!("{}", encode_token_key(k.spki()));
         }
         Command::PublicKey { key } => {
-            println!("{}", URL_SAFE_NO_PAD.encode(IssuerKey::load(&key)?.spki()));
+            println!("{}", encode_token_key(IssuerKey::load(&key)?.spki()));
         }
         Command::AddAccount { db, name, quota } => {
             let token = Accounts::open(&db)?.add(&name, quota)?;

@@ -150,10 +150,11 @@ async fn handle(
     tracing::info!(status, "add-checkpoint");
     match answer {
         Ok(Ok(line)) => respond(200, "text/plain", line),
-        Ok(Err(cloister_transparency::WitnessRefusal::Conflict(size))) => {
-            respond(409, "text/x.tlog.size", format!("{size}\n").into_bytes())
-        }
-        Ok(Err(e)) => respond(e.status(), "text/plain", format!("{e}\n").into_bytes()),
+        Ok(Err(e)) => match e.conflict_size() {
+            // C2SP tlog-witness: a 409 names the size last cosigned, as `text/x.tlog.size`.
+            Some(size) => respond(409, "text/x.tlog.size", format!("{size}\n").into_bytes()),
+            None => respond(e.status(), "text/plain", format!("{e}\n").into_bytes()),
+        },
         Err(_) => respond(500, "text/plain", b"internal\n".to_vec()),
     }
 }
