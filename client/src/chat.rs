@@ -16,13 +16,13 @@
 //! input fails here, with its line number, rather than after a token is spent. Errors never
 //! quote the input.
 
-use serde::{Deserialize, Serialize};
-use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+use zeroize::Zeroizing;
 
 use crate::secret::SecretBytes;
 
 pub use cloister_protocol::workload::{
-    ChatMessage, MAX_AT_BYTES, MAX_FROM_BYTES, MAX_MESSAGES, MAX_TEXT_BYTES, MAX_WORDS_RANGE,
+    ChatMessage, LimitError, MAX_AT_BYTES, MAX_FROM_BYTES, MAX_MESSAGES, MAX_TEXT_BYTES,
+    MAX_WORDS_RANGE, SummarizeRequest,
 };
 
 /// Where in the input a problem is.
@@ -116,29 +116,20 @@ pub enum InputError {
     Answer(&'static str),
 }
 
-/// The body of `POST /v1/summarize`.
-#[derive(Serialize, Deserialize, Zeroize, ZeroizeOnDrop)]
-#[serde(deny_unknown_fields)]
-pub struct SummarizeRequest {
-    /// The messages, oldest first.
-    pub messages: Vec<ChatMessage>,
-    /// Longest summary wanted, in words.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_words: Option<u32>,
-}
-
-impl std::fmt::Debug for SummarizeRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SummarizeRequest")
-            .field("messages", &self.messages.len())
-            .field("max_words", &self.max_words)
-            .finish()
-    }
-}
-
-impl SummarizeRequest {
+/// The `cloister summarize` input read into the contract's `POST /v1/summarize` body
+/// (`cloister_protocol::workload::SummarizeRequest`), checked against its limits with the
+/// problem's line or message named.
+pub trait ChatInput: Sized {
     /// Reads a chat in either format (see the module documentation) and checks it.
-    pub fn parse(input: &[u8]) -> Result<Self, InputError> {
+    fn parse(input: &[u8]) -> Result<Self, InputError>;
+    /// Sets `max_words` (checked).
+    fn with_max_words(self, max_words: Option<u32>) -> Result<Self, InputError>;
+    /// The canonical JSON body.
+    fn to_body(&self) -> SecretBytes;
+}
+
+impl ChatInput for SummarizeRequest {
+    fn parse(input: &[u8]) -> Result<Self, InputError> {
         let text = std::str::from_utf8(input).map_err(|_| InputError::NotUtf8)?;
         let (req, lines) = match text.trim_start().chars().next() {
             None => return Err(InputError::Empty),
@@ -160,68 +151,19 @@ impl SummarizeRequest {
                 (req, Some(lines))
             }
         };
-        req.validate(lines.as_deref())?;
+        req.validate().map_err(|e| located(e, lines.as_deref()))?;
         Ok(req)
     }
 
-    /// Checks the summariser's limits; `lines` gives each message's first line (plain text).
-    fn validate(&self, lines: Option<&[usize]>) -> Result<(), InputError> {
-        if self.messages.is_empty() {
-            return Err(InputError::Empty);
-        }
-        if self.messages.len() > MAX_MESSAGES {
-            return Err(InputError::TooManyMessages {
-                count: self.messages.len(),
-                max: MAX_MESSAGES,
-            });
-        }
-        for (i, m) in self.messages.iter().enumerate() {
-            let at = match lines.and_then(|l| l.get(i)) {
-                Some(line) => Location::Line(*line),
-                None => Location::Message(i),
-            };
-            for (field, value, max) in [
-                ("from", &m.from, MAX_FROM_BYTES),
-                ("at", &m.at, MAX_AT_BYTES),
-                ("text", &m.text, MAX_TEXT_BYTES),
-            ] {
-                if value.len() > max {
-                    let len = value.len();
-                    return Err(InputError::FieldTooLong {
-                        at,
-                        field,
-                        len,
-                        max,
-                    });
-                }
-            }
-            if m.text.trim().is_empty() {
-                return Err(InputError::EmptyMessage { at });
-            }
-        }
-        self.check_max_words()
-    }
-
-    fn check_max_words(&self) -> Result<(), InputError> {
-        match self.max_words {
-            Some(w) if !(MAX_WORDS_RANGE.0..=MAX_WORDS_RANGE.1).contains(&w) => {
-                Err(InputError::MaxWords { found: w })
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Sets `max_words` (checked).
-    pub fn with_max_words(mut self, max_words: Option<u32>) -> Result<Self, InputError> {
+    fn with_max_words(mut self, max_words: Option<u32>) -> Result<Self, InputError> {
         if max_words.is_some() {
             self.max_words = max_words;
         }
-        self.check_max_words()?;
+        self.validate().map_err(|e| located(e, None))?;
         Ok(self)
     }
 
-    /// The canonical JSON body.
-    pub fn to_body(&self) -> SecretBytes {
+    fn to_body(&self) -> SecretBytes {
         let estimate = 32
             + self
                 .messages
@@ -232,6 +174,33 @@ impl SummarizeRequest {
         // Writing plain structs of strings into a Vec cannot fail.
         let _ = serde_json::to_writer(&mut *out, self);
         SecretBytes::from(out)
+    }
+}
+
+/// The contract's limit, located by the message's first line (plain text) or its index.
+fn located(e: LimitError, lines: Option<&[usize]>) -> InputError {
+    let at = |i: usize| match lines.and_then(|l| l.get(i)) {
+        Some(line) => Location::Line(*line),
+        None => Location::Message(i),
+    };
+    match e {
+        LimitError::EmptyThread => InputError::Empty,
+        LimitError::TooManyMessages { count, max } => InputError::TooManyMessages { count, max },
+        LimitError::FieldTooLong {
+            index,
+            field,
+            len,
+            max,
+        } => InputError::FieldTooLong {
+            at: at(index.unwrap_or(0)),
+            field,
+            len,
+            max,
+        },
+        LimitError::EmptyText { index } => InputError::EmptyMessage {
+            at: at(index.unwrap_or(0)),
+        },
+        LimitError::MaxWords { found } => InputError::MaxWords { found },
     }
 }
 

@@ -305,10 +305,10 @@ impl Client {
         if answer.status != 200 {
             return Err(gateway_error(&answer));
         }
-        if !answer.is("application/json") {
+        if !answer.is(cloister_protocol::media::JSON) {
             return Err(media_error(
                 "node directory",
-                "application/json",
+                cloister_protocol::media::JSON,
                 answer.content_type,
             ));
         }
@@ -353,7 +353,7 @@ impl Client {
     }
 
     async fn consistency(&self, keys: &[u8], old: u64, new: u64) -> Result<String, ClientError> {
-        let path = format!("/v1/log/consistency/{old}/{new}");
+        let path = cloister_protocol::access::log_consistency_path(old, new);
         let answer = self.gateway(keys, "GET", &path, &[], &[]).await?;
         if answer.status != 200 {
             return Err(gateway_error(&answer));

@@ -178,6 +178,9 @@ impl Sealed {
 mod tests {
     use super::*;
     use crate::testkit::{bhttp_response as response, ohttp_server as server};
+    use cloister_protocol::access::NODES_PATH;
+    use cloister_protocol::media;
+    use cloister_protocol::workload::{ECHO_PATH, SUMMARIZE_PATH};
     use ohttp::KeyConfig;
 
     #[test]
@@ -188,7 +191,7 @@ mod tests {
         let sealed = gateway_request(
             &list,
             "POST",
-            "/v1/nodes/node-1/ohttp",
+            &format!("{NODES_PATH}/node-1/ohttp"),
             &[
                 ("authorization", &auth[..]),
                 ("content-type", b"message/ohttp-req"),
@@ -206,7 +209,10 @@ mod tests {
         assert_eq!(c.method(), Some(&b"POST"[..]));
         assert_eq!(c.scheme(), Some(&b"https"[..]));
         assert_eq!(c.authority(), Some(GATEWAY_AUTHORITY.as_bytes()));
-        assert_eq!(c.path(), Some(&b"/v1/nodes/node-1/ohttp"[..]));
+        assert_eq!(
+            c.path(),
+            Some(format!("{NODES_PATH}/node-1/ohttp").as_bytes())
+        );
         assert_eq!(m.header().get(b"authorization"), Some(&auth[..]));
         assert_eq!(
             m.header().get(b"content-type"),
@@ -228,13 +234,12 @@ mod tests {
     fn inner_request_is_a_post_to_the_guest() {
         let node = server(1);
         let config = node.config().encode().expect("config");
-        let sealed =
-            node_request(&config, "/v1/summarize", "application/json", b"{}").expect("sealed");
+        let sealed = node_request(&config, SUMMARIZE_PATH, media::JSON, b"{}").expect("sealed");
         let (plain, ctx) = node.decapsulate(&sealed.bytes).expect("node opens it");
         let m = Message::read_bhttp(&mut Cursor::new(&plain[..])).expect("bhttp");
         assert_eq!(m.control().method(), Some(&b"POST"[..]));
         assert_eq!(m.control().authority(), Some(GUEST_AUTHORITY.as_bytes()));
-        assert_eq!(m.control().path(), Some(&b"/v1/summarize"[..]));
+        assert_eq!(m.control().path(), Some(SUMMARIZE_PATH.as_bytes()));
         assert_eq!(
             m.header().get(b"content-type"),
             Some(&b"application/json"[..])
@@ -250,7 +255,7 @@ mod tests {
     #[test]
     fn refusals_are_named() {
         assert!(matches!(
-            gateway_request(b"\x00\x01", "GET", "/v1/nodes", &[], b""),
+            gateway_request(b"\x00\x01", "GET", NODES_PATH, &[], b""),
             Err(ClientError::OuterKey(_))
         ));
         assert!(matches!(
@@ -258,7 +263,7 @@ mod tests {
             Err(ClientError::OuterKey(_))
         ));
         assert!(matches!(
-            node_request(b"junk", "/v1/echo", "text/plain", b""),
+            node_request(b"junk", ECHO_PATH, media::TEXT, b""),
             Err(ClientError::Ohttp {
                 layer: Layer::Inner,
                 ..
@@ -266,7 +271,7 @@ mod tests {
         ));
         let gateway = server(3);
         let list = KeyConfig::encode_list(&[gateway.config()]).expect("list");
-        let sealed = gateway_request(&list, "GET", "/v1/nodes", &[], b"").expect("sealed");
+        let sealed = gateway_request(&list, "GET", NODES_PATH, &[], b"").expect("sealed");
         let (_, ctx) = gateway.decapsulate(&sealed.bytes).expect("opens");
         let mut answer = ctx
             .encapsulate(&response(200, "application/json", b"{}"))

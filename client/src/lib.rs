@@ -30,7 +30,7 @@ pub mod workload;
 #[cfg(test)]
 mod testkit;
 
-pub use chat::{ChatMessage, InputError, SummarizeRequest};
+pub use chat::{ChatInput, ChatMessage, InputError, SummarizeRequest};
 pub use client::{Client, ClientConfig, InnerResponse, IssuerAccount, Timings};
 pub use error::{ClientError, Layer, NodeFailure, Stage};
 pub use http::BaseUrl;

@@ -10,8 +10,7 @@ use blind_rsa_signatures::{Deterministic, PSS, Sha384};
 use cloister_measurement::emulated::EmulatedSnpSigner;
 use cloister_measurement::{InsecureEmulatedRoot, Policy};
 use cloister_protocol::{Endorsements, EvidenceBundle, Platform};
-use ohttp::hpke::{Aead, Kdf, Kem};
-use ohttp::{KeyConfig, Server, SymmetricSuite};
+use ohttp::Server;
 use privacypass::public_tokens::PublicKey;
 use privacypass::public_tokens::server::{IssuerKeyStore, OriginKeyStore};
 use privacypass::{Nonce, NonceStore, TruncatedTokenKeyId};
@@ -182,17 +181,9 @@ pub(crate) fn bundle_json(b: &EvidenceBundle) -> serde_json::Value {
     serde_json::from_slice(&b.to_json()).expect("json")
 }
 
-/// An OHTTP key pair (X25519, HKDF-SHA256, AES-128-GCM or ChaCha20-Poly1305).
+/// An OHTTP key pair of the contract's suite (`cloister_protocol::node::key_config`).
 pub(crate) fn ohttp_server(key_id: u8) -> Server {
-    let config = KeyConfig::new(
-        key_id,
-        Kem::X25519Sha256,
-        vec![
-            SymmetricSuite::new(Kdf::HkdfSha256, Aead::Aes128Gcm),
-            SymmetricSuite::new(Kdf::HkdfSha256, Aead::ChaCha20Poly1305),
-        ],
-    )
-    .expect("key config");
+    let config = cloister_protocol::node::key_config(key_id).expect("key config");
     Server::new(config).expect("server")
 }
 

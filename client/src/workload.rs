@@ -1,19 +1,14 @@
 //! The guest workloads' other bodies: the `POST /v1/rewrite` request (a draft and a tone from a
 //! closed set), and the text inside the summariser's and the rewriter's JSON answers.
 
-use serde::{Deserialize, Serialize};
-use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+use zeroize::Zeroizing;
 
 use crate::chat::InputError;
 use crate::secret::SecretBytes;
 
-pub use cloister_protocol::workload::{MAX_DRAFT_BYTES, Tone};
-
-#[derive(Serialize)]
-struct RewriteRequest<'a> {
-    text: &'a str,
-    tone: Tone,
-}
+pub use cloister_protocol::workload::{
+    MAX_DRAFT_BYTES, RewriteRequest, RewriteResponse, SummarizeResponse, Tone,
+};
 
 /// The body of `POST /v1/rewrite` for `draft` (UTF-8; surrounding whitespace dropped).
 pub fn rewrite_body(draft: &[u8], tone: Tone) -> Result<SecretBytes, InputError> {
@@ -29,32 +24,26 @@ pub fn rewrite_body(draft: &[u8], tone: Tone) -> Result<SecretBytes, InputError>
             max: MAX_DRAFT_BYTES,
         });
     }
+    let request = RewriteRequest {
+        text: text.to_owned(),
+        tone,
+    };
     let mut out = Zeroizing::new(Vec::with_capacity(text.len() + 64));
     // A struct of a string and an enum always serializes.
-    let _ = serde_json::to_writer(&mut *out, &RewriteRequest { text, tone });
+    let _ = serde_json::to_writer(&mut *out, &request);
     Ok(SecretBytes::from(out))
 }
 
-#[derive(Deserialize, Zeroize, ZeroizeOnDrop)]
-struct SummaryAnswer {
-    summary: String,
-}
-
-#[derive(Deserialize, Zeroize, ZeroizeOnDrop)]
-struct RewriteAnswer {
-    text: String,
-}
-
-/// The `summary` of a `/v1/summarize` answer.
+/// The `summary` of a `/v1/summarize` answer (the contract's `SummarizeResponse`).
 pub fn summary_text(answer: &[u8]) -> Result<Zeroizing<String>, InputError> {
-    let a: SummaryAnswer = serde_json::from_slice(answer)
-        .map_err(|_| InputError::Answer("expected an object with a \"summary\" string"))?;
+    let a: SummarizeResponse = serde_json::from_slice(answer)
+        .map_err(|_| InputError::Answer("expected the summariser's answer object"))?;
     Ok(Zeroizing::new(a.summary.clone()))
 }
 
-/// The `text` of a `/v1/rewrite` answer.
+/// The `text` of a `/v1/rewrite` answer (the contract's `RewriteResponse`).
 pub fn rewrite_text(answer: &[u8]) -> Result<Zeroizing<String>, InputError> {
-    let a: RewriteAnswer = serde_json::from_slice(answer)
+    let a: RewriteResponse = serde_json::from_slice(answer)
         .map_err(|_| InputError::Answer("expected an object with a \"text\" string"))?;
     Ok(Zeroizing::new(a.text.clone()))
 }
@@ -88,8 +77,10 @@ mod tests {
 
     #[test]
     fn answers_yield_their_text() {
-        let s = summary_text(br#"{"summary":"Dinner at 7.","model":"m","truncated":false}"#)
-            .expect("summary");
+        let s = summary_text(
+            br#"{"summary":"Dinner at 7.","model":"m","truncated":false,"messages_used":1,"tokens_in":1,"tokens_out":1,"stop":"eos"}"#,
+        )
+        .expect("summary");
         assert_eq!(s.as_str(), "Dinner at 7.");
         assert_eq!(
             rewrite_text(br#"{"text":"Hi."}"#).expect("text").as_str(),

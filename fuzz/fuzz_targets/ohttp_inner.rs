@@ -1,4 +1,4 @@
-//! The guest's inner layer (`runtime::gateway`), which only the holder of the attested key
+//! The guest's inner layer (`runtime::inner`), which only the holder of the attested key
 //! can open — and which anyone who fetched that key can send to:
 //! * mode 0 — raw `message/ohttp-req` bytes;
 //! * mode 1 — the fuzzer's bytes sealed to the guest's real key: the Binary HTTP request
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cloister_client::envelope;
 use cloister_fuzz::{bhttp_request, bhttp_response, tagged, write_seeds};
-use cloister_runtime::gateway;
+use cloister_runtime::inner;
 use cloister_runtime::keys::KeyRing;
 use cloister_runtime::workload::Router;
 use libfuzzer_sys::fuzz_target;
@@ -57,12 +57,12 @@ fuzz_target!(init: write_seeds(seeds), |data: &[u8]| {
     let epoch = f.ring.current();
     match mode % 3 {
         0 => {
-            let _ = gateway::handle(&f.ring, &f.router, body, NOW);
+            let _ = inner::handle(&f.ring, &f.router, body, NOW);
         }
         1 => {
             let client = ohttp::ClientRequest::from_encoded_config(epoch.config()).expect("config");
             let (sealed, ctx) = client.encapsulate(body).expect("seals");
-            if let Ok((answer, _)) = gateway::handle(&f.ring, &f.router, &sealed, NOW) {
+            if let Ok((answer, _)) = inner::handle(&f.ring, &f.router, &sealed, NOW) {
                 let plain = ctx.decapsulate(&answer).expect("the guest's answer opens");
                 bhttp::Message::read_bhttp(&mut std::io::Cursor::new(&plain[..]))
                     .expect("the guest answers in Binary HTTP");

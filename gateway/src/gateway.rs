@@ -22,24 +22,18 @@ use privacypass::public_tokens::PublicKey;
 use tokio::sync::Semaphore;
 
 use cloister_protocol::access::{
-    GATEWAY_PATH, HEALTH_PATH, NODES_PATH, NodeId, OHTTP_KEYS_MEDIA, OHTTP_KEYS_PATH,
-    OHTTP_REQ_MEDIA, OHTTP_RES_MEDIA, parse_node_ohttp_path,
+    GATEWAY_PATH, HEALTH_PATH, LOG_CONSISTENCY_PREFIX, NODES_PATH, NodeId, OHTTP_KEYS_MEDIA,
+    OHTTP_KEYS_PATH, OHTTP_REQ_MEDIA, OHTTP_RES_MEDIA, parse_node_ohttp_path,
 };
-use cloister_protocol::{EvidenceBundle, LogProof};
+use cloister_protocol::{EvidenceBundle, LogProof, media, node, tlog};
 
 use crate::nodes::{NodeAddress, NodeError};
 use crate::outer::{Answer, OuterKey, header, request_parts};
 use crate::redeem::{Redeemer, TokenRefusal};
-use crate::relay::Upstream;
 use crate::spent::SpentStore;
-use crate::{exchange_tcp, overloaded, problem, reply};
+use cloister_http::{Options, Upstream, exchange_tcp, overloaded, problem, reply};
 
-/// Unix seconds now.
-pub fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use cloister_http::now_unix;
 
 /// The gateway's settings.
 #[derive(Debug)]
@@ -169,7 +163,7 @@ impl Gateway {
         let r = address
             .exchange(
                 "GET",
-                "/v1/evidence",
+                node::EVIDENCE_PATH,
                 None,
                 self.config.node_timeout,
                 self.config.max_body,
@@ -235,7 +229,7 @@ pub async fn serve_until(
         let gw = gw.clone();
         async move { handle(&gw, req).await }
     };
-    crate::server::serve_http(listener, handler, shutdown, drain).await
+    cloister_http::serve(listener, handler, Options::default(), shutdown, drain).await
 }
 
 type Reply = hyper::Response<http_body_util::Full<Bytes>>;
@@ -243,7 +237,7 @@ type Reply = hyper::Response<http_body_util::Full<Bytes>>;
 async fn handle(gw: &Gateway, req: hyper::Request<Incoming>) -> Reply {
     let started = Instant::now();
     let (route, reply) = match (req.method(), req.uri().path()) {
-        (&Method::GET, HEALTH_PATH) => ("health", reply(200, "text/plain", &b"ok\n"[..])),
+        (&Method::GET, HEALTH_PATH) => ("health", reply(200, media::TEXT, &b"ok\n"[..])),
         (&Method::GET, OHTTP_KEYS_PATH) => (
             "keys",
             reply(200, OHTTP_KEYS_MEDIA, gw.key_configs().to_vec()),
@@ -315,13 +309,13 @@ async fn route(gw: &Gateway, m: &Message) -> (&'static str, Answer) {
             .unwrap_or_default();
         let answer = Answer {
             status: 200,
-            content_type: "application/json".into(),
+            content_type: media::JSON.into(),
             body: directory,
         };
         return ("directory", answer);
     }
     if method == "GET"
-        && let Some(rest) = path.strip_prefix("/v1/log/consistency/")
+        && let Some(rest) = path.strip_prefix(LOG_CONSISTENCY_PREFIX)
     {
         return ("consistency", consistency(gw, rest).await);
     }
@@ -339,16 +333,17 @@ async fn consistency(gw: &Gateway, rest: &str) -> Answer {
     let Some(log) = &gw.config.log else {
         return Answer::problem(404, "log-unavailable", "this gateway has no log configured");
     };
-    let sizes: Vec<&str> = rest.split('/').collect();
-    let numeric = sizes.len() == 2 && sizes.iter().all(|s| s.parse::<u64>().is_ok());
-    if !numeric {
-        return Answer::problem(404, "not-found", "expected /v1/log/consistency/OLD/NEW");
-    }
+    let Some((old, new)) = tlog::parse_sizes(rest) else {
+        return Answer::problem(
+            404,
+            "not-found",
+            "expected the log's consistency path with two sizes",
+        );
+    };
     let path = format!(
-        "{}/consistency/{}/{}",
+        "{}{}",
         log.path.trim_end_matches('/'),
-        sizes[0],
-        sizes[1]
+        tlog::consistency_path(old, new)
     );
     match exchange_tcp(
         &log.authority,
@@ -363,7 +358,7 @@ async fn consistency(gw: &Gateway, rest: &str) -> Answer {
     {
         Ok(a) if a.status == 200 => Answer {
             status: 200,
-            content_type: "text/plain".into(),
+            content_type: media::TEXT.into(),
             body: a.body.to_vec(),
         },
         Ok(a) => Answer::problem(502, "log-failed", &format!("the log answered {}", a.status)),
@@ -397,7 +392,7 @@ async fn forward(
     let reply = address
         .exchange(
             "POST",
-            "/v1/ohttp",
+            node::OHTTP_PATH,
             Some(m.content().to_vec()),
             gw.config.node_timeout,
             gw.config.max_body,

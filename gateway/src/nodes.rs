@@ -292,7 +292,13 @@ mod tests {
         });
         let addr = NodeAddress::VhostUser { uds, port: 5000 };
         let reply = addr
-            .exchange("GET", "/v1/evidence", None, Duration::from_secs(5), 1024)
+            .exchange(
+                "GET",
+                cloister_protocol::node::EVIDENCE_PATH,
+                None,
+                Duration::from_secs(5),
+                1024,
+            )
             .await
             .expect("exchange");
         assert_eq!((reply.status, reply.body.as_slice()), (200, &b"hi"[..]));

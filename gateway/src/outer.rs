@@ -6,8 +6,7 @@
 use std::io::Cursor;
 
 use bhttp::{Message, Mode, StatusCode};
-use ohttp::hpke::{Aead, Kdf, Kem};
-use ohttp::{KeyConfig, Server, ServerResponse, SymmetricSuite};
+use ohttp::{KeyConfig, Server, ServerResponse};
 use zeroize::Zeroizing;
 
 use cloister_protocol::access::{PROBLEM_MEDIA, problem_json};
@@ -60,15 +59,8 @@ impl std::fmt::Debug for OuterKey {
 impl OuterKey {
     /// A fresh key from the operating system's random source, with id `key_id`.
     pub fn generate(key_id: u8) -> Result<Self, OuterError> {
-        let config = KeyConfig::new(
-            key_id,
-            Kem::X25519Sha256,
-            vec![
-                SymmetricSuite::new(Kdf::HkdfSha256, Aead::Aes128Gcm),
-                SymmetricSuite::new(Kdf::HkdfSha256, Aead::ChaCha20Poly1305),
-            ],
-        )
-        .map_err(|e| OuterError::Config(e.to_string()))?;
+        let config = cloister_protocol::node::key_config(key_id)
+            .map_err(|e| OuterError::Config(e.to_string()))?;
         let encoded_list =
             KeyConfig::encode_list(&[&config]).map_err(|e| OuterError::Config(e.to_string()))?;
         let server = Server::new(config).map_err(|e| OuterError::Config(e.to_string()))?;
@@ -159,6 +151,7 @@ pub fn header<'a>(m: &'a Message, name: &str) -> Option<&'a [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cloister_protocol::access::NODES_PATH;
 
     fn outer_request(key: &OuterKey, path: &str) -> (Vec<u8>, ohttp::ClientResponse) {
         let mut m = Message::request(
@@ -179,10 +172,10 @@ mod tests {
     #[test]
     fn open_and_seal_round_trip() {
         let key = OuterKey::generate(7).expect("key");
-        let (enc, client) = outer_request(&key, "/v1/nodes");
+        let (enc, client) = outer_request(&key, NODES_PATH);
         let (m, ctx) = key.open(&enc).expect("opens");
         let m = m.expect("binary http");
-        assert_eq!(request_parts(&m), ("GET".into(), "/v1/nodes".into()));
+        assert_eq!(request_parts(&m), ("GET".into(), NODES_PATH.into()));
         assert_eq!(header(&m, "x-probe"), Some(&b"1"[..]));
         let sealed = Answer::problem(404, "node-unknown", "no such node")
             .seal(ctx)
@@ -202,16 +195,16 @@ mod tests {
     fn refusals_are_named() {
         let key = OuterKey::generate(7).expect("key");
         let other = OuterKey::generate(8).expect("key");
-        let (enc, _) = outer_request(&other, "/v1/nodes");
+        let (enc, _) = outer_request(&other, NODES_PATH);
         assert_eq!(key.open(&enc).err(), Some(OuterError::UnknownKeyId(8)));
         assert_eq!(key.open(&[]).err(), Some(OuterError::Truncated));
-        let (mut enc, _) = outer_request(&key, "/v1/nodes");
+        let (mut enc, _) = outer_request(&key, NODES_PATH);
         let last = enc.len() - 1;
         enc[last] ^= 1;
         assert_eq!(key.open(&enc).err(), Some(OuterError::Decapsulation));
         // Same key id, another key: decapsulation fails.
         let twin = OuterKey::generate(7).expect("key");
-        let (enc, _) = outer_request(&twin, "/v1/nodes");
+        let (enc, _) = outer_request(&twin, NODES_PATH);
         assert_eq!(key.open(&enc).err(), Some(OuterError::Decapsulation));
     }
 }

@@ -21,6 +21,8 @@ use crate::wire::{BundleError, clip, json_error};
 pub const OHTTP_KEYS_PATH: &str = "/ohttp-keys";
 /// Media type of [`OHTTP_KEYS_PATH`].
 pub const OHTTP_KEYS_MEDIA: &str = "application/ohttp-keys";
+/// The relay's OHTTP resource (RFC 9458 §4: devices `POST` their requests here).
+pub const RELAY_PATH: &str = "/";
 /// The gateway's OHTTP resource (the relay forwards here).
 pub const GATEWAY_PATH: &str = "/gateway";
 /// RFC 9458 request media type.
@@ -33,8 +35,13 @@ pub const HEALTH_PATH: &str = "/healthz";
 pub const GATEWAY_AUTHORITY: &str = "cloister-gateway";
 /// Inside the outer layer: the node directory.
 pub const NODES_PATH: &str = "/v1/nodes";
+/// Inside the outer layer: a consistency proof of the log, fetched through the gateway
+/// (`/v1/log/consistency/<old>/<new>`, the log's own answer passed on).
+pub const LOG_CONSISTENCY_PREFIX: &str = "/v1/log/consistency/";
 /// RFC 9578 issuer directory.
 pub const ISSUER_DIRECTORY_PATH: &str = "/.well-known/private-token-issuer-directory";
+/// RFC 9578 issuer directory media type.
+pub const ISSUER_DIRECTORY_MEDIA: &str = "application/private-token-issuer-directory";
 /// RFC 9578 token request resource.
 pub const TOKEN_REQUEST_PATH: &str = "/token-request";
 /// RFC 9578 token request media type.
@@ -80,6 +87,11 @@ pub fn parse_problem(body: &[u8]) -> Option<(String, String)> {
 /// The path, inside the outer layer, that forwards an inner request to node `id`.
 pub fn node_ohttp_path(id: &NodeId) -> String {
     format!("{NODES_PATH}/{}/ohttp", id.as_str())
+}
+
+/// The path, inside the outer layer, of the log's consistency proof from `old` to `new`.
+pub fn log_consistency_path(old: u64, new: u64) -> String {
+    format!("{LOG_CONSISTENCY_PREFIX}{old}/{new}")
 }
 
 /// Parses a path made by [`node_ohttp_path`].

@@ -5,11 +5,9 @@
 //! oversize fields and malformed base64 are each refused with their own [`BundleError`] — and
 //! checks sizes before it decodes, so a hostile host cannot make a device allocate much.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
 
+pub use crate::platform::Platform;
 use crate::wire::{self, BundleError};
 
 /// The only bundle version this crate reads and writes.
@@ -32,56 +30,6 @@ pub const MAX_CHECKPOINT_LEN: usize = 16 * 1024;
 pub const MAX_LOG_ENTRY_LEN: usize = 64 * 1024;
 /// Most hashes in an inclusion proof (a tree of 2^63 leaves needs 63).
 pub const MAX_PROOF_HASHES: usize = 63;
-
-/// The confidential-computing platform that produced the evidence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Platform {
-    /// AMD SEV-SNP: a 1184-byte attestation report signed by the chip's VCEK.
-    SevSnp,
-    /// Intel TDX: a DCAP quote.
-    Tdx,
-    /// SEV-SNP reports signed by a software-emulated AMD secure processor. Insecure: accepted
-    /// only by a verifier built with the explicitly insecure emulated trust anchor.
-    EmulatedSevSnp,
-}
-
-impl Platform {
-    /// Every platform, in wire order.
-    pub const ALL: [Platform; 3] = [Platform::SevSnp, Platform::Tdx, Platform::EmulatedSevSnp];
-
-    /// The wire name (`sev-snp`, `tdx`, `emulated-sev-snp`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Platform::SevSnp => "sev-snp",
-            Platform::Tdx => "tdx",
-            Platform::EmulatedSevSnp => "emulated-sev-snp",
-        }
-    }
-
-    /// Whether the evidence is an SNP attestation report (real or emulated).
-    pub fn is_snp_report(self) -> bool {
-        matches!(self, Platform::SevSnp | Platform::EmulatedSevSnp)
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Platform {
-    type Err = BundleError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Platform::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| BundleError::UnknownPlatform {
-                found: wire::clip(s),
-            })
-    }
-}
 
 /// The certificates that endorse an SNP report: the chip's VCEK, and optionally the AMD SEV
 /// signing key (ASK) and root key (ARK) as the host's certificate table carried them. A verifier

@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use crate::weights::Weights;
 
+/// Where the image keeps model weights, one directory per pinned model (the builder writes
+/// them there, in the initramfs or on the weights disk's mount point; the runtime reads them).
+pub const MODELS_DIR: &str = "/cloister/models";
+
 /// Where the guest gets its evidence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttestMode {

@@ -3,6 +3,9 @@
 //! * [`evidence`] — the evidence bundle a guest presents (report or quote, endorsements, key
 //!   config, expiry, image manifest digest, optional transparency-log proof).
 //! * [`access`] — the way in: paths, media types, node and issuer directories.
+//! * [`node`] — the guest's resources on vsock and the OHTTP suite of both layers.
+//! * [`tlog`] — the transparency log's and witnesses' resources.
+//! * [`media`] — media types every server answers with.
 //! * [`binding`] — the one definition of the `report_data` binding.
 //! * [`guest_config`], [`weights`] — the guest's measured kernel command line.
 //! * [`workload`] — the workloads' shared vocabulary: chat messages, rewrite tones, limits.
@@ -16,6 +19,10 @@ pub mod console;
 pub mod emulated_sp;
 pub mod evidence;
 pub mod guest_config;
+pub mod media;
+pub mod node;
+pub mod platform;
+pub mod tlog;
 pub mod weights;
 mod wire;
 pub mod workload;

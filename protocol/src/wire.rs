@@ -3,7 +3,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::evidence::Platform;
+use crate::platform::{Platform, UnknownPlatform};
 
 /// Why a bundle (or another wire object) was refused. Each reason has its own variant so that a
 /// caller — and a test — can tell which rule refused it.
@@ -95,6 +95,12 @@ pub enum BundleError {
 }
 
 /// Clips attacker-chosen text before it goes into an error message.
+impl From<UnknownPlatform> for BundleError {
+    fn from(e: UnknownPlatform) -> Self {
+        BundleError::UnknownPlatform { found: e.0 }
+    }
+}
+
 pub(crate) fn clip(s: &str) -> String {
     s.chars().take(40).collect()
 }

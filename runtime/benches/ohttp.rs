@@ -1,9 +1,9 @@
 //! Per-request overhead of the guest's inner OHTTP path for a 4 KiB echo: HPKE decapsulation,
-//! Binary HTTP decoding, routing, encoding, encapsulation (`gateway::handle`).
+//! Binary HTTP decoding, routing, encoding, encapsulation (`inner::handle`).
 use std::time::Duration;
 
 use bhttp::{Message, Mode};
-use cloister_runtime::gateway;
+use cloister_runtime::inner;
 use cloister_runtime::keys::KeyRing;
 use cloister_runtime::workload::Router;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -15,7 +15,7 @@ fn bench(c: &mut Criterion) {
         b"POST".to_vec(),
         b"https".to_vec(),
         b"guest".to_vec(),
-        b"/v1/echo".to_vec(),
+        cloister_protocol::workload::ECHO_PATH.as_bytes().to_vec(),
     );
     m.write_content(vec![0x61u8; 4096]);
     let mut plain = Vec::new();
@@ -23,9 +23,9 @@ fn bench(c: &mut Criterion) {
     let client =
         ohttp::ClientRequest::from_encoded_config(ring.current().config()).expect("config");
     let (enc, _) = client.encapsulate(&plain).expect("encapsulate");
-    gateway::handle(&ring, &router, &enc, 1).expect("handles");
+    inner::handle(&ring, &router, &enc, 1).expect("handles");
     c.bench_function("ohttp_echo_4k", |b| {
-        b.iter(|| gateway::handle(&ring, &router, std::hint::black_box(&enc), 1).expect("handles"))
+        b.iter(|| inner::handle(&ring, &router, std::hint::black_box(&enc), 1).expect("handles"))
     });
 }
 

@@ -10,8 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ohttp::hpke::{Aead, Kdf, Kem};
-use ohttp::{KeyConfig, Server, SymmetricSuite};
+use ohttp::Server;
 
 /// Why a key could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -44,15 +43,8 @@ impl std::fmt::Debug for KeyEpoch {
 
 impl KeyEpoch {
     fn new(key_id: u8, expires_at: u64) -> Result<Self, KeyError> {
-        let config = KeyConfig::new(
-            key_id,
-            Kem::X25519Sha256,
-            vec![
-                SymmetricSuite::new(Kdf::HkdfSha256, Aead::Aes128Gcm),
-                SymmetricSuite::new(Kdf::HkdfSha256, Aead::ChaCha20Poly1305),
-            ],
-        )
-        .map_err(|e| KeyError::Config(e.to_string()))?;
+        let config = cloister_protocol::node::key_config(key_id)
+            .map_err(|e| KeyError::Config(e.to_string()))?;
         let server = Server::new(config).map_err(|e| KeyError::Config(e.to_string()))?;
         let encoded = server
             .config()

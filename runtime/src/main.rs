@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use cloister_protocol::guest_config::MODELS_DIR;
 use cloister_protocol::{AttestMode, GuestConfig, Platform, Weights};
 use cloister_runtime::attest::Attester;
 use cloister_runtime::attest::emulated::{EmulatedSnpAttester, SpAddress};
@@ -19,10 +20,8 @@ use cloister_runtime::init;
 use cloister_runtime::keys::KeyRing;
 use cloister_runtime::memory;
 use cloister_runtime::server::{self, AppState, Limits, Listen};
-use cloister_runtime::summarize;
 use cloister_runtime::weights;
 use cloister_runtime::workload::Router;
-use cloister_summarizer::SummarizerConfig;
 
 /// Host CID seen from a guest.
 const HOST_CID: u32 = 2;
@@ -103,6 +102,21 @@ fn router(cfg: &GuestConfig, models: Option<&Path>) -> Result<Router> {
     let Some(models) = models else {
         bail!("cloister.model={} needs --models DIR", cfg.model);
     };
+    summarizer_router(cfg, models)
+}
+
+#[cfg(not(feature = "summarizer"))]
+fn summarizer_router(cfg: &GuestConfig, _models: &Path) -> Result<Router> {
+    bail!(
+        "cloister.model={}: this runtime is the echo runtime (built without the `summarizer` \
+         feature)",
+        cfg.model
+    )
+}
+
+#[cfg(feature = "summarizer")]
+fn summarizer_router(cfg: &GuestConfig, models: &Path) -> Result<Router> {
+    use cloister_runtime::summarize;
     let started = std::time::Instant::now();
     eprintln!("cloister: loading model {}", cfg.model);
     // Loading a large model under emulation takes minutes: say so, so that a watcher can tell
@@ -118,7 +132,11 @@ fn router(cfg: &GuestConfig, models: Option<&Path>) -> Result<Router> {
             );
         }
     });
-    let engine = summarize::load(models, &cfg.model, SummarizerConfig::default());
+    let engine = summarize::load(
+        models,
+        &cfg.model,
+        cloister_summarizer::SummarizerConfig::default(),
+    );
     drop(done);
     let _ = beat.join();
     let engine = engine?;
@@ -177,7 +195,7 @@ fn guest() -> Result<()> {
             port: cfg.emulated_sp_port,
         })),
     };
-    let models = Path::new(summarize::MODELS_DIR);
+    let models = Path::new(MODELS_DIR);
     if let Weights::Verity(verity) = &cfg.weights {
         let started = std::time::Instant::now();
         let node = weights::mount_verity(verity, models)?;

@@ -16,18 +16,21 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::Method;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::{Method, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
 
+use cloister_http::{Accept, Options, Reply, problem, read_body, reply};
+use cloister_protocol::access::{HEALTH_PATH, OHTTP_REQ_MEDIA, OHTTP_RES_MEDIA};
+use cloister_protocol::{media, node};
+
 use crate::evidence::EvidenceService;
-use crate::gateway;
+use crate::inner;
 use crate::keys::KeyRing;
 use crate::workload::Router;
+
+pub use cloister_http::now_unix;
 
 /// Server limits.
 #[derive(Debug, Clone, Copy)]
@@ -91,53 +94,10 @@ impl AppState {
     }
 }
 
-/// Seconds since the Unix epoch.
-pub fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-type Reply = hyper::Response<Full<Bytes>>;
-
-fn reply(status: u16, content_type: &str, body: impl Into<Bytes>) -> Reply {
-    let mut r = hyper::Response::new(Full::new(body.into()));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if let Ok(v) = content_type.parse() {
-        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
-    }
-    r
-}
-
-fn problem(status: u16, kind: &str, detail: &str) -> Reply {
-    use cloister_protocol::access::{PROBLEM_MEDIA, problem_json};
-    reply(status, PROBLEM_MEDIA, problem_json(status, kind, detail))
-}
-
-fn nonce_from_query(query: Option<&str>) -> Result<Vec<u8>, &'static str> {
-    let Some(q) = query else {
-        return Ok(Vec::new());
-    };
-    let mut nonce = None;
-    for pair in q.split('&').filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some(("nonce", v)) if nonce.is_none() => nonce = Some(v),
-            _ => return Err("the only query parameter is nonce=HEX, once"),
-        }
-    }
-    match nonce {
-        None => Ok(Vec::new()),
-        Some(v) if v.len() > 2 * cloister_protocol::binding::MAX_NONCE_LEN => {
-            Err("nonce is longer than 64 bytes")
-        }
-        Some(v) => hex::decode(v).map_err(|_| "nonce is not hex"),
-    }
-}
-
 async fn evidence(state: Arc<AppState>, query: Option<String>) -> Reply {
-    let nonce = match nonce_from_query(query.as_deref()) {
+    let nonce = match node::parse_nonce_query(query.as_deref()) {
         Ok(n) => n,
-        Err(why) => return problem(400, "bad-nonce", why),
+        Err(why) => return problem(400, "bad-nonce", &why.to_string()),
     };
     let epoch = match state.keys.read() {
         Ok(k) => k.current(),
@@ -146,7 +106,7 @@ async fn evidence(state: Arc<AppState>, query: Option<String>) -> Reply {
     let s = Arc::clone(&state);
     let result = tokio::task::spawn_blocking(move || s.evidence.bundle(&epoch, &nonce)).await;
     match result {
-        Ok(Ok(json)) => reply(200, "application/json", Bytes::from(json.as_ref().clone())),
+        Ok(Ok(json)) => reply(200, media::JSON, Bytes::from(json.as_ref().clone())),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "evidence unavailable");
             problem(
@@ -160,17 +120,18 @@ async fn evidence(state: Arc<AppState>, query: Option<String>) -> Reply {
 }
 
 async fn ohttp(state: Arc<AppState>, req: hyper::Request<Incoming>) -> Reply {
-    let ct = req
+    let ohttp = req
         .headers()
         .get(hyper::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    if ct != Some("message/ohttp-req") {
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| media::is(v, OHTTP_REQ_MEDIA));
+    if !ohttp {
         return problem(415, "unsupported-media-type", "expected message/ohttp-req");
     }
     // An OHTTP request is the inner request plus a header, a KEM share and an AEAD tag.
     let cap = state.limits.max_body + 256;
-    let body = match Limited::new(req.into_body(), cap).collect().await {
-        Ok(b) => b.to_bytes(),
+    let body = match read_body(req.into_body(), cap).await {
+        Ok(b) => b,
         Err(_) => return problem(413, "too-large", "request body exceeds the limit"),
     };
     let Ok(permit) = Arc::clone(&state.permits).try_acquire_owned() else {
@@ -198,7 +159,7 @@ async fn ohttp(state: Arc<AppState>, req: hyper::Request<Incoming>) -> Reply {
                 .ok()
                 .and_then(|ring| ring.find(key_id, now_unix()))
         };
-        gateway::handle_with(find, &s.router, &body, Some(deadline))
+        inner::handle_with(find, &s.router, &body, Some(deadline))
     });
     match tokio::time::timeout(state.limits.deadline, work).await {
         Err(_) => problem(
@@ -214,7 +175,7 @@ async fn ohttp(state: Arc<AppState>, req: hyper::Request<Incoming>) -> Reply {
                 inner_status = outcome.inner_status,
                 "ohttp"
             );
-            reply(200, "message/ohttp-res", sealed)
+            reply(200, OHTTP_RES_MEDIA, sealed)
         }
     }
 }
@@ -223,13 +184,13 @@ async fn route(state: Arc<AppState>, req: hyper::Request<Incoming>) -> Reply {
     let started = Instant::now();
     let path = req.uri().path().to_owned();
     let (route, reply) = match (req.method(), path.as_str()) {
-        (&Method::GET, "/v1/evidence") => {
+        (&Method::GET, node::EVIDENCE_PATH) => {
             let q = req.uri().query().map(str::to_owned);
             ("evidence", evidence(state, q).await)
         }
-        (&Method::POST, "/v1/ohttp") => ("ohttp", ohttp(state, req).await),
-        (&Method::GET, "/healthz") => ("healthz", reply(200, "text/plain", "ok")),
-        (_, "/v1/evidence" | "/v1/ohttp" | "/healthz") => (
+        (&Method::POST, node::OHTTP_PATH) => ("ohttp", ohttp(state, req).await),
+        (&Method::GET, HEALTH_PATH) => ("healthz", reply(200, media::TEXT, "ok")),
+        (_, node::EVIDENCE_PATH | node::OHTTP_PATH | HEALTH_PATH) => (
             "other",
             problem(405, "method-not-allowed", "wrong method for this path"),
         ),
@@ -244,23 +205,31 @@ async fn route(state: Arc<AppState>, req: hyper::Request<Incoming>) -> Reply {
     reply
 }
 
+fn options(limits: &Limits) -> Options {
+    Options {
+        max_connections: limits.max_connections,
+        ..Options::default()
+    }
+}
+
 /// Serves HTTP/1.1 on one accepted connection until it closes (also what the fuzz target
 /// drives with arbitrary bytes).
 pub async fn serve_connection<S>(state: Arc<AppState>, stream: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| {
-        let state = Arc::clone(&state);
-        async move { Ok::<_, std::convert::Infallible>(route(state, req).await) }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(10))
-        .max_buf_size(64 * 1024)
-        .serve_connection(TokioIo::new(stream), service);
-    if let Err(e) = conn.await {
-        tracing::debug!(error = %e, "connection ended with an error");
+    let limits = state.limits;
+    let handler = move |req| route(Arc::clone(&state), req);
+    cloister_http::serve_connection(stream, handler, &options(&limits)).await;
+}
+
+/// vsock connections, for the shared accept loop.
+struct Vsock(tokio_vsock::VsockListener);
+
+impl Accept for Vsock {
+    type Stream = tokio_vsock::VsockStream;
+    async fn accept(&mut self) -> std::io::Result<Self::Stream> {
+        self.0.accept().await.map(|(s, _)| s)
     }
 }
 
@@ -282,38 +251,16 @@ pub fn spawn_rotation(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
 }
 
 /// Listens, calls `ready` once the socket accepts connections, and serves until `shutdown`
-/// resolves.
+/// resolves (connections beyond the limit are closed at once).
 pub async fn serve(
     state: Arc<AppState>,
     listen: Listen,
     ready: impl FnOnce(),
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let conns = Arc::new(Semaphore::new(state.limits.max_connections));
-    tokio::pin!(shutdown);
-    macro_rules! accept_loop {
-        ($listener:expr) => {
-            loop {
-                tokio::select! {
-                    _ = &mut shutdown => return Ok(()),
-                    accepted = $listener.accept() => {
-                        let Ok((stream, _)) = accepted else { continue };
-                        let Ok(permit) = Arc::clone(&conns).try_acquire_owned() else {
-                            // Over the connection limit: close at once.
-                            drop(stream);
-                            continue;
-                        };
-                        let state = Arc::clone(&state);
-                        tokio::spawn(async move {
-                            serve_connection(state, stream).await;
-                            drop(permit);
-                        });
-                    }
-                }
-            }
-        };
-    }
-    match listen {
+    let options = options(&state.limits);
+    let handler = move |req| route(Arc::clone(&state), req);
+    let served = match listen {
         Listen::Unix(path) => {
             let _ = std::fs::remove_file(&path);
             let listener =
@@ -322,7 +269,7 @@ pub async fn serve(
                     source,
                 })?;
             ready();
-            accept_loop!(listener)
+            cloister_http::serve(listener, handler, options, shutdown, Duration::ZERO).await
         }
         Listen::Vsock(port) => {
             let addr = tokio_vsock::VsockAddr::new(tokio_vsock::VMADDR_CID_ANY, port);
@@ -332,22 +279,11 @@ pub async fn serve(
                     source,
                 })?;
             ready();
-            accept_loop!(listener)
+            cloister_http::serve(Vsock(listener), handler, options, shutdown, Duration::ZERO).await
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::nonce_from_query;
-
-    #[test]
-    fn nonce_query() {
-        assert_eq!(nonce_from_query(None), Ok(vec![]));
-        assert_eq!(nonce_from_query(Some("nonce=0aff")), Ok(vec![0x0a, 0xff]));
-        assert!(nonce_from_query(Some("nonce=zz")).is_err());
-        assert!(nonce_from_query(Some("nonce=00&nonce=01")).is_err());
-        assert!(nonce_from_query(Some("debug=1")).is_err());
-        assert!(nonce_from_query(Some(&format!("nonce={}", "00".repeat(65)))).is_err());
-    }
+    };
+    served.map_err(|source| ServerError::Listen {
+        addr: "the listener".into(),
+        source,
+    })
 }

@@ -5,14 +5,17 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cloister_summarizer::{
-    Embedder, LanguageModel, RewriteRequest, SummarizeError, SummarizeRequest, Summarizer,
-    SummarizerConfig,
+    Embedder, FromBody as _, LanguageModel, RewriteRequest, SummarizeError, SummarizeRequest,
+    Summarizer, SummarizerConfig,
 };
+
+use cloister_protocol::media;
+use cloister_protocol::workload::{REWRITE_PATH, SUMMARIZE_PATH};
 
 use crate::workload::{Request, Response, Router, Workload};
 
 /// Where the image keeps model weights: one directory per pinned model.
-pub const MODELS_DIR: &str = "/cloister/models";
+pub use cloister_protocol::guest_config::MODELS_DIR;
 /// The embedder's pinned name (its directory under [`MODELS_DIR`]).
 pub const EMBEDDER: &str = "all-minilm-l6-v2";
 
@@ -97,10 +100,10 @@ pub fn router(engine: Arc<Summarizer>) -> Router {
     Router::with_echo()
         .route(
             "POST",
-            "/v1/summarize",
+            SUMMARIZE_PATH,
             Arc::new(Summarize(Arc::clone(&engine))),
         )
-        .route("POST", "/v1/rewrite", Arc::new(Rewrite(engine)))
+        .route("POST", REWRITE_PATH, Arc::new(Rewrite(engine)))
 }
 
 /// `POST /v1/summarize`.
@@ -112,9 +115,7 @@ pub struct Summarize(pub Arc<Summarizer>);
 pub struct Rewrite(pub Arc<Summarizer>);
 
 fn json_only(request: &Request) -> Option<Response> {
-    let ct = request.content_type.as_deref().unwrap_or("");
-    let essence = ct.split(';').next().unwrap_or("").trim();
-    if essence.eq_ignore_ascii_case("application/json") {
+    if media::is(request.content_type.as_deref().unwrap_or(""), media::JSON) {
         None
     } else {
         Some(Response::problem(
@@ -145,7 +146,7 @@ fn json<T: serde::Serialize>(value: &T) -> Response {
     match serde_json::to_vec(value) {
         Ok(body) => Response {
             status: 200,
-            content_type: "application/json",
+            content_type: media::JSON,
             body,
         },
         Err(_) => Response::problem(500, "internal", "could not encode the answer"),

@@ -4,6 +4,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use cloister_protocol::access::{PROBLEM_MEDIA, problem_json};
+use cloister_protocol::media;
+use cloister_protocol::workload::ECHO_PATH;
 use zeroize::Zeroize;
 
 /// A decrypted request (plaintext: zeroized on drop, never logged, never `Debug`-printed).
@@ -63,18 +66,12 @@ impl std::fmt::Debug for Response {
 }
 
 impl Response {
-    /// A JSON problem (RFC 9457) with a status.
+    /// A JSON problem (RFC 9457, the contract's document) with a status.
     pub fn problem(status: u16, kind: &str, detail: &str) -> Self {
-        let body = serde_json::json!({
-            "type": format!("https://cloister.invalid/problems/{kind}"),
-            "title": kind,
-            "status": status,
-            "detail": detail,
-        });
         Response {
             status,
-            content_type: "application/problem+json",
-            body: body.to_string().into_bytes(),
+            content_type: PROBLEM_MEDIA,
+            body: problem_json(status, kind, detail),
         }
     }
 }
@@ -94,7 +91,7 @@ impl Workload for Echo {
     fn handle(&self, request: &Request) -> Response {
         Response {
             status: 200,
-            content_type: "application/octet-stream",
+            content_type: media::OCTET_STREAM,
             body: request.body.clone(),
         }
     }
@@ -120,7 +117,7 @@ impl std::fmt::Debug for Router {
 impl Router {
     /// The routes every guest serves: `POST /v1/echo`.
     pub fn with_echo() -> Self {
-        Router::default().route("POST", "/v1/echo", Arc::new(Echo))
+        Router::default().route("POST", ECHO_PATH, Arc::new(Echo))
     }
 
     /// Adds a route.

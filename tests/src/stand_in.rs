@@ -26,18 +26,8 @@ pub struct StaleNode {
 
 /// Serves, on `dir/stale.sock`, evidence from `signer` for `manifest` that expired an hour ago.
 pub fn stale_node(dir: &Path, signer: &EmulatedSnpSigner, manifest: [u8; 32]) -> StaleNode {
-    let server = ohttp::Server::new(
-        ohttp::KeyConfig::new(
-            1,
-            ohttp::hpke::Kem::X25519Sha256,
-            vec![ohttp::SymmetricSuite::new(
-                ohttp::hpke::Kdf::HkdfSha256,
-                ohttp::hpke::Aead::Aes128Gcm,
-            )],
-        )
-        .expect("key config"),
-    )
-    .expect("server");
+    let server = ohttp::Server::new(cloister_protocol::node::key_config(1).expect("key config"))
+        .expect("server");
     let key_config = server.config().encode().expect("encode");
     let expires_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

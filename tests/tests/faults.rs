@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cloister_client::{ClientError, choose, envelope, tokens};
-use cloister_gateway::issuer::IssuerKey;
-use cloister_gateway::{Upstreamed, exchange_tcp};
+use cloister_http::{Upstreamed, exchange_tcp};
+use cloister_issuer::IssuerKey;
 use cloister_protocol::EvidenceBundle;
 use cloister_protocol::access::{
     NODES_PATH, NodeDirectory, NodeId, OHTTP_KEYS_PATH, OHTTP_REQ_MEDIA, node_ohttp_path,

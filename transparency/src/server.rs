@@ -18,12 +18,11 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, Limited};
+use cloister_http::{Options, Reply, problem, read_body, reply};
+use cloister_protocol::access::HEALTH_PATH;
+use cloister_protocol::{media, tlog};
+use hyper::Method;
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper::{Method, StatusCode};
-use hyper_util::rt::TokioIo;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 use zeroize::Zeroizing;
@@ -35,7 +34,6 @@ const MAX_BODY: usize = 1 << 20;
 /// Requests waiting for the writer before `POST /add` answers 503.
 const QUEUE: usize = 1024;
 
-type Reply = hyper::Response<Full<Bytes>>;
 type Batch = (
     Vec<Vec<u8>>,
     oneshot::Sender<Result<(u64, Vec<u8>), String>>,
@@ -48,20 +46,6 @@ struct State {
     /// SHA-256 of the operator's API key (compared as digests: no timing on the key).
     key_digest: [u8; 32],
     writer: mpsc::Sender<Batch>,
-}
-
-fn reply(status: u16, content_type: &str, body: impl Into<Bytes>) -> Reply {
-    let mut r = hyper::Response::new(Full::new(body.into()));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if let Ok(v) = content_type.parse() {
-        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
-    }
-    r
-}
-
-fn problem(status: u16, kind: &str, detail: &str) -> Reply {
-    use cloister_protocol::access::{PROBLEM_MEDIA, problem_json};
-    reply(status, PROBLEM_MEDIA, problem_json(status, kind, detail))
 }
 
 fn log_problem(e: &LogError) -> Reply {
@@ -127,29 +111,26 @@ pub async fn serve(
         key_digest: Sha256::digest(api_key.trim().as_bytes()).into(),
         writer: tx,
     });
-    loop {
-        let (stream, _) = listener.accept().await?;
+    let handler = move |req| {
         let state = state.clone();
-        tokio::spawn(async move { connection(state, stream).await });
-    }
-}
-
-async fn connection(state: Arc<State>, stream: tokio::net::TcpStream) {
-    let service = service_fn(move |req| {
-        let state = state.clone();
-        async move { Ok::<_, std::convert::Infallible>(route(&state, req).await) }
-    });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+        async move { route(&state, req).await }
+    };
+    cloister_http::serve(
+        listener,
+        handler,
+        Options::default(),
+        std::future::pending(),
+        std::time::Duration::ZERO,
+    )
+    .await
 }
 
 async fn route(state: &Arc<State>, req: hyper::Request<Incoming>) -> Reply {
     let path = req.uri().path().to_owned();
     let reply = match (req.method(), path.as_str()) {
-        (&Method::GET, "/healthz") => reply(200, "text/plain", "ok\n"),
-        (&Method::GET, "/checkpoint") => checkpoint(state).await,
-        (&Method::GET, p) if p.starts_with("/tile/") => {
+        (&Method::GET, HEALTH_PATH) => reply(200, media::TEXT, "ok\n"),
+        (&Method::GET, tlog::CHECKPOINT_PATH) => checkpoint(state).await,
+        (&Method::GET, p) if p.starts_with(tlog::TILE_PREFIX) => {
             let gzip_ok = req
                 .headers()
                 .get_all(hyper::header::ACCEPT_ENCODING)
@@ -158,10 +139,14 @@ async fn route(state: &Arc<State>, req: hyper::Request<Incoming>) -> Reply {
                 .any(accepts_gzip);
             tile(state, &p[1..], gzip_ok).await
         }
-        (&Method::GET, p) if p.starts_with("/bundle/") => bundle(state, &p[8..]).await,
-        (&Method::GET, p) if p.starts_with("/consistency/") => consistency(state, &p[13..]).await,
-        (&Method::POST, "/add") => add(state, req).await,
-        (_, "/add" | "/checkpoint" | "/healthz") => {
+        (&Method::GET, p) if p.starts_with(tlog::BUNDLE_PREFIX) => {
+            bundle(state, &p[tlog::BUNDLE_PREFIX.len()..]).await
+        }
+        (&Method::GET, p) if p.starts_with(tlog::CONSISTENCY_PREFIX) => {
+            consistency(state, &p[tlog::CONSISTENCY_PREFIX.len()..]).await
+        }
+        (&Method::POST, tlog::ADD_PATH) => add(state, req).await,
+        (_, tlog::ADD_PATH | tlog::CHECKPOINT_PATH | HEALTH_PATH) => {
             problem(405, "method-not-allowed", "wrong method for this path")
         }
         _ => problem(404, "not-found", "no such route"),
@@ -188,10 +173,7 @@ async fn blocking<T: Send + 'static>(
 
 async fn checkpoint(state: &Arc<State>) -> Reply {
     match blocking(state, |log| Ok(log.checkpoint()?.0)).await {
-        Ok(bytes) => cached(
-            reply(200, "text/plain; charset=utf-8", bytes),
-            CHECKPOINT_CACHE,
-        ),
+        Ok(bytes) => cached(reply(200, tlog::CHECKPOINT_MEDIA, bytes), CHECKPOINT_CACHE),
         Err(r) => r,
     }
 }
@@ -215,7 +197,7 @@ async fn tile(state: &Arc<State>, rel: &str, gzip_ok: bool) -> Reply {
     });
     match read.await {
         Ok(Ok((bytes, zipped))) => {
-            let mut r = cached(reply(200, "application/octet-stream", bytes), IMMUTABLE);
+            let mut r = cached(reply(200, media::OCTET_STREAM, bytes), IMMUTABLE);
             if zipped {
                 r.headers_mut().insert(
                     hyper::header::CONTENT_ENCODING,
@@ -239,16 +221,13 @@ async fn bundle(state: &Arc<State>, index: &str) -> Reply {
         return problem(400, "bad-index", "the index is not a number");
     };
     match blocking(state, move |log| log.log_proof(index)).await {
-        Ok(proof) => reply(200, "application/json", proof.to_json()),
+        Ok(proof) => reply(200, media::JSON, proof.to_json()),
         Err(r) => r,
     }
 }
 
 async fn consistency(state: &Arc<State>, sizes: &str) -> Reply {
-    let Some((Ok(old), Ok(new))) = sizes
-        .split_once('/')
-        .map(|(a, b)| (a.parse::<u64>(), b.parse::<u64>()))
-    else {
+    let Some((old, new)) = tlog::parse_sizes(sizes) else {
         return problem(400, "bad-sizes", "expected /consistency/<old>/<new>");
     };
     match blocking(state, move |log| log.prove_consistency(old, new)).await {
@@ -257,7 +236,7 @@ async fn consistency(state: &Arc<State>, sizes: &str) -> Reply {
                 .iter()
                 .map(|h| format!("{}\n", STANDARD.encode(h.0)))
                 .collect();
-            reply(200, "text/plain", text)
+            reply(200, media::TEXT, text)
         }
         Err(r) => r,
     }
@@ -273,8 +252,8 @@ async fn add(state: &Arc<State>, req: hyper::Request<Incoming>) -> Reply {
     if !authorised {
         return problem(401, "unauthorised", "appends need the operator's key");
     }
-    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
+    let body = match read_body(req.into_body(), MAX_BODY).await {
+        Ok(b) => b,
         Err(_) => return problem(413, "too-large", "the body exceeds 1 MiB"),
     };
     let records: Vec<ReleaseRecord> = match serde_json::from_slice::<serde_json::Value>(&body) {
@@ -309,7 +288,7 @@ async fn add(state: &Arc<State>, req: hyper::Request<Incoming>) -> Reply {
                 "indexes": (first..first + count).collect::<Vec<_>>(),
                 "checkpoint": String::from_utf8_lossy(&checkpoint),
             });
-            reply(200, "application/json", body.to_string())
+            reply(200, media::JSON, body.to_string())
         }
         Ok(Err(e)) => problem(500, "log", &e),
         Err(_) => problem(500, "internal", "the writer stopped"),

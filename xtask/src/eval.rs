@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use cloister_guest_image::model::{self, MINILM_L6_V2};
 use cloister_summarizer::{
-    Embedder, LanguageModel, SummarizeRequest, Summarizer, SummarizerConfig,
+    Embedder, FromBody as _, LanguageModel, SummarizeRequest, Summarizer, SummarizerConfig,
 };
 use cloister_xtask::score::{Score, Thread, score};
 use serde::{Deserialize, Serialize};

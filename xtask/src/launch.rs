@@ -312,11 +312,7 @@ impl RunningGuest {
 
     /// Fetches the evidence bundle (JSON) with an optional nonce.
     pub fn evidence(&self, nonce: &[u8]) -> Result<Vec<u8>> {
-        let path = if nonce.is_empty() {
-            "/v1/evidence".to_owned()
-        } else {
-            format!("/v1/evidence?nonce={}", hex::encode(nonce))
-        };
+        let path = cloister_protocol::node::evidence_path(nonce);
         let r = self.endpoint.request("GET", &path, None, Vec::new())?;
         if r.status != 200 {
             bail!(
@@ -356,15 +352,18 @@ impl RunningGuest {
             b"cloister-guest".to_vec(),
             path.as_bytes().to_vec(),
         );
-        m.put_header("content-type", "application/json");
+        m.put_header("content-type", cloister_protocol::media::JSON);
         m.write_content(body);
         let mut plain = Vec::new();
         m.write_bhttp(Mode::KnownLength, &mut plain)?;
         let client = ohttp::ClientRequest::from_encoded_config(&verified.key_config)?;
         let (enc, ctx) = client.encapsulate(&plain)?;
-        let Reply { status, body, .. } =
-            self.endpoint
-                .request("POST", "/v1/ohttp", Some("message/ohttp-req"), enc)?;
+        let Reply { status, body, .. } = self.endpoint.request(
+            "POST",
+            cloister_protocol::node::OHTTP_PATH,
+            Some(cloister_protocol::access::OHTTP_REQ_MEDIA),
+            enc,
+        )?;
         if status != 200 {
             bail!("ohttp: HTTP {status}: {}", String::from_utf8_lossy(&body));
         }

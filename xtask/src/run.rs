@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use cloister_guest_image::vm::{LaunchPlatform, VmSpec, qemu_args};
+use cloister_protocol::workload::{ECHO_PATH, SUMMARIZE_PATH};
 use cloister_protocol::{AttestMode, GuestConfig};
 use cloister_xtask::image::{self, REPRO_MODEL, WeightsPlacement};
 use cloister_xtask::launch::{LaunchOptions, RunningGuest, expected};
@@ -326,9 +327,9 @@ pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
     );
     stage.done("accepted, and the measurement is the expected one");
     let path = if img.config.model == "none" {
-        "/v1/echo"
+        ECHO_PATH
     } else {
-        "/v1/summarize"
+        SUMMARIZE_PATH
     };
     let stage = clock.watched(
         "request",
@@ -372,7 +373,7 @@ pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
         (guest.boot_time + asked.elapsed()).as_secs_f64()
     );
     match serde_json::from_slice::<serde_json::Value>(&answer) {
-        Ok(v) if status == 200 && path == "/v1/summarize" => {
+        Ok(v) if status == 200 && path == SUMMARIZE_PATH => {
             println!(
                 "model {} · {} messages used · {} tokens in · {} out · stop {}",
                 v["model"], v["messages_used"], v["tokens_in"], v["tokens_out"], v["stop"]

@@ -13,15 +13,15 @@ use anyhow::{Context as _, Result, bail};
 use cloister_client::secret::SecretString;
 use cloister_client::trust::{LogKeys, Trust};
 use cloister_client::{Client, ClientConfig, InnerResponse, IssuerAccount};
-use cloister_gateway::accounts::Accounts;
 use cloister_gateway::gateway::{Gateway, GatewayConfig};
-use cloister_gateway::issuer::{IssuerConfig, IssuerKey};
 use cloister_gateway::nodes::NodeAddress;
-use cloister_gateway::relay::RelayConfig;
 use cloister_gateway::spent::SpentStore;
+use cloister_issuer::accounts::Accounts;
+use cloister_issuer::{IssuerConfig, IssuerKey};
 use cloister_measurement::{InsecureEmulatedRoot, Policy};
 use cloister_protocol::LogProof;
 use cloister_protocol::access::NodeId;
+use cloister_relay::RelayConfig;
 use privacypass::TokenType;
 use privacypass::auth::authenticate::TokenChallenge;
 
@@ -86,7 +86,7 @@ pub async fn ask(
     }
     way_in
         .client
-        .send(path, "application/json", body)
+        .send(path, cloister_protocol::media::JSON, body)
         .await
         .context("the request through relay and gateway failed")
 }
@@ -148,7 +148,7 @@ impl WayIn {
         };
         let tasks = vec![
             tokio::spawn(async move {
-                let _ = cloister_gateway::issuer::serve(
+                let _ = cloister_issuer::serve(
                     IssuerConfig {
                         key: issuer_key,
                         accounts,
@@ -161,7 +161,7 @@ impl WayIn {
                 let _ = cloister_gateway::gateway::serve(gateway, gw_listener).await;
             }),
             tokio::spawn(async move {
-                let _ = cloister_gateway::relay::serve(relay, relay_listener).await;
+                let _ = cloister_relay::serve(relay, relay_listener).await;
             }),
         ];
         println!(

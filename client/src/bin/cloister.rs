@@ -21,10 +21,12 @@ use clap::{Parser, Subcommand};
 use cloister_client::nodes::NodeReport;
 use cloister_client::workload::{rewrite_body, rewrite_text, summary_text};
 use cloister_client::{
-    BaseUrl, Client, ClientConfig, InnerResponse, IssuerAccount, LogKeys, SecretString,
-    SummarizeRequest, Tone, Trust,
+    BaseUrl, ChatInput as _, Client, ClientConfig, InnerResponse, IssuerAccount, LogKeys,
+    SecretString, SummarizeRequest, Tone, Trust,
 };
 use cloister_measurement::{Clock as _, InsecureEmulatedRoot, Policy, SystemClock};
+use cloister_protocol::media;
+use cloister_protocol::workload::{ECHO_PATH, REWRITE_PATH, SUMMARIZE_PATH};
 use zeroize::Zeroizing;
 
 /// Largest input read from a file or stdin.
@@ -184,7 +186,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let client = client(&cli, true)?;
             let r = answered(
                 client
-                    .send("/v1/summarize", "application/json", body.expose())
+                    .send(SUMMARIZE_PATH, media::JSON, body.expose())
                     .await?,
             )?;
             if *json {
@@ -200,7 +202,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let client = client(&cli, true)?;
             let r = answered(
                 client
-                    .send("/v1/rewrite", "application/json", body.expose())
+                    .send(REWRITE_PATH, media::JSON, body.expose())
                     .await?,
             )?;
             if *json {
@@ -212,9 +214,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Echo { file } => {
             let input = read_input(file.as_deref())?;
             let client = client(&cli, true)?;
-            let r = client
-                .send("/v1/echo", "application/octet-stream", &input)
-                .await?;
+            let r = client.send(ECHO_PATH, media::OCTET_STREAM, &input).await?;
             write_out(answered(r)?.body.expose(), false)?;
         }
     }

@@ -8,9 +8,8 @@ use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use cloister_gateway::gateway::{Gateway, GatewayConfig, serve_until};
 use cloister_gateway::nodes::NodeAddress;
-use cloister_gateway::relay::Upstream;
-use cloister_gateway::server::shutdown_signal;
 use cloister_gateway::spent::SpentStore;
+use cloister_http::{Upstream, shutdown_signal};
 use cloister_protocol::LogProof;
 use cloister_protocol::access::{NodeId, decode_token_key};
 use privacypass::TokenType;
@@ -147,7 +146,7 @@ fn config(cli: Cli) -> Result<GatewayConfig> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    cloister_gateway::server::no_core_dumps();
+    cloister_http::no_core_dumps();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)

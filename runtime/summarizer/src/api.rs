@@ -1,124 +1,73 @@
-//! The summariser's request and response bodies (JSON). Request text is plaintext from the
-//! user's device: it is zeroized on drop and never printed by `Debug`.
-
-use serde::{Deserialize, Serialize};
-use zeroize::{Zeroize, ZeroizeOnDrop};
+//! The summariser's reading of its request bodies. The bodies themselves — requests, answers,
+//! tones, limits — are the wire contract, defined once in `cloister_protocol::workload`; this
+//! module parses them ([`FromBody`]) into the summariser's named errors, whose messages never
+//! quote the request.
 
 use crate::error::SummarizeError;
 
 pub use cloister_protocol::workload::{
-    ChatMessage, DEFAULT_MAX_WORDS, MAX_AT_BYTES, MAX_DRAFT_BYTES, MAX_FROM_BYTES, MAX_MESSAGES,
-    MAX_TEXT_BYTES, MAX_WORDS_RANGE, Tone,
+    ChatMessage, DEFAULT_MAX_WORDS, LimitError, MAX_AT_BYTES, MAX_DRAFT_BYTES, MAX_FROM_BYTES,
+    MAX_MESSAGES, MAX_TEXT_BYTES, MAX_WORDS_RANGE, RewriteRequest, RewriteResponse, Stop,
+    SummarizeRequest, SummarizeResponse, Tone,
 };
 
-/// `POST /v1/summarize`.
-#[derive(Deserialize, Zeroize, ZeroizeOnDrop)]
-#[serde(deny_unknown_fields)]
-pub struct SummarizeRequest {
-    /// The unread messages, oldest first.
-    pub messages: Vec<ChatMessage>,
-    /// Longest summary wanted, in words (default [`DEFAULT_MAX_WORDS`]).
-    #[serde(default)]
-    pub max_words: Option<u32>,
-}
-
-impl std::fmt::Debug for SummarizeRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SummarizeRequest")
-            .field("messages", &self.messages.len())
-            .field("max_words", &self.max_words)
-            .finish()
-    }
-}
-
-impl SummarizeRequest {
+/// A request body the summariser reads: parsed, then checked against the contract's limits.
+pub trait FromBody: Sized {
     /// Parses and checks a request body.
-    pub fn from_json(body: &[u8]) -> Result<Self, SummarizeError> {
+    fn from_json(body: &[u8]) -> Result<Self, SummarizeError>;
+}
+
+impl FromBody for SummarizeRequest {
+    fn from_json(body: &[u8]) -> Result<Self, SummarizeError> {
         let req: SummarizeRequest =
             serde_json::from_slice(body).map_err(|e| SummarizeError::BadJson(redact(&e)))?;
-        req.validate()?;
+        req.validate().map_err(limit)?;
         Ok(req)
     }
+}
 
-    /// Checks the limits: a non-empty thread, bounded fields, `max_words` in range.
-    pub fn validate(&self) -> Result<(), SummarizeError> {
-        if self.messages.is_empty() {
-            return Err(SummarizeError::EmptyThread);
-        }
-        if self.messages.len() > MAX_MESSAGES {
-            return Err(SummarizeError::TooManyMessages {
-                count: self.messages.len(),
-                max: MAX_MESSAGES,
-            });
-        }
-        for (i, m) in self.messages.iter().enumerate() {
-            check_len(&format!("messages[{i}].from"), &m.from, MAX_FROM_BYTES)?;
-            check_len(&format!("messages[{i}].at"), &m.at, MAX_AT_BYTES)?;
-            check_len(&format!("messages[{i}].text"), &m.text, MAX_TEXT_BYTES)?;
-            if m.text.trim().is_empty() {
-                return Err(SummarizeError::EmptyMessage { index: i });
-            }
-        }
-        if let Some(w) = self.max_words {
-            let (min, max) = MAX_WORDS_RANGE;
-            if !(min..=max).contains(&w) {
-                return Err(SummarizeError::MaxWordsOutOfRange { min, max });
-            }
-        }
-        Ok(())
-    }
-
-    /// `max_words`, or the default.
-    pub fn max_words(&self) -> u32 {
-        self.max_words.unwrap_or(DEFAULT_MAX_WORDS)
+impl FromBody for RewriteRequest {
+    fn from_json(body: &[u8]) -> Result<Self, SummarizeError> {
+        let req: RewriteRequest =
+            serde_json::from_slice(body).map_err(|e| SummarizeError::BadJson(redact(&e)))?;
+        req.validate().map_err(limit)?;
+        Ok(req)
     }
 }
 
-/// Why generation stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stop {
-    /// The model ended its answer.
-    Eos,
-    /// The token budget ran out.
-    Length,
-    /// The request's deadline came first; the text is what was written by then.
-    Deadline,
-    /// No generation: the summary was extracted from the messages.
-    Extractive,
+impl From<LimitError> for SummarizeError {
+    fn from(e: LimitError) -> Self {
+        limit(e)
+    }
 }
 
-/// The answer to `POST /v1/summarize`.
-#[derive(Serialize, Zeroize, ZeroizeOnDrop)]
-pub struct SummarizeResponse {
-    /// The summary.
-    pub summary: String,
-    /// Which pinned model wrote it.
-    #[zeroize(skip)]
-    pub model: String,
-    /// Whether some messages were left out to fit the model's context budget.
-    pub truncated: bool,
-    /// How many messages the summary was written from.
-    pub messages_used: usize,
-    /// Prompt tokens.
-    pub tokens_in: usize,
-    /// Generated tokens.
-    pub tokens_out: usize,
-    /// Why generation stopped.
-    #[zeroize(skip)]
-    pub stop: Stop,
-}
-
-impl std::fmt::Debug for SummarizeResponse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SummarizeResponse")
-            .field("summary_len", &self.summary.len())
-            .field("model", &self.model)
-            .field("truncated", &self.truncated)
-            .field("tokens_in", &self.tokens_in)
-            .field("tokens_out", &self.tokens_out)
-            .field("stop", &self.stop)
-            .finish()
+/// The contract's limit, as the summariser names it.
+fn limit(e: LimitError) -> SummarizeError {
+    match e {
+        LimitError::EmptyThread => SummarizeError::EmptyThread,
+        LimitError::TooManyMessages { count, max } => {
+            SummarizeError::TooManyMessages { count, max }
+        }
+        LimitError::FieldTooLong {
+            index,
+            field,
+            len,
+            max,
+        } => SummarizeError::FieldTooLong {
+            field: match index {
+                Some(i) => format!("messages[{i}].{field}"),
+                None => field.to_owned(),
+            },
+            len,
+            max,
+        },
+        LimitError::EmptyText { index } => SummarizeError::EmptyMessage {
+            index: index.unwrap_or(0),
+        },
+        LimitError::MaxWords { .. } => SummarizeError::MaxWordsOutOfRange {
+            min: MAX_WORDS_RANGE.0,
+            max: MAX_WORDS_RANGE.1,
+        },
     }
 }
 
@@ -131,65 +80,6 @@ pub fn describe(tone: Tone) -> &'static str {
         Tone::Apologetic => "apologetic but not grovelling",
         Tone::Confident => "confident and direct",
     }
-}
-
-/// `POST /v1/rewrite`.
-#[derive(Deserialize, Zeroize, ZeroizeOnDrop)]
-#[serde(deny_unknown_fields)]
-pub struct RewriteRequest {
-    /// The draft.
-    pub text: String,
-    /// The tone wanted.
-    #[zeroize(skip)]
-    pub tone: Tone,
-}
-
-impl std::fmt::Debug for RewriteRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RewriteRequest")
-            .field("text_len", &self.text.len())
-            .field("tone", &self.tone)
-            .finish()
-    }
-}
-
-impl RewriteRequest {
-    /// Parses and checks a request body.
-    pub fn from_json(body: &[u8]) -> Result<Self, SummarizeError> {
-        let req: RewriteRequest =
-            serde_json::from_slice(body).map_err(|e| SummarizeError::BadJson(redact(&e)))?;
-        if req.text.trim().is_empty() {
-            return Err(SummarizeError::EmptyMessage { index: 0 });
-        }
-        check_len("text", &req.text, MAX_DRAFT_BYTES)?;
-        Ok(req)
-    }
-}
-
-/// The answer to `POST /v1/rewrite`.
-#[derive(Serialize, Zeroize, ZeroizeOnDrop)]
-pub struct RewriteResponse {
-    /// The rewritten draft.
-    pub text: String,
-}
-
-impl std::fmt::Debug for RewriteResponse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RewriteResponse")
-            .field("text_len", &self.text.len())
-            .finish()
-    }
-}
-
-fn check_len(field: &str, value: &str, max: usize) -> Result<(), SummarizeError> {
-    if value.len() > max {
-        return Err(SummarizeError::FieldTooLong {
-            field: field.to_string(),
-            len: value.len(),
-            max,
-        });
-    }
-    Ok(())
 }
 
 /// serde_json's messages can quote the input ("invalid type: string \"…\""): keep only the

@@ -25,7 +25,9 @@ pub mod template;
 #[cfg(feature = "model")]
 pub mod transformer;
 
-pub use api::{RewriteRequest, RewriteResponse, Stop, SummarizeRequest, SummarizeResponse, Tone};
+pub use api::{
+    FromBody, RewriteRequest, RewriteResponse, Stop, SummarizeRequest, SummarizeResponse, Tone,
+};
 #[cfg(feature = "model")]
 pub use embed::Embedder;
 pub use error::SummarizeError;

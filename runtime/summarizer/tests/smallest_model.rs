@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use cloister_guest_image::model::{MINILM_L6_V2, SMOLLM2_135M, require};
 use cloister_summarizer::template::Turn;
 use cloister_summarizer::{
-    Embedder, GenerateParams, Generation, LanguageModel, RewriteRequest, Stop, SummarizeError,
-    SummarizeRequest, Summarizer, SummarizerConfig,
+    Embedder, FromBody as _, GenerateParams, Generation, LanguageModel, RewriteRequest, Stop,
+    SummarizeError, SummarizeRequest, Summarizer, SummarizerConfig,
 };
 
 fn llm() -> LanguageModel {

@@ -68,6 +68,8 @@ fn open(cli: &Cli) -> anyhow::Result<Log> {
 
 fn main() -> anyhow::Result<()> {
     use std::io::Write;
+    // The log's signing key is in this process: no core dumps, not dumpable.
+    cloister_http::no_core_dumps();
     let cli = Cli::parse();
     // Output errors (a closed pipe) are returned, not panics.
     let mut out = std::io::stdout().lock();

@@ -6,13 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
 use clap::{Parser, Subcommand};
+use cloister_http::{Options, Reply, read_body, reply};
+use cloister_protocol::{media, tlog};
 use cloister_transparency::Witness;
 use cloister_transparency::cosign::CosignatureSigner;
-use http_body_util::{BodyExt as _, Full, Limited};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use rand_core::RngCore;
 use zeroize::Zeroizing;
 
@@ -69,6 +67,8 @@ fn load(path: &Path) -> anyhow::Result<CosignatureSigner> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    // The witness's signing key is in this process: no core dumps, not dumpable.
+    cloister_http::no_core_dumps();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .init();
@@ -98,44 +98,30 @@ async fn main() -> anyhow::Result<()> {
             let witness = Arc::new(Mutex::new(witness));
             let listener = tokio::net::TcpListener::bind(&listen).await?;
             tracing::info!(%listen, "witness listening");
-            loop {
-                let (stream, _) = listener.accept().await?;
+            let handler = move |req| {
                 let witness = witness.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let witness = witness.clone();
-                        async move { Ok::<_, std::convert::Infallible>(handle(witness, req).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
+                async move { handle(witness, req).await }
+            };
+            cloister_http::serve(
+                listener,
+                handler,
+                Options::default(),
+                cloister_http::shutdown_signal(),
+                std::time::Duration::from_secs(10),
+            )
+            .await?;
         }
     }
     Ok(())
 }
 
-async fn handle(
-    witness: Arc<Mutex<Witness>>,
-    req: hyper::Request<hyper::body::Incoming>,
-) -> hyper::Response<Full<Bytes>> {
-    let respond = |status: u16, ctype: &str, body: Vec<u8>| {
-        let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
-        *r.status_mut() =
-            hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-        if let Ok(v) = ctype.parse() {
-            r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
-        }
-        r
-    };
-    if req.method() != hyper::Method::POST || req.uri().path() != "/add-checkpoint" {
-        return respond(404, "text/plain", b"not found\n".to_vec());
+async fn handle(witness: Arc<Mutex<Witness>>, req: hyper::Request<hyper::body::Incoming>) -> Reply {
+    if req.method() != hyper::Method::POST || req.uri().path() != tlog::ADD_CHECKPOINT_PATH {
+        return reply(404, media::TEXT, &b"not found\n"[..]);
     }
-    let Ok(body) = Limited::new(req.into_body(), 64 * 1024).collect().await else {
-        return respond(413, "text/plain", b"too large\n".to_vec());
+    let Ok(body) = read_body(req.into_body(), 64 * 1024).await else {
+        return reply(413, media::TEXT, &b"too large\n"[..]);
     };
-    let body = body.to_bytes();
     let answer = tokio::task::spawn_blocking(move || {
         let mut w = witness.lock().unwrap_or_else(|p| p.into_inner());
         w.set_time(now());
@@ -149,13 +135,13 @@ async fn handle(
     };
     tracing::info!(status, "add-checkpoint");
     match answer {
-        Ok(Ok(line)) => respond(200, "text/plain", line),
+        Ok(Ok(line)) => reply(200, media::TEXT, line),
         Ok(Err(e)) => match e.conflict_size() {
             // C2SP tlog-witness: a 409 names the size last cosigned, as `text/x.tlog.size`.
-            Some(size) => respond(409, "text/x.tlog.size", format!("{size}\n").into_bytes()),
-            None => respond(e.status(), "text/plain", format!("{e}\n").into_bytes()),
+            Some(size) => reply(409, tlog::TLOG_SIZE_MEDIA, format!("{size}\n")),
+            None => reply(e.status(), media::TEXT, format!("{e}\n")),
         },
-        Err(_) => respond(500, "text/plain", b"internal\n".to_vec()),
+        Err(_) => reply(500, media::TEXT, &b"internal\n"[..]),
     }
 }
 

@@ -14,7 +14,7 @@ use http_body_util::Full;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 
-use crate::{Upstreamed, read_answer};
+use crate::upstream::{Upstreamed, read_answer};
 
 /// Idle connections older than this are dropped (the gateway closes idle connections after its
 /// 10 s header-read timeout).

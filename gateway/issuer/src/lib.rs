@@ -8,13 +8,15 @@
 //! account and a blinded message; it never sees the token that is later redeemed, so its
 //! records cannot be joined with redemptions. Nothing of a request is stored or logged.
 
+#![forbid(unsafe_code)]
+
+pub mod accounts;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use blind_rsa_signatures::{DefaultRng, Deterministic, KeyPair, PSS, SecretKey, Sha384};
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::Method;
 use hyper::body::Incoming;
 use privacypass::public_tokens::server::{IssuerKeyStore, IssuerServer};
@@ -22,13 +24,16 @@ use privacypass::public_tokens::{PublicKey, TokenRequest};
 use privacypass::{Deserialize as _, Serialize as _, TruncatedTokenKeyId};
 use zeroize::Zeroizing;
 
+use cloister_http::{Options, Reply, now_unix, problem, read_body, reply};
 use cloister_protocol::access::{
-    HEALTH_PATH, ISSUER_DIRECTORY_PATH, IssuerDirectory, IssuerTokenKey, TOKEN_REQUEST_MEDIA,
-    TOKEN_REQUEST_PATH, TOKEN_RESPONSE_MEDIA, TOKEN_TYPE_BLIND_RSA, encode_token_key,
+    HEALTH_PATH, ISSUER_DIRECTORY_MEDIA, ISSUER_DIRECTORY_PATH, IssuerDirectory, IssuerTokenKey,
+    TOKEN_REQUEST_MEDIA, TOKEN_REQUEST_PATH, TOKEN_RESPONSE_MEDIA, TOKEN_TYPE_BLIND_RSA,
+    encode_token_key,
 };
 
+use cloister_protocol::media;
+
 use crate::accounts::{AccountError, Accounts, utc_day};
-use crate::{problem, reply};
 
 type RsaKeyPair = KeyPair<Sha384, PSS, Deterministic>;
 
@@ -262,18 +267,16 @@ pub async fn serve_until(
         let config = config.clone();
         async move { handle(&config, req).await }
     };
-    crate::server::serve_http(listener, handler, shutdown, drain).await
+    cloister_http::serve(listener, handler, Options::default(), shutdown, drain).await
 }
-
-type Reply = hyper::Response<Full<Bytes>>;
 
 async fn handle(config: &IssuerConfig, req: hyper::Request<Incoming>) -> Reply {
     let started = std::time::Instant::now();
     let (route, reply) = match (req.method(), req.uri().path()) {
-        (&Method::GET, HEALTH_PATH) => ("health", reply(200, "text/plain", &b"ok\n"[..])),
+        (&Method::GET, HEALTH_PATH) => ("health", reply(200, media::TEXT, &b"ok\n"[..])),
         (&Method::GET, ISSUER_DIRECTORY_PATH) => {
             let body = serde_json::to_vec(&config.key.directory()).unwrap_or_default();
-            let mut r = reply(200, "application/private-token-issuer-directory", body);
+            let mut r = reply(200, ISSUER_DIRECTORY_MEDIA, body);
             r.headers_mut().insert(
                 hyper::header::CACHE_CONTROL,
                 hyper::header::HeaderValue::from_static("max-age=3600"),
@@ -324,8 +327,8 @@ async fn issue(config: &IssuerConfig, req: hyper::Request<Incoming>) -> Reply {
             "expected application/private-token-request",
         );
     }
-    let body = match Limited::new(req.into_body(), 1024).collect().await {
-        Ok(b) => b.to_bytes(),
+    let body = match read_body(req.into_body(), 1024).await {
+        Ok(b) => b,
         Err(_) => return problem(413, "too-large", "a token request is 259 bytes"),
     };
     // The request must parse and name this key before the account is charged.
@@ -334,7 +337,7 @@ async fn issue(config: &IssuerConfig, req: hyper::Request<Incoming>) -> Reply {
         Err(e) => return problem(422, e.kind(), &e.to_string()),
     };
     let accounts = config.accounts.clone();
-    let day = utc_day(crate::gateway::now_unix());
+    let day = utc_day(now_unix());
     let charged = tokio::task::spawn_blocking(move || accounts.charge(&account, day)).await;
     match charged {
         Ok(Ok(_left)) => {}

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use clap::Parser;
-use cloister_gateway::relay::{RelayConfig, Upstream, serve_until};
-use cloister_gateway::server::shutdown_signal;
+use cloister_http::shutdown_signal;
+use cloister_relay::{RelayConfig, Upstream, serve_until};
 
 #[derive(Parser)]
 #[command(about = "An OHTTP relay: forwards message/ohttp-req to one gateway, adds nothing")]
@@ -30,7 +30,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    cloister_gateway::server::no_core_dumps();
+    cloister_http::no_core_dumps();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .init();

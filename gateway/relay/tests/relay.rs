@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cloister_gateway::relay::{RelayConfig, serve};
+use cloister_relay::{RelayConfig, serve};
 use http_body_util::{BodyExt as _, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -190,7 +190,7 @@ async fn shutdown_lets_the_exchange_in_flight_finish_and_accepts_no_more() {
         max_in_flight: 64,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(cloister_gateway::relay::serve_until(
+    let server = tokio::spawn(cloister_relay::serve_until(
         config,
         listener,
         async move {

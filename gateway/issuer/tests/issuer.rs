@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use blind_rsa_signatures::DefaultRng;
 use bytes::Bytes;
-use cloister_gateway::accounts::Accounts;
-use cloister_gateway::exchange_tcp;
-use cloister_gateway::issuer::{IssuerConfig, IssuerKey, serve};
+use cloister_http::exchange_tcp;
+use cloister_issuer::accounts::Accounts;
+use cloister_issuer::{IssuerConfig, IssuerKey, serve};
 use cloister_protocol::access::{
     IssuerDirectory, decode_token_key, encode_token_key, parse_problem,
 };

@@ -12,63 +12,26 @@
 //! 503 problem documents, e.g. a stale key id) come back as they are; anything else from the
 //! gateway is a 502. `GET /healthz` answers `ok`.
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::Method;
 use hyper::body::Incoming;
 use hyper::header::CONTENT_TYPE;
 use tokio::sync::Semaphore;
 
-use cloister_protocol::access::{HEALTH_PATH, OHTTP_KEYS_MEDIA, OHTTP_KEYS_PATH, PROBLEM_MEDIA};
+use cloister_http::pool::Pool;
+use cloister_http::{Options, Reply, Upstreamed, overloaded, problem, read_body, reply};
+use cloister_protocol::access::{
+    HEALTH_PATH, OHTTP_KEYS_MEDIA, OHTTP_KEYS_PATH, OHTTP_REQ_MEDIA, OHTTP_RES_MEDIA,
+    PROBLEM_MEDIA, RELAY_PATH,
+};
+use cloister_protocol::media;
 
-use crate::pool::Pool;
-use crate::{Upstreamed, overloaded, problem, reply};
-
-/// The media types of RFC 9458.
-pub const REQUEST_TYPE: &str = "message/ohttp-req";
-/// The response's media type.
-pub const RESPONSE_TYPE: &str = "message/ohttp-res";
-
-type Reply = hyper::Response<Full<Bytes>>;
-
-/// Where the relay forwards to: `http://HOST:PORT/PATH` (TLS to the gateway is a terminator's
-/// job in front of it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
-    /// `HOST:PORT`.
-    pub authority: String,
-    /// The gateway's resource path.
-    pub path: String,
-}
-
-/// A gateway URL that is not `http://HOST:PORT/PATH`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the gateway URL {0:?} is not http://HOST:PORT/PATH")]
-pub struct UpstreamError(String);
-
-impl std::str::FromStr for Upstream {
-    type Err = UpstreamError;
-
-    fn from_str(url: &str) -> Result<Self, Self::Err> {
-        let bad = || UpstreamError(url.chars().take(100).collect());
-        let rest = url.strip_prefix("http://").ok_or_else(bad)?;
-        let (authority, path) = match rest.find('/') {
-            Some(i) => (&rest[..i], &rest[i..]),
-            None => (rest, "/"),
-        };
-        let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
-        if host.is_empty() || port.parse::<u16>().is_err() || path.contains(['?', '#', ' ']) {
-            return Err(bad());
-        }
-        Ok(Upstream {
-            authority: authority.to_owned(),
-            path: path.to_owned(),
-        })
-    }
-}
+pub use cloister_http::Upstream;
 
 /// The relay's settings.
 #[derive(Debug, Clone)]
@@ -101,7 +64,7 @@ pub async fn serve_until(
         let state = state.clone();
         async move { handle(&state.0, &state.1, &state.2, req).await }
     };
-    crate::server::serve_http(listener, handler, shutdown, drain).await
+    cloister_http::serve(listener, handler, Options::default(), shutdown, drain).await
 }
 
 async fn handle(
@@ -112,10 +75,10 @@ async fn handle(
 ) -> Reply {
     let started = Instant::now();
     let reply = match (req.method(), req.uri().path()) {
-        (&Method::GET, HEALTH_PATH) => reply(200, "text/plain", &b"ok\n"[..]),
-        (&Method::POST, "/") => relay(config, permits, pool, req).await,
+        (&Method::GET, HEALTH_PATH) => reply(200, media::TEXT, &b"ok\n"[..]),
+        (&Method::POST, RELAY_PATH) => relay(config, permits, pool, req).await,
         (&Method::GET, OHTTP_KEYS_PATH) => keys(config, permits, pool).await,
-        (_, "/") => problem(405, "method-not-allowed", "POST an OHTTP request"),
+        (_, RELAY_PATH) => problem(405, "method-not-allowed", "POST an OHTTP request"),
         _ => problem(404, "not-found", "no such route"),
     };
     tracing::info!(
@@ -139,28 +102,25 @@ async fn relay(
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case(REQUEST_TYPE));
+        .is_some_and(|v| media::is(v, OHTTP_REQ_MEDIA));
     if !is_ohttp {
         return problem(415, "unsupported-media-type", "expected message/ohttp-req");
     }
-    let body = match Limited::new(req.into_body(), config.max_body)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
+    let body = match read_body(req.into_body(), config.max_body).await {
+        Ok(b) => b,
         Err(_) => return problem(413, "too-large", "the request exceeds the relay's limit"),
     };
     let answer = pool
         .exchange(
             Method::POST,
             &config.upstream.path,
-            Some(REQUEST_TYPE),
+            Some(OHTTP_REQ_MEDIA),
             body,
             config.timeout,
             config.max_body,
         )
         .await;
-    pass_back(answer, RESPONSE_TYPE)
+    pass_back(answer, OHTTP_RES_MEDIA)
 }
 
 /// The gateway's key configuration list, fetched afresh (nothing of the client goes with it).
@@ -205,34 +165,4 @@ fn pass_back(answer: Result<Upstreamed, &'static str>, expected: &'static str) -
         "bad-gateway",
         "the gateway did not answer with the expected media type",
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn upstream_urls_are_parsed_strictly() {
-        assert_eq!(
-            "http://10.0.0.5:8443/gateway".parse(),
-            Ok(Upstream {
-                authority: "10.0.0.5:8443".into(),
-                path: "/gateway".into()
-            })
-        );
-        assert_eq!(
-            "http://gw:80".parse::<Upstream>().map(|u| u.path),
-            Ok("/".to_owned())
-        );
-        for bad in [
-            "https://gw:443/",
-            "http://gw/",
-            "http://:80/",
-            "http://gw:99999/",
-            "http://gw:80/a?b",
-            "gw:80",
-        ] {
-            assert!(bad.parse::<Upstream>().is_err(), "{bad}");
-        }
-    }
 }

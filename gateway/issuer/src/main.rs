@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
-use cloister_gateway::accounts::Accounts;
-use cloister_gateway::issuer::{IssuerConfig, IssuerKey, serve_until};
-use cloister_gateway::server::shutdown_signal;
+use cloister_http::shutdown_signal;
+use cloister_issuer::accounts::Accounts;
+use cloister_issuer::{IssuerConfig, IssuerKey, serve_until};
 use cloister_protocol::access::encode_token_key;
 
 #[derive(Parser)]
@@ -60,7 +60,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    cloister_gateway::server::no_core_dumps();
+    cloister_http::no_core_dumps();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
