@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::{Mutex, OnceLock};
 
 use blind_rsa_signatures::{Deterministic, PSS, Sha384};
-use cloister_measurement::emulated::EmulatedSnpSigner;
+use cloister_insecure_emulated_sp::EmulatedSnpSigner;
 use cloister_measurement::{InsecureEmulatedRoot, Policy};
 use cloister_protocol::{Endorsements, EvidenceBundle, Platform};
 use ohttp::Server;

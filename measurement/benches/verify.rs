@@ -5,7 +5,7 @@
 //!   policy, binding, expiry, measurement — every step, accepted.
 //! * `snp_milan_real`: the same on AMD's real Milan report and VCEK under the pinned Milan root
 //!   (refused at the binding, which it was not made for; every step runs).
-use cloister_measurement::emulated::EmulatedSnpSigner;
+use cloister_insecure_emulated_sp::EmulatedSnpSigner;
 use cloister_measurement::{FixedClock, Policy, TrustAnchor, Verifier};
 use cloister_protocol::{Endorsements, EvidenceBundle, Platform, SnpCertificates, report_data};
 use criterion::{Criterion, criterion_group, criterion_main};

@@ -1,27 +1,21 @@
-//! Cloister's measurer and verifier.
+//! The device's verifier of evidence bundles: [`Verifier`] built from a [`TrustAnchor`], a
+//! [`Policy`] and a [`Clock`], checking in the order ARCHITECTURE.md gives, each refusal its
+//! own [`VerifyError`] variant. Platforms: AMD SEV-SNP (`sev` crate, pinned ARKs), Intel TDX
+//! (`dcap-qvl`), and the emulated SEV-SNP processor (its own, explicitly insecure anchor).
 //!
-//! * Verification of evidence bundles: [`Verifier`] built from a [`TrustAnchor`], a
-//!   [`Policy`] and a [`Clock`], checking in the order ARCHITECTURE.md gives, each refusal its
-//!   own [`VerifyError`] variant. Platforms: AMD SEV-SNP (`sev` crate, pinned ARKs), Intel TDX
-//!   (`dcap-qvl`), and the emulated SEV-SNP processor (its own, explicitly insecure anchor).
-//! * With feature `emulated`: [`emulated::EmulatedSnpSigner`], the software AMD secure
-//!   processor's signing half, for CI and local research.
+//! Nothing else lives here: the launch-digest calculators are the builder's
+//! (`cloister-launch`), the emulated processor is its own insecure crate
+//! (`cloister-insecure-emulated-sp`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod anchor;
 mod certsig;
 pub mod clock;
-#[cfg(feature = "emulated")]
-pub mod emulated;
-#[cfg(feature = "emulated")]
-pub mod emulated_sp;
 pub mod error;
-pub mod launch;
 pub mod policy;
 mod snp;
 mod tdx;
-pub mod tdx_launch;
 pub mod vcek;
 mod verifier;
 
@@ -29,5 +23,5 @@ pub use anchor::{HardwareRoots, InsecureEmulatedRoot, SnpRoot, TrustAnchor};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::{CertRole, VerifyError};
 pub use policy::{Digest48, MinTcb, Policy, PolicyError, TdxReference};
-pub use snp::REPORT_LEN as SNP_REPORT_LEN;
+pub use snp::{REPORT_LEN as SNP_REPORT_LEN, SIG_ALGO_ECDSA_P384_SHA384};
 pub use verifier::{Check, Inspection, Measurement, Step, Verified, Verifier};

@@ -10,8 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use cloister_measurement::emulated::EmulatedSnpSigner;
-use cloister_measurement::emulated_sp::EmulatedSp;
+use cloister_insecure_emulated_sp::EmulatedSnpSigner;
+use cloister_insecure_emulated_sp::EmulatedSp;
 use cloister_transparency::{Measurement, ReleaseRecord, SCHEMA};
 
 /// The emulated processor's launch measurement for the development-mode runtimes.

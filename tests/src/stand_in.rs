@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use cloister_measurement::emulated::EmulatedSnpSigner;
+use cloister_insecure_emulated_sp::EmulatedSnpSigner;
 use cloister_protocol::{Endorsements, EvidenceBundle, Platform, report_data};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;

@@ -261,7 +261,7 @@ fn no_request_reaches_a_node_that_is_not_logged_or_whose_evidence_is_stale() {
     let dir2 = tempfile::tempdir().expect("tempdir");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let _guard = rt.enter();
-    let signer = cloister_measurement::emulated::EmulatedSnpSigner::from_seed(&[5u8; 32])
+    let signer = cloister_insecure_emulated_sp::EmulatedSnpSigner::from_seed(&[5u8; 32])
         .expect("the stack's processor");
     let stale = stand_in::stale_node(dir2.path(), &signer, LOGGED_MANIFEST);
     let address = format!("unix:{}", stale.socket.display());

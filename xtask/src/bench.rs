@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use cloister_guest_image::{cache_root, firmware, peers};
-use cloister_measurement::launch::{
-    AmdLaunch, AmdSevFirmware, BootHashes, SevMode, vcpu_type, vmm_type,
-};
+use cloister_launch::sev::{AmdLaunch, AmdSevFirmware, BootHashes, SevMode, vcpu_type, vmm_type};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

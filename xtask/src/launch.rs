@@ -11,9 +11,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use bhttp::{Message, Mode};
 use cloister_guest_image::vm::{self, BootError, LaunchPlatform, VhostVsock, Vm, VmSpec};
-use cloister_measurement::emulated::EmulatedSnpSigner;
-use cloister_measurement::emulated_sp::EmulatedSp;
-use cloister_measurement::launch::{AmdLaunch, AmdSevFirmware, SevMode, vcpu_type, vmm_type};
+use cloister_insecure_emulated_sp::EmulatedSnpSigner;
+use cloister_insecure_emulated_sp::EmulatedSp;
+use cloister_launch::sev::{AmdLaunch, AmdSevFirmware, SevMode, vcpu_type, vmm_type};
 use cloister_measurement::{
     InsecureEmulatedRoot, Policy, SystemClock, TrustAnchor, Verified, Verifier,
 };

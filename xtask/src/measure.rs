@@ -5,10 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use cloister_guest_image::firmware;
-use cloister_measurement::launch::{AmdLaunch, AmdSevFirmware, SevMode, vcpu_type, vmm_type};
-use cloister_measurement::tdx_launch::{
-    PageAddOrder, QemuAcpiDigests, TdxLaunchInputs, TdxMeasurements,
-};
+use cloister_launch::sev::{AmdLaunch, AmdSevFirmware, SevMode, vcpu_type, vmm_type};
+use cloister_launch::tdx::{PageAddOrder, QemuAcpiDigests, TdxLaunchInputs, TdxMeasurements};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

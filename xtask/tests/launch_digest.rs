@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use cloister_guest_image::{cache_root, firmware, peers};
-use cloister_measurement::launch::{
-    AmdLaunch, AmdSevFirmware, BootHashes, SevMode, vcpu_type, vmm_type,
-};
+use cloister_launch::sev::{AmdLaunch, AmdSevFirmware, BootHashes, SevMode, vcpu_type, vmm_type};
 
 fn firmware_path() -> PathBuf {
     firmware::cached(&cache_root())

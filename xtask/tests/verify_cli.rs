@@ -1,7 +1,7 @@
 //! `cargo xtask verify` as a user runs it.
 use std::process::Command;
 
-use cloister_measurement::emulated::EmulatedSnpSigner;
+use cloister_insecure_emulated_sp::EmulatedSnpSigner;
 use cloister_protocol::{Endorsements, EvidenceBundle, Platform, report_data};
 
 const NOW: u64 = 1_767_225_600;

@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use cloister_measurement::emulated::EmulatedSnpSigner;
+use cloister_insecure_emulated_sp::EmulatedSnpSigner;
 use cloister_measurement::{FixedClock, Policy, TrustAnchor, Verifier};
 use cloister_protocol::{Endorsements, EvidenceBundle, Platform, SnpCertificates, report_data};
 use sev::firmware::guest::AttestationReport;

@@ -238,8 +238,8 @@ mod tests {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use cloister_measurement::emulated::EmulatedSnpSigner;
-    use cloister_measurement::emulated_sp::EmulatedSp;
+    use cloister_insecure_emulated_sp::EmulatedSnpSigner;
+    use cloister_insecure_emulated_sp::EmulatedSp;
     use cloister_measurement::{FixedClock, Policy, TrustAnchor, Verifier};
     use cloister_protocol::emulated_sp::SpWireError;
     use cloister_protocol::{EvidenceBundle, report_data};

@@ -9,8 +9,8 @@ use std::sync::atomic::AtomicBool;
 
 use bhttp::{Message, Mode};
 use bytes::Bytes;
-use cloister_measurement::emulated::EmulatedSnpSigner;
-use cloister_measurement::emulated_sp::EmulatedSp;
+use cloister_insecure_emulated_sp::EmulatedSnpSigner;
+use cloister_insecure_emulated_sp::EmulatedSp;
 use cloister_measurement::{InsecureEmulatedRoot, Policy, SystemClock, TrustAnchor, Verifier};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;

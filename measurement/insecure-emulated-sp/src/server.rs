@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use cloister_protocol::emulated_sp::{REQUEST_LEN, SpReport, SpRequest, SpResponse};
 
-use crate::emulated::EmulatedSnpSigner;
+use crate::signer::EmulatedSnpSigner;
 
 /// How long a connection may take to deliver its request, and to take the response.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -208,7 +208,7 @@ mod tests {
     use cloister_protocol::{Endorsements, EvidenceBundle, Platform, report_data};
 
     use super::*;
-    use crate::{FixedClock, Policy, TrustAnchor, Verifier, VerifyError};
+    use cloister_measurement::{FixedClock, Policy, TrustAnchor, Verifier, VerifyError};
 
     const MEASUREMENT: [u8; 48] = [0x5a; 48];
     const NOW: u64 = 1_767_225_600;
@@ -262,7 +262,7 @@ mod tests {
     fn handled_report_verifies_under_the_emulated_anchor() {
         let rd = report_data(KEY_CONFIG, EXPIRES_AT, b"nonce").expect("binds");
         let report = report_of(&sp().handle(&SpRequest::vmpl0(rd).encode()));
-        assert_eq!(report.report.len(), crate::SNP_REPORT_LEN);
+        assert_eq!(report.report.len(), cloister_measurement::SNP_REPORT_LEN);
         assert_eq!(report.ark, sp().signer().ark_der());
         let verified = verifier(MEASUREMENT)
             .verify(&bundle(report), b"nonce")

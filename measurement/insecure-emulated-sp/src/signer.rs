@@ -2,7 +2,7 @@
 //! whoever holds the seed can sign any report. It exists so that CI and machines without SNP
 //! hardware exercise the very same verification path as real hardware — same certificate
 //! shapes, same report bytes, same checks — with only the pinned root differing
-//! ([`crate::TrustAnchor::InsecureEmulated`]).
+//! (`cloister_measurement::TrustAnchor::InsecureEmulated`).
 //!
 //! Shapes follow AMD's: ARK and ASK are RSA-4096 certificates signed with RSASSA-PSS/SHA-384
 //! (salt 48), the VCEK is a P-384 key certified by the ASK and carries AMD's VCEK extensions
@@ -33,9 +33,8 @@ use x509_cert::time::{Time, Validity};
 
 use cloister_protocol::SnpCertificates;
 
-use crate::anchor::InsecureEmulatedRoot;
-use crate::error::VerifyError;
-use crate::vcek;
+use cloister_measurement::vcek;
+use cloister_measurement::{InsecureEmulatedRoot, SIG_ALGO_ECDSA_P384_SHA384, VerifyError};
 
 type PssSigner = rsa::pss::BlindedSigningKey<sha2::Sha384>;
 
@@ -310,7 +309,7 @@ impl EmulatedSnpSigner {
             // agent off, ABI 0.0.
             policy: GuestPolicy(0x3_0000),
             vmpl: 0,
-            sig_algo: crate::snp::SIG_ALGO_ECDSA_P384_SHA384,
+            sig_algo: SIG_ALGO_ECDSA_P384_SHA384,
             current_tcb: tcb,
             // SMT enabled, TSME enabled.
             plat_info: 0x3.into(),

@@ -18,8 +18,7 @@ use clap::{ArgGroup, Parser};
 use nix::sys::signal::{SigSet, Signal};
 use sha2::{Digest as _, Sha256};
 
-use cloister_measurement::emulated::EmulatedSnpSigner;
-use cloister_measurement::emulated_sp::{EmulatedSp, SpEvent};
+use cloister_insecure_emulated_sp::{EmulatedSnpSigner, EmulatedSp, SpEvent};
 
 /// Set by the signal thread; read by the accept loop.
 static STOP: AtomicBool = AtomicBool::new(false);
