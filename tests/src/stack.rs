@@ -472,7 +472,7 @@ impl Stack {
             root,
             cloister_measurement::Policy::default(),
             Some(keys),
-            Some(self.state.clone()),
+            Box::new(cloister_client::FileStore::new(&self.state)),
         )
         .expect("trust");
         let token = std::fs::read_to_string(&self.account).expect("account token");

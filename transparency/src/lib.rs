@@ -12,6 +12,10 @@
 //!   [`LogProof`]: the log's signature, K of N witnesses, the inclusion proof, and
 //!   consistency with the newest checkpoint it saw before.
 //!
+//! Feature `store` (on by default, with `server`) is the operator's and the witnesses' half: the
+//! log on disk and the witness. Without it (`default-features = false`) this is the verifying
+//! half alone — records, checkpoints, proofs — which a device (and a browser) builds.
+//!
 //! Entries are canonical [`ReleaseRecord`]s. Hashing and proofs are RFC 6962/9162, through the
 //! `tlog_tiles` crate (checked against `ct-merkle` in the tests).
 #![forbid(unsafe_code)]
@@ -20,16 +24,22 @@ pub mod cosign;
 mod record;
 #[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "store")]
 pub mod storage;
 mod verify;
+#[cfg(feature = "store")]
 mod witness;
 
-use std::path::{Path, PathBuf};
+#[cfg(feature = "store")]
+use std::path::Path;
+use std::path::PathBuf;
 
 pub use cloister_protocol::LogProof;
 pub use record::{Measurement, ReleaseRecord, SCHEMA};
+#[cfg(feature = "store")]
 pub use storage::{Appended, Log, Stage};
 pub use verify::{SeenCheckpoint, TrustedLog, VerifiedCheckpoint};
+#[cfg(feature = "store")]
 pub use witness::{Witness, WitnessRefusal};
 
 /// Tile height (C2SP tlog-tiles fixes 8: 256 hashes or entries per tile).
@@ -179,6 +189,7 @@ pub enum VerifyError {
 
 /// Writes a new secret file (a key) readable by its owner only, synced; refuses to replace
 /// one.
+#[cfg(feature = "store")]
 pub fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -191,6 +202,7 @@ pub fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
     f.sync_all()
 }
 
+#[cfg(feature = "store")]
 pub(crate) fn io(path: &Path) -> impl Fn(std::io::Error) -> LogError + '_ {
     move |source| LogError::Io {
         path: path.to_path_buf(),
@@ -198,5 +210,5 @@ pub(crate) fn io(path: &Path) -> impl Fn(std::io::Error) -> LogError + '_ {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "store"))]
 mod tests;

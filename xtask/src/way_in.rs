@@ -180,8 +180,12 @@ impl WayIn {
         };
         let state = scratch.join("device-state");
         let _ = std::fs::remove_dir_all(&state);
-        let trust =
-            Trust::insecure_emulated(release.root, Policy::default(), Some(keys), Some(state))?;
+        let trust = Trust::insecure_emulated(
+            release.root,
+            Policy::default(),
+            Some(keys),
+            Box::new(cloister_client::FileStore::new(&state)),
+        )?;
         let client = Client::new(ClientConfig {
             relay: format!("http://{relay_addr}").parse()?,
             issuer: Some(IssuerAccount {

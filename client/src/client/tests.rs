@@ -22,7 +22,7 @@ use privacypass::public_tokens::{PublicToken, TokenRequest};
 use privacypass::{Deserialize as _, Serialize as _, TokenType};
 
 use super::*;
-use crate::testkit::{
+use cloister_device_core::testkit::{
     IssuerKeys, MEASUREMENT, OriginKeys, Spent, bhttp_response, bundle, bundle_json,
     emulated_trust, ohttp_server,
 };
@@ -430,7 +430,12 @@ async fn the_deadline_names_the_stage_it_cut() {
     let client = Client::new(ClientConfig {
         relay: format!("http://{addr}").parse().expect("url"),
         issuer: None,
-        trust: Trust::hardware(cloister_measurement::Policy::default(), None, None).expect("trust"),
+        trust: Trust::hardware(
+            cloister_measurement::Policy::default(),
+            None,
+            Box::<crate::MemoryStore>::default(),
+        )
+        .expect("trust"),
         deadline: Duration::from_millis(200),
     });
     let e = client

@@ -1,5 +1,7 @@
-//! Test fixtures shared by the unit tests: Privacy Pass stores for an in-process issuer and
-//! origin, OHTTP key pairs, and evidence from the emulated AMD secure processor.
+//! Test fixtures (feature `testkit`, dev-dependencies only): Privacy Pass stores for an
+//! in-process issuer and origin, OHTTP key pairs, and evidence from the INSECURE emulated AMD
+//! secure processor.
+#![allow(missing_docs)] // Fixtures, each named for what it gives.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -18,9 +20,9 @@ use privacypass::{Nonce, NonceStore, TruncatedTokenKeyId};
 use crate::trust::Trust;
 
 /// The launch measurement the emulated evidence attests.
-pub(crate) const MEASUREMENT: [u8; 48] = [0x6d; 48];
+pub const MEASUREMENT: [u8; 48] = [0x6d; 48];
 
-pub(crate) type KeyPair = blind_rsa_signatures::KeyPair<Sha384, PSS, Deterministic>;
+pub type KeyPair = blind_rsa_signatures::KeyPair<Sha384, PSS, Deterministic>;
 type Fut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 fn ready<'a, T: Send + 'a>(v: T) -> Fut<'a, T> {
@@ -28,8 +30,8 @@ fn ready<'a, T: Send + 'a>(v: T) -> Fut<'a, T> {
 }
 
 // The stores are `async_trait` traits; these are the signatures that macro writes.
-#[derive(Default)]
-pub(crate) struct IssuerKeys(pub(crate) Mutex<HashMap<TruncatedTokenKeyId, KeyPair>>);
+#[derive(Default, Debug)]
+pub struct IssuerKeys(pub Mutex<HashMap<TruncatedTokenKeyId, KeyPair>>);
 
 impl IssuerKeyStore for IssuerKeys {
     fn insert<'s, 'a>(&'s self, id: TruncatedTokenKeyId, pair: KeyPair) -> Fut<'a, bool>
@@ -59,8 +61,8 @@ impl IssuerKeyStore for IssuerKeys {
     }
 }
 
-#[derive(Default)]
-pub(crate) struct OriginKeys(Mutex<HashMap<TruncatedTokenKeyId, Vec<PublicKey>>>);
+#[derive(Default, Debug)]
+pub struct OriginKeys(Mutex<HashMap<TruncatedTokenKeyId, Vec<PublicKey>>>);
 
 impl OriginKeyStore for OriginKeys {
     fn insert<'s, 'a>(&'s self, id: TruncatedTokenKeyId, key: PublicKey) -> Fut<'a, ()>
@@ -103,8 +105,8 @@ impl OriginKeyStore for OriginKeys {
     }
 }
 
-#[derive(Default)]
-pub(crate) struct Spent(Mutex<HashSet<Nonce>>);
+#[derive(Default, Debug)]
+pub struct Spent(Mutex<HashSet<Nonce>>);
 
 impl NonceStore for Spent {
     fn reserve<'s, 'n, 'a>(&'s self, nonce: &'n Nonce) -> Fut<'a, bool>
@@ -137,23 +139,29 @@ impl NonceStore for Spent {
 }
 
 /// One emulated processor for the test binary (RSA-4096 key generation takes seconds).
-pub(crate) fn signer() -> &'static EmulatedSnpSigner {
+pub fn signer() -> &'static EmulatedSnpSigner {
     static SIGNER: OnceLock<EmulatedSnpSigner> = OnceLock::new();
     SIGNER.get_or_init(|| EmulatedSnpSigner::from_seed(&[4u8; 32]).expect("emulated processor"))
 }
 
 /// The emulated processor's root.
-pub(crate) fn emulated_root() -> InsecureEmulatedRoot {
+pub fn emulated_root() -> InsecureEmulatedRoot {
     signer().insecure_root().expect("root")
 }
 
 /// A trust in the emulated processor, accepting [`MEASUREMENT`], no log, state in memory.
-pub(crate) fn emulated_trust() -> Trust {
+pub fn emulated_trust() -> Trust {
     let policy = Policy::default().with_snp_measurement(MEASUREMENT);
-    Trust::insecure_emulated(emulated_root(), policy, None, None).expect("trust")
+    Trust::insecure_emulated(
+        emulated_root(),
+        policy,
+        None,
+        Box::<crate::trust::MemoryStore>::default(),
+    )
+    .expect("trust")
 }
 
-pub(crate) fn now() -> u64 {
+pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970")
@@ -161,7 +169,7 @@ pub(crate) fn now() -> u64 {
 }
 
 /// Evidence for `key_config` with `measurement`; `bind` false leaves report_data zero.
-pub(crate) fn bundle(key_config: &[u8], measurement: [u8; 48], bind: bool) -> EvidenceBundle {
+pub fn bundle(key_config: &[u8], measurement: [u8; 48], bind: bool) -> EvidenceBundle {
     let expires_at = now() + 3600;
     let rd = cloister_protocol::report_data(key_config, expires_at, b"").expect("binding");
     let rd = if bind { rd } else { [0u8; 64] };
@@ -177,18 +185,18 @@ pub(crate) fn bundle(key_config: &[u8], measurement: [u8; 48], bind: bool) -> Ev
 }
 
 /// The bundle as the directory carries it.
-pub(crate) fn bundle_json(b: &EvidenceBundle) -> serde_json::Value {
+pub fn bundle_json(b: &EvidenceBundle) -> serde_json::Value {
     serde_json::from_slice(&b.to_json()).expect("json")
 }
 
 /// An OHTTP key pair of the contract's suite (`cloister_protocol::node::key_config`).
-pub(crate) fn ohttp_server(key_id: u8) -> Server {
+pub fn ohttp_server(key_id: u8) -> Server {
     let config = cloister_protocol::node::key_config(key_id).expect("key config");
     Server::new(config).expect("server")
 }
 
 /// A known-length Binary HTTP response.
-pub(crate) fn bhttp_response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
+pub fn bhttp_response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
     let mut m = bhttp::Message::response(bhttp::StatusCode::try_from(status).expect("status"));
     m.put_header("content-type", content_type);
     m.write_content(body);

@@ -1,27 +1,19 @@
 //! What the device believes: the verifier (trust anchor, policy, optional transparency log)
-//! and the newest log checkpoint it has seen, kept across runs so that the operator cannot
-//! roll the log back or show this device a fork.
+//! and the newest log checkpoint it has seen, kept across runs (through a [`SeenStore`]) so
+//! that the operator cannot roll the log back or show this device a fork.
 //!
-//! The seen checkpoint is a JSON file, `seen-checkpoints.json` in the state directory, one
-//! entry per trusted log key: `{"version":1,"logs":{"<log key>":{"size":N,"root":"<hex>"}}}`.
-//! It is written through a temporary file and a rename, and never moved backwards (two
-//! processes racing leave the larger tree). Without a state directory it lives in memory for
-//! the life of the [`Trust`].
+//! The store is the platform's: a file for the CLI (`cloister_client::FileStore`), the
+//! browser's or the phone's storage elsewhere, [`MemoryStore`] for the life of a process. It
+//! is never moved backwards: [`Trust::record`] keeps the larger tree.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use cloister_measurement::{InsecureEmulatedRoot, Policy, SystemClock, TrustAnchor, Verifier};
 use cloister_transparency::{SeenCheckpoint, TrustedLog, VerifiedCheckpoint};
-use serde::{Deserialize, Serialize};
 
 use crate::error::ClientError;
 
-/// The state file's name inside the state directory.
-pub const STATE_FILE: &str = "seen-checkpoints.json";
-const STATE_VERSION: u32 = 1;
 /// Most hashes a consistency proof may hold (RFC 9162: about 2·log2 of the tree size).
 const MAX_PROOF_HASHES: usize = 128;
 
@@ -37,20 +29,61 @@ pub struct LogKeys {
     pub quorum: usize,
 }
 
+/// Where the newest checkpoint seen of each trusted log is kept, by the log's verifier key.
+pub trait SeenStore: Send + Sync + std::fmt::Debug {
+    /// The checkpoint recorded for `log_key`, if any.
+    fn load(&self, log_key: &str) -> Result<Option<SeenCheckpoint>, ClientError>;
+    /// Records `seen` for `log_key` unless a larger tree is already recorded there (another
+    /// process may have moved it on since [`SeenStore::load`]).
+    fn store(&self, log_key: &str, seen: SeenCheckpoint) -> Result<(), ClientError>;
+}
+
+/// A [`SeenStore`] in memory, for the life of the process.
+#[derive(Debug, Default)]
+pub struct MemoryStore(Mutex<BTreeMap<String, SeenCheckpoint>>);
+
+impl SeenStore for MemoryStore {
+    fn load(&self, log_key: &str) -> Result<Option<SeenCheckpoint>, ClientError> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(log_key)
+            .copied())
+    }
+
+    fn store(&self, log_key: &str, seen: SeenCheckpoint) -> Result<(), ClientError> {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let next = keep_larger(m.get(log_key).copied(), seen);
+        m.insert(log_key.to_owned(), next);
+        Ok(())
+    }
+}
+
+impl<T: SeenStore + ?Sized> SeenStore for std::sync::Arc<T> {
+    fn load(&self, log_key: &str) -> Result<Option<SeenCheckpoint>, ClientError> {
+        (**self).load(log_key)
+    }
+
+    fn store(&self, log_key: &str, seen: SeenCheckpoint) -> Result<(), ClientError> {
+        (**self).store(log_key, seen)
+    }
+}
+
+/// `seen`, unless `old` is a larger tree.
+pub fn keep_larger(old: Option<SeenCheckpoint>, seen: SeenCheckpoint) -> SeenCheckpoint {
+    match old {
+        Some(old) if old.size > seen.size => old,
+        _ => seen,
+    }
+}
+
 /// The verifier and the seen-checkpoint store.
 #[derive(Debug)]
 pub struct Trust {
     verifier: Verifier<SystemClock>,
     log_key: Option<String>,
-    state_dir: Option<PathBuf>,
-    memory: Mutex<Option<SeenCheckpoint>>,
-}
-
-#[derive(Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct StateFile {
-    version: u32,
-    logs: BTreeMap<String, SeenCheckpoint>,
+    store: Box<dyn SeenStore>,
 }
 
 impl Trust {
@@ -58,10 +91,10 @@ impl Trust {
     pub fn hardware(
         policy: Policy,
         log: Option<LogKeys>,
-        state_dir: Option<PathBuf>,
+        store: Box<dyn SeenStore>,
     ) -> Result<Self, ClientError> {
         let anchor = TrustAnchor::hardware().map_err(ClientError::Anchor)?;
-        Self::with_anchor(anchor, policy, log, state_dir)
+        Self::with_anchor(anchor, policy, log, store)
     }
 
     /// Trust the software-emulated AMD secure processor with this root. INSECURE: whoever
@@ -70,16 +103,16 @@ impl Trust {
         root: InsecureEmulatedRoot,
         policy: Policy,
         log: Option<LogKeys>,
-        state_dir: Option<PathBuf>,
+        store: Box<dyn SeenStore>,
     ) -> Result<Self, ClientError> {
-        Self::with_anchor(TrustAnchor::InsecureEmulated(root), policy, log, state_dir)
+        Self::with_anchor(TrustAnchor::InsecureEmulated(root), policy, log, store)
     }
 
     fn with_anchor(
         anchor: TrustAnchor,
         policy: Policy,
         log: Option<LogKeys>,
-        state_dir: Option<PathBuf>,
+        store: Box<dyn SeenStore>,
     ) -> Result<Self, ClientError> {
         let mut verifier = Verifier::new(anchor, policy, SystemClock);
         let mut log_key = None;
@@ -92,8 +125,7 @@ impl Trust {
         Ok(Trust {
             verifier,
             log_key,
-            state_dir,
-            memory: Mutex::new(None),
+            store,
         })
     }
 
@@ -107,98 +139,20 @@ impl Trust {
         self.verifier.anchor().is_insecure()
     }
 
-    /// The state file, when there is a state directory.
-    pub fn state_file(&self) -> Option<PathBuf> {
-        self.state_dir.as_ref().map(|d| d.join(STATE_FILE))
-    }
-
     fn key(&self) -> &str {
         self.log_key.as_deref().unwrap_or_default()
     }
 
     /// The newest checkpoint seen of the trusted log.
     pub fn seen(&self) -> Result<Option<SeenCheckpoint>, ClientError> {
-        match self.state_file() {
-            None => Ok(*self.memory.lock().unwrap_or_else(|p| p.into_inner())),
-            Some(path) => Ok(read_state(&path)?.logs.get(self.key()).copied()),
-        }
+        self.store.load(self.key())
     }
 
     /// Records `seen` unless a larger tree is already recorded.
     pub fn record(&self, seen: SeenCheckpoint) -> Result<(), ClientError> {
-        let keep_larger = |old: Option<SeenCheckpoint>| match old {
-            Some(old) if old.size > seen.size => old,
-            _ => seen,
-        };
-        let Some(path) = self.state_file() else {
-            let mut m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-            *m = Some(keep_larger(*m));
-            return Ok(());
-        };
-        let mut state = read_state(&path)?;
-        let next = keep_larger(state.logs.get(self.key()).copied());
-        state.logs.insert(self.key().to_owned(), next);
-        write_state(&path, &state)
+        let next = keep_larger(self.store.load(self.key())?, seen);
+        self.store.store(self.key(), next)
     }
-}
-
-fn state_error(path: &Path, reason: impl std::fmt::Display) -> ClientError {
-    ClientError::State {
-        path: path.to_path_buf(),
-        reason: reason.to_string(),
-    }
-}
-
-fn read_state(path: &Path) -> Result<StateFile, ClientError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(StateFile {
-                version: STATE_VERSION,
-                logs: BTreeMap::new(),
-            });
-        }
-        Err(e) => return Err(state_error(path, e)),
-    };
-    let state: StateFile = serde_json::from_slice(&bytes).map_err(|e| state_error(path, e))?;
-    if state.version != STATE_VERSION {
-        return Err(state_error(
-            path,
-            format!("version {}, expected {STATE_VERSION}", state.version),
-        ));
-    }
-    Ok(state)
-}
-
-fn write_state(path: &Path, state: &StateFile) -> Result<(), ClientError> {
-    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| state_error(dir, e))?;
-    let bytes = serde_json::to_vec_pretty(state).map_err(|e| state_error(path, e))?;
-    let tmp = dir.join(format!("{STATE_FILE}.{}.tmp", std::process::id()));
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(&bytes)?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(state_error(path, e));
-    }
-    // The rename is durable once the directory is synced.
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| state_error(dir, e))
 }
 
 /// The sizes `(old, new)` of the consistency proof needed to move from `seen` to `new`, if
@@ -306,40 +260,38 @@ mod tests {
         (dir, one, three, proof)
     }
 
-    fn trust(state: &Path) -> Trust {
+    fn trust(store: &std::sync::Arc<MemoryStore>) -> Trust {
         let keys = LogKeys {
             log_key: VKEY.into(),
             witness_keys: vec![],
             quorum: 0,
         };
-        Trust::hardware(Policy::default(), Some(keys), Some(state.to_path_buf())).expect("trust")
+        Trust::hardware(Policy::default(), Some(keys), Box::new(store.clone())).expect("trust")
     }
 
     #[test]
-    fn the_seen_checkpoint_advances_and_persists() {
+    fn the_seen_checkpoint_advances_and_never_goes_back() {
         let (_log, one, three, proof) = log();
-        let state = tempfile::tempdir().expect("tempdir");
-        let dir = state.path().join("nested");
-        let t = trust(&dir);
-        assert_eq!(t.seen().expect("no file yet"), None);
+        let store = std::sync::Arc::new(MemoryStore::default());
+        let t = trust(&store);
+        assert_eq!(t.seen().expect("nothing yet"), None);
 
         assert_eq!(proof_needed(None, &one), None);
         let first = advance(None, &one, "").expect("first use");
         t.record(first).expect("record");
-        assert!(dir.join(STATE_FILE).is_file());
 
-        // A new process reads what the last one wrote.
-        let t = trust(&dir);
+        // Another Trust over the same store reads what the first recorded.
+        let t = trust(&store);
         let seen = t.seen().expect("read");
         assert_eq!(seen.map(|s| (s.size, s.root)), Some((1, one.root)));
         assert_eq!(proof_needed(seen.as_ref(), &three), Some((1, 3)));
         let next = advance(seen, &three, &proof).expect("consistent");
         t.record(next).expect("record");
-        assert_eq!(trust(&dir).seen().expect("read").map(|s| s.size), Some(3));
+        assert_eq!(trust(&store).seen().expect("read").map(|s| s.size), Some(3));
 
         // Never recorded backwards.
         t.record(first).expect("record");
-        assert_eq!(trust(&dir).seen().expect("read").map(|s| s.size), Some(3));
+        assert_eq!(trust(&store).seen().expect("read").map(|s| s.size), Some(3));
         check_prefix(&one, &three, &proof).expect("one is a prefix of three");
     }
 
@@ -385,19 +337,10 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_state_file_is_an_error_not_a_reset() {
-        let state = tempfile::tempdir().expect("tempdir");
-        std::fs::write(state.path().join(STATE_FILE), b"{\"version\":1,").expect("write");
-        assert!(matches!(
-            trust(state.path()).seen(),
-            Err(ClientError::State { .. })
-        ));
-    }
-
-    #[test]
-    fn without_a_state_directory_the_checkpoint_lives_in_memory() {
+    fn the_memory_store_keeps_the_larger_tree() {
         let (_log, one, three, _) = log();
-        let t = Trust::hardware(Policy::default(), None, None).expect("trust");
+        let t =
+            Trust::hardware(Policy::default(), None, Box::<MemoryStore>::default()).expect("trust");
         assert!(!t.is_insecure());
         assert_eq!(t.seen().expect("memory"), None);
         t.record(advance(None, &three, "").expect("first"))

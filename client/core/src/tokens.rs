@@ -18,8 +18,8 @@ use privacypass::{Deserialize as _, Serialize as _};
 use rand::CryptoRng;
 
 use crate::error::ClientError;
-use crate::http::BaseUrl;
 use crate::secret::SecretString;
+use crate::url::BaseUrl;
 
 /// Base64url, padded or not: RFC 9577 and RFC 9578 §4 ask for padding; some encoders drop it.
 const BASE64URL: GeneralPurpose = GeneralPurpose::new(

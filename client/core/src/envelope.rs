@@ -16,7 +16,7 @@ use cloister_protocol::access::GATEWAY_AUTHORITY;
 use zeroize::Zeroizing;
 
 use crate::error::{ClientError, Layer};
-use crate::http::media_type;
+use crate::url::media_type;
 
 /// Authority the inner Binary HTTP requests name.
 pub const GUEST_AUTHORITY: &str = "cloister-guest";

@@ -21,8 +21,8 @@ use clap::{Parser, Subcommand};
 use cloister_client::nodes::NodeReport;
 use cloister_client::workload::{rewrite_body, rewrite_text, summary_text};
 use cloister_client::{
-    BaseUrl, ChatInput as _, Client, ClientConfig, InnerResponse, IssuerAccount, LogKeys,
-    SecretString, SummarizeRequest, Tone, Trust,
+    BaseUrl, ChatInput as _, Client, ClientConfig, FileStore, InnerResponse, IssuerAccount,
+    LogKeys, MemoryStore, SecretString, SeenStore, SummarizeRequest, Tone, Trust,
 };
 use cloister_measurement::{Clock as _, InsecureEmulatedRoot, Policy, SystemClock};
 use cloister_protocol::media;
@@ -282,15 +282,21 @@ fn client(cli: &Cli, sending: bool) -> Result<Client> {
         }
         None => (None, None),
     };
+    // With a trusted log the seen checkpoint is kept on disk; without one there is nothing to
+    // keep between runs.
+    let store: Box<dyn SeenStore> = match state {
+        Some(dir) => Box::new(FileStore::new(&dir)),
+        None => Box::<MemoryStore>::default(),
+    };
     let trust = match &cli.insecure_emulated {
         Some(p) => {
             let der = std::fs::read(p)
                 .with_context(|| format!("reading the emulated ARK {}", p.display()))?;
             let root = InsecureEmulatedRoot::from_ark_der(&der)?;
             eprintln!("WARNING: emulated ARK sha256 {}", root.fingerprint());
-            Trust::insecure_emulated(root, policy, log, state)?
+            Trust::insecure_emulated(root, policy, log, store)?
         }
-        None => Trust::hardware(policy, log, state)?,
+        None => Trust::hardware(policy, log, store)?,
     };
     Ok(Client::new(ClientConfig {
         relay,
