@@ -1,6 +1,7 @@
 //! The CLI's chat input (summariser JSON, an array of messages, or `Sender: text` lines).
 #![no_main]
 
+use cloister_device_core::ChatInput;
 use cloister_fuzz::write_seeds;
 use libfuzzer_sys::fuzz_target;
 
@@ -13,5 +14,5 @@ fn seeds() -> Vec<cloister_fuzz::Seed> {
 }
 
 fuzz_target!(init: write_seeds(seeds), |data: &[u8]| {
-    let _ = cloister_client::SummarizeRequest::parse(data);
+    let _ = cloister_device_core::SummarizeRequest::parse(data);
 });

@@ -9,7 +9,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use cloister_client::envelope;
+use cloister_device_core::envelope;
 use cloister_fuzz::{bhttp_request, bhttp_response, tagged, write_seeds};
 use cloister_runtime::inner;
 use cloister_runtime::keys::KeyRing;

@@ -9,7 +9,7 @@
 
 use std::sync::OnceLock;
 
-use cloister_client::envelope;
+use cloister_device_core::envelope;
 use cloister_fuzz::{bhttp_response, forward_request, tagged, write_seeds};
 use cloister_gateway::outer::{OuterKey, header, request_parts};
 use libfuzzer_sys::fuzz_target;

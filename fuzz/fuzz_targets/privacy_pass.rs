@@ -8,9 +8,9 @@
 use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
 
-use cloister_client::{choose, tokens};
+use cloister_device_core::{choose, tokens};
 use cloister_fuzz::{block_on, tagged, write_seeds};
-use cloister_gateway::issuer::IssuerKey;
+use cloister_issuer::IssuerKey;
 use cloister_gateway::redeem::Redeemer;
 use cloister_gateway::spent::SpentStore;
 use libfuzzer_sys::fuzz_target;

@@ -5,6 +5,7 @@
 #![no_main]
 
 use cloister_fuzz::write_seeds;
+use cloister_summarizer::FromBody;
 use cloister_summarizer::api::{ChatMessage, RewriteRequest, SummarizeRequest};
 use libfuzzer_sys::fuzz_target;
 

@@ -8,7 +8,7 @@
 
 use std::sync::OnceLock;
 
-use cloister_client::trust;
+use cloister_device_core::trust;
 use cloister_fuzz::{release_record, tagged, write_seeds};
 use cloister_transparency::{
     Log, LogProof, SeenCheckpoint, TrustedLog, VerifiedCheckpoint, storage,
