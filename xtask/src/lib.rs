@@ -9,6 +9,7 @@
 //! * [`score`] — scoring summaries against the evaluation set (`cargo xtask eval`).
 //! * [`setup`] — the one set-up step every command runs first (`cargo xtask setup`).
 //! * [`stage`] — a command's stage lines and heartbeats.
+//! * [`web`] — the browser verifier's page (`cargo xtask web`).
 #![forbid(unsafe_code)]
 
 pub mod guest_http;
@@ -19,3 +20,4 @@ pub mod score;
 pub mod setup;
 pub mod stage;
 pub mod way_in;
+pub mod web;

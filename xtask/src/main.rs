@@ -15,6 +15,7 @@ mod run;
 mod setup_cmd;
 mod testing;
 mod verify;
+mod web_cmd;
 
 use std::process::ExitCode;
 
@@ -42,6 +43,8 @@ enum Command {
     Test(testing::Args),
     /// Verify an evidence bundle: every check in order, ok or failed; exits non-zero on refusal.
     Verify(verify::Args),
+    /// Build the browser verifier: the device's verifier as WebAssembly in a static page.
+    Web(web_cmd::Args),
     /// Build (or find in the cache) the pinned AmdSev and IntelTdx OVMF from Debian's edk2.
     Firmware(firmware::Args),
     /// Expected launch measurement (SNP launch digest) of a firmware + kernel + initrd + cmdline.
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
         Command::Setup(args) => setup_cmd::run(&args),
         Command::Test(args) => testing::run(&args),
         Command::Verify(args) => verify::run(&args),
+        Command::Web(args) => web_cmd::run(&args),
         Command::Firmware(args) => firmware::run(&args),
         Command::Measure(args) => measure::run(&args),
         Command::Peer(args) => peer::run(&args),

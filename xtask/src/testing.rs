@@ -12,6 +12,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context, Result};
 use cloister_xtask::setup::{self, Plan};
 use cloister_xtask::stage::{Clock, human, quiet};
+use cloister_xtask::web;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -38,6 +39,9 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             // The TDX calculator's real-firmware test reads the IntelTdx image from here.
             cmd.env("CLOISTER_INTELTDX_FW", fw.inteltdx);
         }
+        // The browser test serves the page built here.
+        let page = web::build(&web::default_out(), &clock)?;
+        cmd.env("CLOISTER_WEB_DIR", page.dir);
         cmd.args(["--run-ignored", "all"]);
         clock.line("test: both tiers (cargo nextest run --workspace --locked --run-ignored all)");
     }

@@ -5,12 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use cloister_measurement::{
-    Clock, FixedClock, InsecureEmulatedRoot, Inspection, Policy, Step, SystemClock, TrustAnchor,
-    Verifier,
-};
-use cloister_protocol::{EvidenceBundle, LogProof};
-use cloister_transparency::TrustedLog;
+use cloister_device_core::report::{self, AnchorChoice, LogChoice, ReportInput, Status};
+use cloister_measurement::{Clock, SystemClock};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -52,96 +48,67 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<ExitCode> {
-    let bundle_bytes = std::fs::read(&args.bundle)
-        .with_context(|| format!("reading bundle {}", args.bundle.display()))?;
-    let policy_bytes = std::fs::read(&args.reference_values).with_context(|| {
-        format!(
-            "reading reference values {}",
-            args.reference_values.display()
-        )
-    })?;
-    let policy = Policy::from_json(&policy_bytes)?;
+    let read = |path: &PathBuf, what: &str| {
+        std::fs::read(path).with_context(|| format!("reading {what} {}", path.display()))
+    };
+    let bundle = read(&args.bundle, "bundle")?;
+    let reference_values = read(&args.reference_values, "reference values")?;
     let nonce = hex::decode(&args.nonce).context("--nonce is not hex")?;
     let anchor = match (&args.emulated_ark, args.insecure_emulated) {
-        (Some(path), true) => {
-            let der = std::fs::read(path)
-                .with_context(|| format!("reading emulated ARK {}", path.display()))?;
-            let root = InsecureEmulatedRoot::from_ark_der(&der)?;
-            eprintln!(
-                "WARNING: verifying under the INSECURE emulated trust anchor (ARK sha256 {}): \
-                 this proves nothing about real hardware",
-                root.fingerprint()
-            );
-            TrustAnchor::InsecureEmulated(root)
-        }
-        _ => TrustAnchor::hardware()?,
+        (Some(path), true) => AnchorChoice::InsecureEmulated {
+            ark_der: read(path, "emulated ARK")?,
+        },
+        _ => AnchorChoice::Hardware,
     };
-    let clock: Box<dyn Clock> = match args.at {
-        Some(t) => Box::new(FixedClock(t)),
-        None => Box::new(SystemClock),
-    };
-    let now = clock.now_unix();
-    let mut verifier = Verifier::new(anchor, policy, FixedClock(now));
-    if let Some(path) = &args.log_key {
-        let key = std::fs::read_to_string(path)
-            .with_context(|| format!("reading log key {}", path.display()))?;
-        verifier = verifier.with_log(TrustedLog::new(
-            key.trim(),
-            &args.witness_keys,
-            args.quorum,
-        )?);
-    }
-    let log_proof = match &args.log_proof {
-        Some(path) => Some(LogProof::from_json(
-            &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-        )?),
+    let log = match &args.log_key {
+        Some(path) => Some(LogChoice {
+            key: std::fs::read_to_string(path)
+                .with_context(|| format!("reading log key {}", path.display()))?,
+            witness_keys: args.witness_keys.clone(),
+            quorum: args.quorum,
+        }),
         None => None,
     };
-
-    let (platform, inspection) = match EvidenceBundle::from_json(&bundle_bytes) {
-        Ok(mut b) => {
-            if log_proof.is_some() {
-                b.log_proof = log_proof;
-            }
-            (Some(b.platform), verifier.inspect(&b, &nonce))
-        }
-        Err(e) => (None, Inspection::refused_at_parse(e.into())),
+    let log_proof = match &args.log_proof {
+        Some(path) => Some(read(path, "log proof")?),
+        None => None,
     };
-    let accepted = inspection.is_accepted();
+    let at = args.at.unwrap_or_else(|| SystemClock.now_unix());
+    let report = report::inspect(&ReportInput {
+        bundle: &bundle,
+        reference_values: &reference_values,
+        anchor,
+        nonce: &nonce,
+        at,
+        log,
+        log_proof: log_proof.as_deref(),
+    })?;
+    if let Some(fingerprint) = &report.insecure_root {
+        eprintln!(
+            "WARNING: verifying under the INSECURE emulated trust anchor (ARK sha256 \
+             {fingerprint}): this proves nothing about real hardware"
+        );
+    }
     if args.json {
-        let checks: Vec<_> = Step::ALL
-            .iter()
-            .map(|step| {
-                let check = inspection.checks.iter().find(|c| c.step == *step);
-                let (status, detail) = match check.map(|c| &c.result) {
-                    Some(Ok(d)) => ("ok", d.clone()),
-                    Some(Err(e)) => ("failed", e.to_string()),
-                    None => ("skipped", String::new()),
-                };
-                serde_json::json!({"step": step.name(), "status": status, "detail": detail})
-            })
-            .collect();
-        let out = serde_json::json!({
-            "accepted": accepted,
-            "platform": platform.map(|p| p.as_str()),
-            "anchor": verifier.anchor().name(),
-            "verified_at": now,
-            "checks": checks,
-        });
-        println!("{out}");
+        println!("{}", serde_json::to_string(&report)?);
     } else {
-        for step in Step::ALL {
-            match inspection.checks.iter().find(|c| c.step == step) {
-                Some(c) => match &c.result {
-                    Ok(d) => println!("ok      {:<12} {d}", step.name()),
-                    Err(e) => println!("FAILED  {:<12} {e}", step.name()),
-                },
-                None => println!("skipped {:<12}", step.name()),
+        for c in &report.checks {
+            match c.status {
+                Status::Ok => println!("ok      {:<12} {}", c.step, c.detail),
+                Status::Failed => println!("FAILED  {:<12} {}", c.step, c.detail),
+                Status::Skipped => println!("skipped {:<12}", c.step),
             }
         }
-        println!("{}", if accepted { "ACCEPTED" } else { "REFUSED" });
+        println!(
+            "{}",
+            if report.accepted {
+                "ACCEPTED"
+            } else {
+                "REFUSED"
+            }
+        );
     }
-    Ok(if accepted {
+    Ok(if report.accepted {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

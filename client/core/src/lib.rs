@@ -6,6 +6,7 @@
 //! * [`nodes`] — the node directory checked node by node against the verifier ([`NodeReport`]);
 //! * [`trust`] — the verifier, and the seen log checkpoint (no rollback, no fork) over a
 //!   [`SeenStore`] the platform provides;
+//! * [`report`] — one bundle inspected step by step (`cargo xtask verify`, the web page);
 //! * [`choose`] — uniform choice of the node;
 //! * [`tokens`] — Privacy Pass issuance (token type 0x0002), sans-IO;
 //! * [`envelope`] — the two OHTTP/Binary HTTP layers, sans-IO;
@@ -23,6 +24,7 @@ pub mod choose;
 pub mod envelope;
 pub mod error;
 pub mod nodes;
+pub mod report;
 pub mod secret;
 pub mod tokens;
 pub mod trust;

@@ -205,3 +205,48 @@ pub fn bhttp_response(status: u16, content_type: &str, body: &[u8]) -> Vec<u8> {
         .expect("bhttp");
     out
 }
+
+/// AMD's real Milan vectors (`measurement/testdata`, recorded by the `sev` crate's authors).
+pub mod milan {
+    use cloister_protocol::{Endorsements, EvidenceBundle, Platform, SnpCertificates};
+
+    const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../measurement/testdata");
+    /// 2026-01-01T00:00:00Z: inside the Milan VCEK's validity.
+    pub const AT: u64 = 1_767_225_600;
+    /// Offset of MEASUREMENT in the SNP ATTESTATION_REPORT (SEV-SNP ABI, Table 23: 90h, 48 bytes).
+    const MEASUREMENT_AT: usize = 0x90;
+
+    fn testdata(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{TESTDATA}/{name}")).expect("Milan test vector present")
+    }
+
+    /// The report's bytes.
+    pub fn report() -> Vec<u8> {
+        let text = String::from_utf8(testdata("snp_milan_report.hex")).expect("utf-8");
+        hex::decode(text.trim()).expect("hex")
+    }
+
+    /// The report in a bundle with its VCEK (ASK and ARK come from the pinned roots); the key
+    /// config is not the one the report binds (it binds none of Cloister's).
+    pub fn bundle() -> EvidenceBundle {
+        EvidenceBundle {
+            platform: Platform::SevSnp,
+            evidence: report(),
+            endorsements: Endorsements::Snp(SnpCertificates {
+                vcek: testdata("snp_milan_vcek.der"),
+                ask: None,
+                ark: None,
+            }),
+            key_config: b"\x01\x00\x20example-ohttp-key-config-bytes".to_vec(),
+            expires_at: AT + 24 * 3600,
+            image_manifest_digest: [0x22; 32],
+            log_proof: None,
+        }
+    }
+
+    /// Reference values allowing the report's own measurement.
+    pub fn reference_values() -> Vec<u8> {
+        let m = &report()[MEASUREMENT_AT..MEASUREMENT_AT + 48];
+        format!(r#"{{"snp_measurements": ["{}"]}}"#, hex::encode(m)).into_bytes()
+    }
+}

@@ -21,7 +21,7 @@ use cloister_guest_image::{kernel, peers};
 
 pub use debian::{Package, is_root};
 pub use error::SetupError;
-pub use toolchain::{CargoTool, Rustup};
+pub use toolchain::{CargoTool, Lock, Rustup};
 
 use crate::stage::{Clock, human, quiet};
 
@@ -75,6 +75,8 @@ pub const VHOST_DEVICE_VSOCK: CargoTool = CargoTool {
     version: "0.3.0",
     probe: &["vhost-device-vsock", "--version"],
     for_what: FOR_LAUNCH,
+    lock: Lock::Locked,
+    exact: false,
 };
 
 /// The test runner the README's test command uses.
@@ -83,6 +85,8 @@ pub const CARGO_NEXTEST: CargoTool = CargoTool {
     version: "0.9.143",
     probe: &["cargo", "nextest", "--version"],
     for_what: "test runner",
+    lock: Lock::Locked,
+    exact: false,
 };
 
 /// The fuzzer driver (`cargo xtask fuzz`).
@@ -91,7 +95,24 @@ pub const CARGO_FUZZ: CargoTool = CargoTool {
     version: "0.13.2",
     probe: &["cargo", "fuzz", "--version"],
     for_what: "fuzz targets",
+    lock: Lock::Locked,
+    exact: false,
 };
+
+/// The JavaScript bindings of the browser verifier; its version is the `wasm-bindgen` crate's
+/// (pinned in `client/web/Cargo.toml`): the two must match.
+pub const WASM_BINDGEN_CLI: CargoTool = CargoTool {
+    krate: "wasm-bindgen-cli",
+    version: "0.2.130",
+    probe: &["wasm-bindgen", "--version"],
+    for_what: "browser verifier",
+    // Its published lockfile names webpki-roots 1.0.11, which the crate registry does not serve
+    // (`cargo install --locked` fails to resolve it); the tool's own version stays exact.
+    lock: Lock::Unlocked("its lockfile names a webpki-roots the registry does not serve"),
+    exact: true,
+};
+
+const FOR_WEB: &str = "browser verifier";
 
 /// The models the tests use: the smallest language model and the embedder.
 const TEST_MODELS: [&str; 2] = ["smollm2-135m-instruct-q4_1", "all-minilm-l6-v2"];
@@ -194,6 +215,12 @@ impl Plan {
         ]);
         plan.cargo_tools.insert(0, CARGO_NEXTEST);
         plan.sev_snp_measure = true;
+        let mut plan = plan.with(Plan::for_web());
+        plan.packages.push(Package {
+            name: "chromium-headless-shell",
+            gives: "chromium-headless-shell",
+            for_what: "browser verifier test",
+        });
         plan
     }
 
@@ -204,6 +231,28 @@ impl Plan {
                 .into_iter()
                 .filter(|p| p.for_what == FOR_FIRMWARE)
                 .collect(),
+            ..Plan::empty()
+        }
+    }
+
+    /// What `cargo xtask web` needs: the WebAssembly target, clang and llvm-ar for the C in
+    /// `ring` (the TDX verifier's), and the bindings generator.
+    pub fn for_web() -> Plan {
+        Plan {
+            packages: vec![
+                Package {
+                    name: "clang",
+                    gives: "clang",
+                    for_what: FOR_WEB,
+                },
+                Package {
+                    name: "llvm",
+                    gives: "llvm-ar",
+                    for_what: FOR_WEB,
+                },
+            ],
+            rustup: vec![Rustup::Target(crate::web::WASM_TARGET, FOR_WEB)],
+            cargo_tools: vec![WASM_BINDGEN_CLI],
             ..Plan::empty()
         }
     }
@@ -450,16 +499,38 @@ mod tests {
             "redis-server",
             "erofs-utils",
             "cryptsetup-bin",
+            "clang",
+            "llvm",
+            "chromium-headless-shell",
         ] {
             assert!(names.contains(&needed), "{needed} missing from {names:?}");
         }
         assert!(plan.rustup.contains(&MUSL));
+        assert!(
+            plan.rustup
+                .contains(&Rustup::Target(crate::web::WASM_TARGET, FOR_WEB))
+        );
+        assert!(plan.cargo_tools.contains(&WASM_BINDGEN_CLI));
         assert!(plan.cargo_tools.contains(&VHOST_DEVICE_VSOCK));
         assert!(plan.cargo_tools.contains(&CARGO_NEXTEST));
         assert!(plan.sev_snp_measure && plan.kernel);
         assert_eq!(plan.firmware, FirmwareStep::Cached);
         let models: Vec<&str> = plan.models.iter().map(|m| m.name).collect();
         assert_eq!(models, TEST_MODELS);
+    }
+
+    /// The bindings generator must be the version of the crate that made the module's imports.
+    #[test]
+    fn the_bindings_generator_is_the_locked_wasm_bindgen() {
+        let lock = std::fs::read_to_string(crate::image::workspace_root().join("Cargo.lock"))
+            .expect("Cargo.lock");
+        let locked = lock
+            .split("[[package]]")
+            .find(|p| p.contains("name = \"wasm-bindgen\"\n"))
+            .and_then(|p| p.lines().find_map(|l| l.strip_prefix("version = \"")))
+            .map(|v| v.trim_end_matches('"'))
+            .expect("wasm-bindgen in Cargo.lock");
+        assert_eq!(WASM_BINDGEN_CLI.version, locked);
     }
 
     #[test]

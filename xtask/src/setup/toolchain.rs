@@ -48,13 +48,31 @@ pub struct CargoTool {
     pub probe: &'static [&'static str],
     /// What needs it.
     pub for_what: &'static str,
+    /// Whether the crate's own lockfile is used; `Unlocked` names why it cannot be.
+    pub lock: Lock,
+    /// Whether another installed version is replaced (a generator whose output must match a
+    /// crate's version) or accepted (a runner).
+    pub exact: bool,
+}
+
+/// How a tool's dependencies are resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    /// `--locked`: the crate's published lockfile.
+    Locked,
+    /// The newest compatible dependencies, for this reason (the pinned version stays exact).
+    Unlocked(&'static str),
 }
 
 impl CargoTool {
     /// The command that installs the pinned version.
     pub fn install_command(&self) -> String {
+        let locked = match self.lock {
+            Lock::Locked => " --locked",
+            Lock::Unlocked(_) => "",
+        };
         format!(
-            "cargo install {} --version ={} --locked",
+            "cargo install {} --version ={}{locked}",
             self.krate, self.version
         )
     }
@@ -150,17 +168,26 @@ pub fn ensure_rustup(items: &[Rustup], report: &Report) -> Result<(), SetupError
 /// Finds every tool, installing the pinned version of the missing ones.
 pub fn ensure_cargo_tools(tools: &[CargoTool], report: &Report) -> Result<(), SetupError> {
     for tool in tools {
-        if let Some(v) = tool.installed_version() {
-            report.found(tool.krate, &v, tool.for_what);
-            continue;
+        match tool.installed_version() {
+            Some(v) if !tool.exact || v == tool.version => {
+                report.found(tool.krate, &v, tool.for_what);
+                continue;
+            }
+            Some(v) => report.note(&format!(
+                "{} {v} is installed; {} needs exactly {}",
+                tool.krate, tool.for_what, tool.version
+            )),
+            None => {}
         }
         let command = tool.install_command();
         report.note(&format!("installing {} ({command})", tool.krate));
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let mut cmd = Command::new(cargo);
         cmd.args(["install", tool.krate, "--version"])
-            .arg(format!("={}", tool.version))
-            .arg("--locked");
+            .arg(format!("={}", tool.version));
+        if tool.lock == Lock::Locked {
+            cmd.arg("--locked");
+        }
         // A tool's own build must not inherit this workspace's target directory.
         cmd.env_remove("CARGO_TARGET_DIR");
         let log = report
@@ -200,10 +227,20 @@ mod tests {
             version: "0.3.0",
             probe: &["vhost-device-vsock", "--version"],
             for_what: "t",
+            lock: Lock::Locked,
+            exact: false,
         };
         assert_eq!(
             t.install_command(),
             "cargo install vhost-device-vsock --version =0.3.0 --locked"
+        );
+        let unlocked = CargoTool {
+            lock: Lock::Unlocked("why"),
+            ..t
+        };
+        assert_eq!(
+            unlocked.install_command(),
+            "cargo install vhost-device-vsock --version =0.3.0"
         );
     }
 
@@ -224,6 +261,8 @@ mod tests {
             version: "1.0.0",
             probe: &["no-such-tool-cloister-4f2a", "--version"],
             for_what: "t",
+            lock: Lock::Locked,
+            exact: true,
         };
         assert_eq!(t.installed_version(), None);
     }
