@@ -274,5 +274,4 @@ pub fn verify(disk: &Path, verity: &VerityWeights) -> Result<bool, ImageError> {
 }
 
 #[cfg(test)]
-#[path = "weights_disk_tests.rs"]
 mod tests;

@@ -295,5 +295,4 @@ impl LogProof {
 }
 
 #[cfg(test)]
-#[path = "evidence_tests.rs"]
 mod tests;

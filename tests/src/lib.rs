@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use cloister_guest_image::image::{self, Image, WeightsPlacement};
 use cloister_protocol::{AttestMode, GuestConfig};
-use cloister_xtask::image::{self, Image, WeightsPlacement};
 
 /// Builds the emulated-attestation image into `dir` (cached inputs make this quick after the
 /// first build: firmware, kernel and the static runtime are reused).
@@ -77,19 +77,19 @@ pub fn core_dumps_off(pid: u32) -> bool {
 
 /// The image's release published in a fresh log in `dir`, cosigned by a witness.
 pub fn publish(
-    image: &cloister_xtask::image::Image,
+    image: &cloister_guest_image::image::Image,
     vcpus: u32,
     dir: &std::path::Path,
 ) -> (
     cloister_protocol::LogProof,
     cloister_transparency::TrustedLog,
 ) {
-    let (digest, gpa, _) =
-        cloister_xtask::launch::expected(image, &image.initrd, vcpus).expect("expected digest");
-    let m =
-        cloister_xtask::release::measurement_json(image, &digest, gpa, vcpus).expect("measurement");
-    let record = cloister_xtask::release::record_from(&m).expect("a release record");
-    cloister_xtask::release::witnessed_release(dir, &record).expect("published and cosigned")
+    let (digest, gpa, _) = cloister_guest_image::launch::expected(image, &image.initrd, vcpus)
+        .expect("expected digest");
+    let m = cloister_guest_image::release::measurement_json(image, &digest, gpa, vcpus)
+        .expect("measurement");
+    let record = cloister_guest_image::release::record_from(&m).expect("a release record");
+    cloister_guest_image::release::witnessed_release(dir, &record).expect("published and cosigned")
 }
 
 /// Boots `image` under QEMU (TCG), publishes its release in a fresh log under `dir`, and starts
@@ -102,21 +102,21 @@ pub fn boot_with_way_in(
     deadline: std::time::Duration,
     tokens: u32,
 ) -> (
-    cloister_xtask::launch::RunningGuest,
-    cloister_xtask::way_in::WayIn,
+    cloister_guest_image::launch::RunningGuest,
+    cloister_guest_image::way_in::WayIn,
 ) {
-    let opts = cloister_xtask::launch::LaunchOptions::for_image(image);
-    let guest = cloister_xtask::launch::RunningGuest::start(image, &opts)
+    let opts = cloister_guest_image::launch::LaunchOptions::for_image(image);
+    let guest = cloister_guest_image::launch::RunningGuest::start(image, &opts)
         .expect("the guest boots to READY");
     let log_dir = dir.join("log");
     let (proof, _) = publish(image, opts.vcpus, &log_dir);
-    let release = cloister_xtask::way_in::Release {
+    let release = cloister_guest_image::way_in::Release {
         proof,
         log_dir: &log_dir,
         root: guest.root.clone(),
     };
     let way_in = rt
-        .block_on(cloister_xtask::way_in::WayIn::start(
+        .block_on(cloister_guest_image::way_in::WayIn::start(
             &guest.endpoint,
             release,
             dir,

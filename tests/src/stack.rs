@@ -349,13 +349,15 @@ impl Stack {
     ) -> Stack {
         let sp = emulated_sp(dir);
         let log_dir = dir.join("log");
-        let (proof, _) =
-            cloister_xtask::release::witnessed_release(&log_dir, &dev_release(&LOGGED_MANIFEST))
-                .expect("release published and cosigned");
+        let (proof, _) = cloister_guest_image::release::witnessed_release(
+            &log_dir,
+            &dev_release(&LOGGED_MANIFEST),
+        )
+        .expect("release published and cosigned");
         let proof_file = dir.join("log-proof.json");
         std::fs::write(&proof_file, proof.to_json()).expect("write proof");
         let witness_key =
-            cloister_xtask::release::witness_key(&log_dir).expect("witness verifier key");
+            cloister_guest_image::release::witness_key(&log_dir).expect("witness verifier key");
         let nodes: Vec<Service> = specs
             .iter()
             .map(|s| {

@@ -3,14 +3,16 @@
 use std::process::Command;
 use std::time::Duration;
 
+use cloister_guest_image::launch::{
+    LaunchOptions, RunningGuest, VCPU_TYPE, expect_firmware_refusal,
+};
 use cloister_guest_image::vm::BootError;
 use cloister_measurement::VerifyError;
 use cloister_protocol::EvidenceBundle;
 use cloister_tests::{emulated_image, initrd_plus_one_byte, marker, publish};
-use cloister_xtask::launch::{LaunchOptions, RunningGuest, VCPU_TYPE, expect_firmware_refusal};
 
 /// The digest `cargo xtask measure` prints for these exact boot inputs.
-fn xtask_measure(image: &cloister_xtask::image::Image, vcpus: u32) -> String {
+fn xtask_measure(image: &cloister_guest_image::image::Image, vcpus: u32) -> String {
     let out = Command::new(env!("CARGO"))
         .args([
             "run",
@@ -141,7 +143,7 @@ fn verifier_refuses_a_changed_initrd_with_a_recomputed_page() {
     let dir = tempfile::tempdir().expect("tempdir");
     let image = emulated_image(dir.path());
     let (original, _, _) =
-        cloister_xtask::launch::expected(&image, &image.initrd, 1).expect("expected digest");
+        cloister_guest_image::launch::expected(&image, &image.initrd, 1).expect("expected digest");
     let tampered = initrd_plus_one_byte(&image, dir.path());
     let opts = LaunchOptions {
         boot_initrd: Some(tampered),

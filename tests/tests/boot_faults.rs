@@ -12,9 +12,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cloister_client::ClientError;
+use cloister_guest_image::launch::RunningGuest;
+use cloister_guest_image::way_in::WayIn;
 use cloister_tests::{boot_with_way_in, emulated_image};
-use cloister_xtask::launch::RunningGuest;
-use cloister_xtask::way_in::WayIn;
 
 const NODE_DEADLINE: Duration = Duration::from_secs(20);
 

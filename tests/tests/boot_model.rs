@@ -11,12 +11,12 @@
 //! language model.
 use std::time::{Duration, Instant};
 
+use cloister_guest_image::image::{Image, WeightsPlacement};
+use cloister_guest_image::launch::{LaunchError, LaunchOptions, RunningGuest};
 use cloister_guest_image::model::MINILM_L6_V2;
 use cloister_guest_image::vm::BootError;
 use cloister_protocol::Weights;
 use cloister_tests::{emulated_model_image, marker};
-use cloister_xtask::image::{Image, WeightsPlacement};
-use cloister_xtask::launch::{LaunchError, LaunchOptions, RunningGuest};
 
 fn manifest(dir: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).expect("manifest"))

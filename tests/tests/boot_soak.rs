@@ -13,13 +13,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use cloister_guest_image::image::WeightsPlacement;
+use cloister_guest_image::launch::RunningGuest;
 use cloister_guest_image::model::MINILM_L6_V2;
 use cloister_protocol::console::MemoryReading;
 use cloister_tests::soak::{CHAT, Mix, Samples, drive, duration_from_env, summary_of};
 use cloister_tests::stack::rss_kib;
 use cloister_tests::{boot_with_way_in, emulated_model_image};
-use cloister_xtask::image::WeightsPlacement;
-use cloister_xtask::launch::RunningGuest;
 
 /// Largest growth of any series after warm-up, in MiB.
 const GROWTH_BOUND_MIB: u64 = 48;

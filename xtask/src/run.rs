@@ -46,7 +46,7 @@ pub struct ImageArgs {
     #[arg(long, default_value = "none")]
     model: String,
     /// Where the weights go: in the initramfs, or on a dm-verity disk.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(long, default_value = "disk")]
     weights: WeightsPlacement,
     /// End with one JSON object.
     #[arg(long)]
@@ -127,7 +127,7 @@ pub struct RunArgs {
     #[arg(long, default_value = image::DEFAULT_MODEL)]
     model: String,
     /// Where the weights go: in the initramfs, or on a dm-verity disk.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(long, default_value = "disk")]
     weights: WeightsPlacement,
     /// The chat to summarise (JSON `{"messages": [{"from", "at", "text"}]}`; default: a
     /// built-in team chat).
@@ -279,7 +279,7 @@ pub fn run_cmd(args: &RunArgs) -> Result<ExitCode> {
                     .collect::<Vec<_>>()
                     .join("\n")
             );
-            return Err(e);
+            return Err(e.into());
         }
     };
     println!(

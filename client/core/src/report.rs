@@ -204,5 +204,4 @@ fn variant_name(e: &VerifyError) -> String {
 }
 
 #[cfg(test)]
-#[path = "report_tests.rs"]
 mod tests;

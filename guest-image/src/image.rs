@@ -1,19 +1,59 @@
-//! `cargo xtask image`: the measured guest image.
+//! The measured guest image's recipe (`cargo xtask image`, `run`, the end-to-end tests): the
+//! static runtime, the pinned kernel, firmware and weights, and the deterministic initramfs
+//! whose manifest names them, with the command line from a typed configuration.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result, bail};
-use cloister_guest_image::firmware::{self, BuiltFirmware};
-use cloister_guest_image::initramfs::{self, Compression, InitramfsSpec, ManifestFields};
-use cloister_guest_image::initramfs::{Content, Entry};
-use cloister_guest_image::model::{self, PinnedModel};
-use cloister_guest_image::weights_disk::{self, BuiltWeightsDisk, WeightsDiskSpec};
-use cloister_guest_image::{cache_root, digest, kernel};
 use cloister_protocol::{GuestConfig, Weights};
 
+use crate::firmware::{self, BuiltFirmware};
+use crate::initramfs::{self, Compression, InitramfsSpec, ManifestFields};
+use crate::initramfs::{Content, Entry};
+use crate::model::{self, PinnedModel};
 use crate::stage::Clock;
+use crate::weights_disk::{self, BuiltWeightsDisk, WeightsDiskSpec};
+use crate::{ImageError, cache_root, digest, kernel};
+
+/// Why an image could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A pinned artifact or a build step of this crate failed.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The configuration names a model that is not pinned.
+    #[error(transparent)]
+    UnknownModel(#[from] UnknownModel),
+    /// A file of the image could not be read or written.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No build time to stamp: neither SOURCE_DATE_EPOCH nor the git history gives one.
+    #[error("source date: {0}")]
+    SourceDate(String),
+    /// Neither CARGO_HOME nor HOME is set (the runtime's paths are remapped from it).
+    #[error("neither CARGO_HOME nor HOME is set")]
+    NoCargoHome,
+    /// The static runtime's target is not installed.
+    #[error("the Rust target {MUSL_TARGET} is not installed: run `cargo xtask setup`")]
+    MissingTarget,
+    /// cargo could not build the static runtime.
+    #[error("building the static runtime failed (cargo {0})")]
+    RuntimeBuild(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BuildError {
+    let what = what.into();
+    move |source| BuildError::Io { what, source }
+}
+
+type Result<T, E = BuildError> = std::result::Result<T, E>;
 
 /// The static guest init's target.
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
@@ -48,7 +88,7 @@ pub struct Image {
 }
 
 /// Where an image's model weights go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightsPlacement {
     /// Inside the initramfs: hashed whole by the firmware before the kernel starts.
     Initramfs,
@@ -58,6 +98,18 @@ pub enum WeightsPlacement {
     /// less guest RAM (3.5 GiB against 5.75 GiB), and it has no 4 GiB-per-file limit.
     #[default]
     Disk,
+}
+
+impl std::str::FromStr for WeightsPlacement {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "initramfs" => Ok(WeightsPlacement::Initramfs),
+            "disk" => Ok(WeightsPlacement::Disk),
+            other => Err(format!("weights placement {other:?}: initramfs or disk")),
+        }
+    }
 }
 
 /// The weights disk's file name in the image directory.
@@ -106,6 +158,7 @@ pub fn image_models(model: &str) -> Result<Vec<PinnedModel>, UnknownModel> {
     Ok(out)
 }
 
+/// The workspace this crate was built in (the runtime is built from it).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -119,20 +172,22 @@ pub fn source_date_epoch() -> Result<u32> {
         return v
             .trim()
             .parse()
-            .context("SOURCE_DATE_EPOCH is not a number");
+            .map_err(|_| BuildError::SourceDate(format!("SOURCE_DATE_EPOCH={v} is not a number")));
     }
     let out = Command::new("git")
         .args(["log", "-1", "--format=%ct"])
         .current_dir(workspace_root())
         .output()
-        .context("running git for the last commit's time")?;
+        .map_err(io("running git for the last commit's time"))?;
     if !out.status.success() {
-        bail!("no SOURCE_DATE_EPOCH and no git history to take it from");
+        return Err(BuildError::SourceDate(
+            "no SOURCE_DATE_EPOCH and no git history to take it from".to_owned(),
+        ));
     }
     String::from_utf8_lossy(&out.stdout)
         .trim()
         .parse()
-        .context("git printed no commit time")
+        .map_err(|_| BuildError::SourceDate("git printed no commit time".to_owned()))
 }
 
 /// Builds the static (musl) runtime with paths remapped, so the bytes do not depend on where
@@ -142,7 +197,7 @@ pub fn build_runtime() -> Result<PathBuf> {
     let cargo_home = std::env::var("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|_| std::env::var("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .context("neither CARGO_HOME nor HOME is set")?;
+        .map_err(|_| BuildError::NoCargoHome)?;
     let have_target = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
@@ -153,7 +208,7 @@ pub fn build_runtime() -> Result<PathBuf> {
         })
         .unwrap_or(false);
     if !have_target {
-        bail!("the Rust target {MUSL_TARGET} is not installed: run `cargo xtask setup`");
+        return Err(BuildError::MissingTarget);
     }
     let flags = format!(
         "--remap-path-prefix={}=/cargo --remap-path-prefix={}=/cloister -Cstrip=symbols",
@@ -170,9 +225,9 @@ pub fn build_runtime() -> Result<PathBuf> {
         .env("CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS", flags)
         .current_dir(&root)
         .status()
-        .context("running cargo for the static runtime")?;
+        .map_err(io("running cargo for the static runtime"))?;
     if !status.success() {
-        bail!("building the static runtime failed");
+        return Err(BuildError::RuntimeBuild(status.to_string()));
     }
     let target_dir = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -212,9 +267,11 @@ pub fn build_staged(
     stage.done("sha256 equals the pins");
     let stage = clock.stage("build", "the static guest runtime (cargo, release, musl)");
     let init = build_runtime()?;
-    let init_size = std::fs::metadata(&init)?.len();
+    let init_size = std::fs::metadata(&init)
+        .map_err(io(format!("reading {}", init.display())))?
+        .len();
     stage.done(&format!("{init_size} bytes"));
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::create_dir_all(out).map_err(io(format!("creating {}", out.display())))?;
 
     let models = image_models(&config.model)?;
     let mut entries = initramfs::guest_entries(&init, &kernel.modules)?;
@@ -226,7 +283,9 @@ pub fn build_staged(
         stage.done(&dir.display().to_string());
         for f in m.files {
             let src = dir.join(f.name);
-            model_bytes += std::fs::metadata(&src)?.len();
+            model_bytes += std::fs::metadata(&src)
+                .map_err(io(format!("reading {}", src.display())))?
+                .len();
             let path = format!("{}/{}", m.name, f.name);
             match placement {
                 WeightsPlacement::Initramfs => entries.push(Entry::file(
@@ -294,9 +353,10 @@ pub fn build_staged(
         built.manifest_sha256
     ));
     let vmlinuz = out.join("vmlinuz");
-    std::fs::copy(&kernel.vmlinuz, &vmlinuz)?;
-    std::fs::write(out.join("cmdline"), &cmdline)?;
-    std::fs::write(out.join("manifest.json"), &built.manifest_json)?;
+    std::fs::copy(&kernel.vmlinuz, &vmlinuz).map_err(io("copying the kernel"))?;
+    std::fs::write(out.join("cmdline"), &cmdline).map_err(io("writing cmdline"))?;
+    std::fs::write(out.join("manifest.json"), &built.manifest_json)
+        .map_err(io("writing manifest.json"))?;
     Ok(Image {
         dir: out.to_owned(),
         kernel: vmlinuz,

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
@@ -18,6 +17,34 @@ pub struct GuestEndpoint {
     /// Deadline of one exchange.
     pub timeout: Duration,
 }
+
+/// Why an exchange with the guest failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestHttpError {
+    /// No answer within the endpoint's deadline.
+    #[error("the guest did not answer within {0:?}")]
+    Timeout(Duration),
+    /// vhost-device-vsock did not connect to the guest's port.
+    #[error("connecting to guest port {port}: {source}")]
+    Connect {
+        /// The guest's vsock port.
+        port: u32,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The local runtime or socket failed.
+    #[error("local I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The HTTP exchange failed.
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
+    /// The request could not be built (a bad method or path).
+    #[error("request: {0}")]
+    Request(#[from] hyper::http::Error),
+}
+
+type Result<T, E = GuestHttpError> = std::result::Result<T, E>;
 
 /// An HTTP response.
 #[derive(Debug, Clone)]
@@ -50,7 +77,7 @@ impl GuestEndpoint {
             )
             .await
         })
-        .context("the guest did not answer in time")?
+        .map_err(|_| GuestHttpError::Timeout(self.timeout))?
     }
 
     async fn exchange(
@@ -64,7 +91,7 @@ impl GuestEndpoint {
         // still settling right after the ready line: retry the handshake briefly, saying so.
         let mut attempt = 0;
         let std_stream = loop {
-            match cloister_guest_image::vm::connect_guest(&self.uds, self.port, self.timeout) {
+            match crate::vm::connect_guest(&self.uds, self.port, self.timeout) {
                 Ok(s) => break s,
                 Err(e) if attempt < 10 => {
                     attempt += 1;
@@ -73,9 +100,11 @@ impl GuestEndpoint {
                     }
                     tokio::time::sleep(Duration::from_millis(300)).await;
                 }
-                Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("connecting to guest port {}", self.port));
+                Err(source) => {
+                    return Err(GuestHttpError::Connect {
+                        port: self.port,
+                        source,
+                    });
                 }
             }
         };

@@ -8,9 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
 use bhttp::{Message, Mode};
-use cloister_guest_image::vm::{self, BootError, LaunchPlatform, VhostVsock, Vm, VmSpec};
 use cloister_insecure_emulated_sp::EmulatedSnpSigner;
 use cloister_insecure_emulated_sp::EmulatedSp;
 use cloister_launch::sev::{AmdLaunch, AmdSevFirmware, SevMode, vcpu_type, vmm_type};
@@ -18,8 +16,12 @@ use cloister_measurement::{
     InsecureEmulatedRoot, Policy, SystemClock, TrustAnchor, Verified, Verifier,
 };
 
-use crate::guest_http::{GuestEndpoint, Reply};
+use crate::ImageError;
+use crate::guest_http::{GuestEndpoint, GuestHttpError, Reply};
 use crate::image::Image;
+use crate::vm::{self, BootError, LaunchPlatform, VhostVsock, Vm, VmSpec};
+
+type Result<T, E = LaunchError> = std::result::Result<T, E>;
 
 /// The guest's vsock context id.
 pub const GUEST_CID: u32 = 3;
@@ -167,21 +169,65 @@ impl std::fmt::Debug for RunningGuest {
     }
 }
 
-/// Why a launch failed.
+/// Why a launch, or an exchange with the launched guest, failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     /// The boot did not reach the ready line.
     #[error(transparent)]
     Boot(#[from] BootError),
-    /// Anything else.
+    /// The expected launch digest or kernel-hashes page could not be computed.
+    #[error("expected measurement: {0}")]
+    Measure(#[from] cloister_launch::sev::LaunchError),
+    /// vhost-device-vsock, or another tool of this crate, failed.
     #[error(transparent)]
-    Other(#[from] anyhow::Error),
+    Image(#[from] ImageError),
+    /// A scratch file or socket could not be made.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The OS random source failed (the processor's seed).
+    #[error("random seed: {0}")]
+    Random(String),
+    /// The emulated processor could not be made.
+    #[error("emulated secure processor: {0}")]
+    EmulatedSp(String),
+    /// An exchange with the guest failed.
+    #[error(transparent)]
+    Guest(#[from] GuestHttpError),
+    /// The guest answered with an error status.
+    #[error("{what}: HTTP {status}: {body}")]
+    Status {
+        /// Which exchange.
+        what: &'static str,
+        /// The status.
+        status: u16,
+        /// The answer's text.
+        body: String,
+    },
+    /// An OHTTP layer failed.
+    #[error("OHTTP: {0}")]
+    Ohttp(#[from] ohttp::Error),
+    /// A Binary HTTP message failed.
+    #[error("Binary HTTP: {0}")]
+    Bhttp(#[from] bhttp::Error),
+    /// The firmware booted a kernel whose inputs do not match its hashes page.
+    #[error("the firmware booted a kernel whose inputs do not match the hashes page")]
+    FirmwareAccepted,
+}
+
+fn io(what: &'static str) -> impl FnOnce(std::io::Error) -> LaunchError {
+    move |source| LaunchError::Io { what, source }
 }
 
 impl RunningGuest {
     /// Launches `image` and waits for the runtime's ready line.
     pub fn start(image: &Image, opts: &LaunchOptions) -> Result<Self, LaunchError> {
-        let dir = tempfile::tempdir().context("temp dir")?;
+        let dir = tempfile::tempdir().map_err(io("creating a scratch directory"))?;
         let boot_initrd = opts
             .boot_initrd
             .clone()
@@ -193,23 +239,26 @@ impl RunningGuest {
         };
         let (measurement, gpa, page) = expected(image, measured_initrd, opts.vcpus)?;
         let page_path = dir.path().join("hashes-page.bin");
-        std::fs::write(&page_path, page).context("writing the hashes page")?;
+        std::fs::write(&page_path, page).map_err(io("writing the hashes page"))?;
 
-        let mut vhost = VhostVsock::start(dir.path(), GUEST_CID).map_err(anyhow::Error::from)?;
+        let mut vhost = VhostVsock::start(dir.path(), GUEST_CID)?;
         let seed = match opts.seed {
             Some(s) => s,
             None => {
                 let mut s = [0u8; 32];
-                getrandom::fill(&mut s).map_err(|e| anyhow::anyhow!("getrandom: {e}"))?;
+                getrandom::fill(&mut s).map_err(|e| LaunchError::Random(e.to_string()))?;
                 s
             }
         };
-        let signer = EmulatedSnpSigner::from_seed(&seed).context("emulated processor keys")?;
-        let root = signer.insecure_root().context("emulated root")?;
+        let signer = EmulatedSnpSigner::from_seed(&seed)
+            .map_err(|e| LaunchError::EmulatedSp(e.to_string()))?;
+        let root = signer
+            .insecure_root()
+            .map_err(|e| LaunchError::EmulatedSp(e.to_string()))?;
         let sp = EmulatedSp::new(signer, measurement);
         let sp_path = vhost.host_port_path(image.config.emulated_sp_port);
         let listener = std::os::unix::net::UnixListener::bind(&sp_path)
-            .context("binding the processor's socket")?;
+            .map_err(io("binding the processor's socket"))?;
         let sp_stop = Arc::new(AtomicBool::new(false));
         let stop = Arc::clone(&sp_stop);
         let sp_thread = std::thread::spawn(move || {
@@ -267,8 +316,7 @@ impl RunningGuest {
                             // (the old one stopped first: they share the socket paths).
                             vm.kill();
                             drop(vhost);
-                            vhost = VhostVsock::start(dir.path(), GUEST_CID)
-                                .map_err(anyhow::Error::from)?;
+                            vhost = VhostVsock::start(dir.path(), GUEST_CID)?;
                         }
                         e => return Err(e.into()),
                     }
@@ -315,11 +363,11 @@ impl RunningGuest {
         let path = cloister_protocol::node::evidence_path(nonce);
         let r = self.endpoint.request("GET", &path, None, Vec::new())?;
         if r.status != 200 {
-            bail!(
-                "evidence: HTTP {}: {}",
-                r.status,
-                String::from_utf8_lossy(&r.body)
-            );
+            return Err(LaunchError::Status {
+                what: "evidence",
+                status: r.status,
+                body: String::from_utf8_lossy(&r.body).into_owned(),
+            });
         }
         Ok(r.body)
     }
@@ -365,7 +413,11 @@ impl RunningGuest {
             enc,
         )?;
         if status != 200 {
-            bail!("ohttp: HTTP {status}: {}", String::from_utf8_lossy(&body));
+            return Err(LaunchError::Status {
+                what: "ohttp",
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
         }
         let plain = ctx.decapsulate(&body)?;
         let m = Message::read_bhttp(&mut Cursor::new(&plain[..]))?;
@@ -388,8 +440,8 @@ impl Drop for RunningGuest {
 /// must not reach the kernel.
 pub fn expect_firmware_refusal(image: &Image, opts: &LaunchOptions) -> Result<BootError> {
     match RunningGuest::start(image, opts) {
-        Ok(_) => bail!("the firmware booted a kernel whose inputs do not match the hashes page"),
+        Ok(_) => Err(LaunchError::FirmwareAccepted),
         Err(LaunchError::Boot(e)) => Ok(e),
-        Err(LaunchError::Other(e)) => Err(e),
+        Err(e) => Err(e),
     }
 }

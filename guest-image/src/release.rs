@@ -6,14 +6,60 @@
 use std::path::Path;
 use std::process::Command;
 
-use anyhow::{Context, Result, bail};
 use cloister_protocol::{GuestConfig, LogProof};
 use cloister_transparency::cosign::CosignatureSigner;
-use cloister_transparency::{Log, Measurement, ReleaseRecord, SCHEMA, TrustedLog, Witness};
+use cloister_transparency::{
+    Log, LogError, Measurement, ReleaseRecord, SCHEMA, TrustedLog, Witness,
+};
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use crate::image::{self, source_date_epoch, workspace_root};
+use crate::image::{self, BuildError, source_date_epoch, workspace_root};
+
+/// Why a release could not be recorded or published.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// A file of the image or the log could not be read or written.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The image's `measurement.json` lacks a field or is not JSON.
+    #[error("the measurement: {0}")]
+    Measurement(String),
+    /// The image's command line is not a guest configuration.
+    #[error("the image's command line: {0}")]
+    Cmdline(#[from] cloister_protocol::ConfigError),
+    /// No release record is defined for this attestation mode.
+    #[error("release records for {0} images are not built yet")]
+    Unsupported(String),
+    /// git could not name the source revision.
+    #[error("git: {0}")]
+    Git(String),
+    /// The image's digests or build time.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The log or its witness refused or failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The log's or the witness's key is not usable by a device.
+    #[error("the trusted log: {0}")]
+    Trust(#[from] cloister_transparency::VerifyError),
+    /// A witness key file is not a hex seed.
+    #[error("{0} is not a hex seed")]
+    Seed(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ReleaseError {
+    let what = what.into();
+    move |source| ReleaseError::Io { what, source }
+}
+
+type Result<T, E = ReleaseError> = std::result::Result<T, E>;
 
 /// The local log's name.
 pub const DEFAULT_ORIGIN: &str = "log.cloister.invalid/releases";
@@ -33,10 +79,10 @@ pub fn measurement_json(
         "vcpus": vcpus,
         "vcpu_type": crate::launch::VCPU_TYPE,
         "hashes_page_gpa": format!("{gpa:#x}"),
-        "kernel_sha256": cloister_guest_image::digest::sha256_file(&img.kernel)?,
-        "initrd_sha256": cloister_guest_image::digest::sha256_file(&img.initrd)?,
+        "kernel_sha256": crate::digest::sha256_file(&img.kernel).map_err(BuildError::from)?,
+        "initrd_sha256": crate::digest::sha256_file(&img.initrd).map_err(BuildError::from)?,
         "manifest_sha256": img.manifest_sha256,
-        "amdsev_firmware_sha256": cloister_guest_image::firmware::AMDSEV_SHA256,
+        "amdsev_firmware_sha256": crate::firmware::AMDSEV_SHA256,
         "cmdline": img.cmdline,
         "init_bytes": img.init_size,
         "model": img.config.model,
@@ -49,10 +95,10 @@ pub fn measurement_json(
 pub fn release_record(dir: &Path) -> Result<ReleaseRecord> {
     let path = dir.join("measurement.json");
     let m: Value = serde_json::from_slice(
-        &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+        &std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?,
     )
-    .with_context(|| format!("{} is not JSON", path.display()))?;
-    record_from(&m).with_context(|| format!("{}", path.display()))
+    .map_err(|e| ReleaseError::Measurement(format!("{} is not JSON: {e}", path.display())))?;
+    record_from(&m)
 }
 
 /// The release record of an image's measurement (`measurement.json`'s content).
@@ -60,14 +106,14 @@ pub fn record_from(m: &Value) -> Result<ReleaseRecord> {
     let field = |k: &str| -> Result<String> {
         m[k].as_str()
             .map(str::to_owned)
-            .with_context(|| format!("the measurement has no {k}"))
+            .ok_or_else(|| ReleaseError::Measurement(format!("no {k}")))
     };
     let cmdline = field("cmdline")?;
-    let config = GuestConfig::from_cmdline(&cmdline).context("the image's command line")?;
+    let config = GuestConfig::from_cmdline(&cmdline)?;
     let platform = match config.attest.as_str() {
         "emulated" => "emulated-sev-snp",
         "snp" => "sev-snp",
-        other => bail!("release records for {other} images are not built yet"),
+        other => return Err(ReleaseError::Unsupported(other.to_owned())),
     };
     let (revision, dirty) = git_revision()?;
     if dirty {
@@ -77,7 +123,10 @@ pub fn record_from(m: &Value) -> Result<ReleaseRecord> {
         schema: SCHEMA.to_owned(),
         measurements: vec![Measurement {
             platform: platform.to_owned(),
-            vcpus: m["vcpus"].as_u64().context("no vcpus")? as u32,
+            vcpus: m["vcpus"]
+                .as_u64()
+                .and_then(|v| u32::try_from(v).ok())
+                .ok_or_else(|| ReleaseError::Measurement("no vcpus".to_owned()))?,
             vcpu_type: field("vcpu_type")?,
             digest: field("snp_launch_digest")?,
         }],
@@ -98,9 +147,9 @@ fn git_revision() -> Result<(String, bool)> {
             .args(args)
             .current_dir(workspace_root())
             .output()
-            .context("running git")?;
+            .map_err(io("running git"))?;
         if !out.status.success() {
-            bail!("git {args:?} failed");
+            return Err(ReleaseError::Git(format!("git {args:?} failed")));
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     };
@@ -116,17 +165,23 @@ pub fn publish_local(dir: &Path, origin: &str, entry: &[u8]) -> Result<(LocalLog
     let pub_path = dir.with_extension("pub");
     let created = !dir.join("checkpoint").exists();
     let log = if !created {
-        let skey = Zeroizing::new(std::fs::read_to_string(&key_path)?);
-        let vkey = std::fs::read_to_string(&pub_path)?;
+        let skey = Zeroizing::new(
+            std::fs::read_to_string(&key_path)
+                .map_err(io(format!("reading {}", key_path.display())))?,
+        );
+        let vkey = std::fs::read_to_string(&pub_path)
+            .map_err(io(format!("reading {}", pub_path.display())))?;
         Log::open(dir, &skey, vkey.trim())?
     } else {
         if let Some(parent) = dir.parent() {
-            std::fs::create_dir_all(parent)?;
+            std::fs::create_dir_all(parent)
+                .map_err(io(format!("creating {}", parent.display())))?;
         }
         let (skey, vkey) = signed_note::generate_key(&mut rand_core::OsRng, origin);
         let skey = Zeroizing::new(skey);
         write_private(&key_path, &skey)?;
-        std::fs::write(&pub_path, format!("{vkey}\n"))?;
+        std::fs::write(&pub_path, format!("{vkey}\n"))
+            .map_err(io(format!("writing {}", pub_path.display())))?;
         println!(
             "new log           {} (verifier key in {})",
             dir.display(),
@@ -136,7 +191,10 @@ pub fn publish_local(dir: &Path, origin: &str, entry: &[u8]) -> Result<(LocalLog
     };
     let appended = log.append(&[entry.to_vec()], |_| {})?;
     let proof = log.log_proof(appended.first)?;
-    let vkey = std::fs::read_to_string(&pub_path)?.trim().to_owned();
+    let vkey = std::fs::read_to_string(&pub_path)
+        .map_err(io(format!("reading {}", pub_path.display())))?
+        .trim()
+        .to_owned();
     Ok((LocalLog { log, vkey, created }, proof))
 }
 
@@ -167,7 +225,7 @@ pub fn witnessed_release(dir: &Path, record: &ReleaseRecord) -> Result<(LogProof
         Ok(hex_seed) => {
             let mut seed = Zeroizing::new([0u8; 32]);
             hex::decode_to_slice(hex_seed.trim(), &mut seed[..])
-                .with_context(|| format!("{} is not a hex seed", key_path.display()))?;
+                .map_err(|_| ReleaseError::Seed(key_path.display().to_string()))?;
             seed
         }
         Err(_) => {
@@ -178,8 +236,8 @@ pub fn witnessed_release(dir: &Path, record: &ReleaseRecord) -> Result<(LogProof
         }
     };
     let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let signer = CosignatureSigner::new(WITNESS, &seed, now)?;
     let witness_key = signer.verifier_key();
     let witness = Witness::new(signer, &local.vkey, &state)?;
@@ -191,7 +249,11 @@ pub fn witnessed_release(dir: &Path, record: &ReleaseRecord) -> Result<(LogProof
         local.log.prove_consistency(seen.size, size)?
     };
     let cosigned = witness.cosign(proof.checkpoint.as_bytes(), &consistency)?;
-    proof.checkpoint = String::from_utf8(cosigned)?;
+    proof.checkpoint = String::from_utf8(cosigned).map_err(|_| {
+        ReleaseError::Log(LogError::Checkpoint(
+            "the witness's cosigned checkpoint is not UTF-8".to_owned(),
+        ))
+    })?;
     let trusted = TrustedLog::new(&local.vkey, &[witness_key], 1)?;
     Ok((proof, trusted))
 }
@@ -201,15 +263,15 @@ pub fn witness_key(dir: &Path) -> Result<String> {
     let key_path = dir.with_extension("witness.key");
     let hex_seed = Zeroizing::new(
         std::fs::read_to_string(&key_path)
-            .with_context(|| format!("reading {}", key_path.display()))?,
+            .map_err(io(format!("reading {}", key_path.display())))?,
     );
     let mut seed = Zeroizing::new([0u8; 32]);
     hex::decode_to_slice(hex_seed.trim(), &mut seed[..])
-        .with_context(|| format!("{} is not a hex seed", key_path.display()))?;
+        .map_err(|_| ReleaseError::Seed(key_path.display().to_string()))?;
     Ok(CosignatureSigner::new(WITNESS, &seed, 0)?.verifier_key())
 }
 
-fn write_private(path: &Path, secret: &str) -> anyhow::Result<()> {
+fn write_private(path: &Path, secret: &str) -> Result<()> {
     cloister_transparency::write_secret(path, secret)
-        .with_context(|| format!("creating {}", path.display()))
+        .map_err(io(format!("creating {}", path.display())))
 }

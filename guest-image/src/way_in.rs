@@ -9,7 +9,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
 use cloister_client::secret::SecretString;
 use cloister_client::trust::{LogKeys, Trust};
 use cloister_client::{Client, ClientConfig, InnerResponse, IssuerAccount};
@@ -26,6 +25,41 @@ use privacypass::TokenType;
 use privacypass::auth::authenticate::TokenChallenge;
 
 use crate::guest_http::GuestEndpoint;
+use crate::release::ReleaseError;
+
+/// Why the way in could not start, or the device's request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WayInError {
+    /// A loopback listener or a scratch file failed.
+    #[error("local I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// The issuer's key could not be made.
+    #[error("issuer key: {0}")]
+    IssuerKey(#[from] cloister_issuer::IssuerKeyError),
+    /// The issuer's account store failed.
+    #[error("issuer accounts: {0}")]
+    Accounts(#[from] cloister_issuer::accounts::AccountError),
+    /// The gateway's spent-token store failed.
+    #[error("spent-token store: {0}")]
+    Spent(#[from] cloister_gateway::spent::StoreError),
+    /// The gateway refused its configuration.
+    #[error("gateway: {0}")]
+    Gateway(#[from] cloister_gateway::gateway::GatewayError),
+    /// The gateway could not fetch the guest's evidence.
+    #[error("the gateway could not fetch the guest's evidence over vhost-device-vsock")]
+    NoEvidence,
+    /// A name or address of the way in is not valid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The local log's or witness's keys.
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    /// The device refused or failed.
+    #[error("device: {0}")]
+    Device(#[from] cloister_client::ClientError),
+}
+
+type Result<T, E = WayInError> = std::result::Result<T, E>;
 
 /// What the device needs to trust the release.
 #[derive(Debug)]
@@ -84,11 +118,10 @@ pub async fn ask(
             Err(f) => println!("device            node {} refused: {f}", r.id),
         }
     }
-    way_in
+    Ok(way_in
         .client
         .send(path, cloister_protocol::media::JSON, body)
-        .await
-        .context("the request through relay and gateway failed")
+        .await?)
 }
 
 impl WayIn {
@@ -115,7 +148,7 @@ impl WayIn {
         );
         let mut nodes = BTreeMap::new();
         nodes.insert(
-            NodeId::new("guest-1")?,
+            NodeId::new("guest-1").map_err(|e| WayInError::Config(e.to_string()))?,
             NodeAddress::VhostUser {
                 uds: guest.uds.clone(),
                 port: guest.port,
@@ -136,12 +169,14 @@ impl WayIn {
             refresh: Duration::from_secs(300),
         })?;
         if gateway.refresh().await != 1 {
-            bail!("the gateway could not fetch the guest's evidence over vhost-device-vsock");
+            return Err(WayInError::NoEvidence);
         }
         let (gw_listener, gw_addr) = listen().await?;
         let (relay_listener, relay_addr) = listen().await?;
         let relay = RelayConfig {
-            upstream: format!("http://{gw_addr}/gateway").parse()?,
+            upstream: format!("http://{gw_addr}/gateway")
+                .parse()
+                .map_err(|e: cloister_http::UpstreamError| WayInError::Config(e.to_string()))?,
             max_body: 1 << 20,
             timeout: deadline,
             max_in_flight: 64,
@@ -171,8 +206,7 @@ impl WayIn {
         );
 
         // The device: trusts the log and its witness, never the allow-list.
-        let log_key = std::fs::read_to_string(release.log_dir.with_extension("pub"))
-            .context("the local log's verifier key")?;
+        let log_key = std::fs::read_to_string(release.log_dir.with_extension("pub"))?;
         let keys = LogKeys {
             log_key: log_key.trim().to_owned(),
             witness_keys: vec![crate::release::witness_key(release.log_dir)?],
