@@ -20,7 +20,7 @@ fn key() -> &'static OuterKey {
 }
 
 fn seeds() -> Vec<cloister_fuzz::Seed> {
-    let sealed = envelope::gateway_request(key().encoded_list(), "GET", "/v1/nodes", &[], b"")
+    let sealed = envelope::gateway_request(key().encoded_list(), "GET", cloister_protocol::access::NODES_PATH, &[], b"")
         .expect("seals");
     vec![
         ("raw", tagged(0, &sealed.bytes)),
@@ -60,7 +60,7 @@ fuzz_target!(init: write_seeds(seeds), |data: &[u8]| {
             let _ = envelope::check_outer_keys(body);
         }
         _ => {
-            let sealed = envelope::gateway_request(key.encoded_list(), "GET", "/v1/nodes", &[], b"")
+            let sealed = envelope::gateway_request(key.encoded_list(), "GET", cloister_protocol::access::NODES_PATH, &[], b"")
                 .expect("seals");
             let (_, ctx) = key.open(&sealed.bytes).expect("opens");
             let answer = ctx.encapsulate(body).expect("seals the answer");

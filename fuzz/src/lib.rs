@@ -103,10 +103,12 @@ pub fn forward_request() -> Vec<u8> {
     bhttp_request(
         "POST",
         "cloister-gateway",
-        "/v1/nodes/node-1/ohttp",
+        &cloister_protocol::access::node_ohttp_path(
+            &cloister_protocol::access::NodeId::new("node-1").expect("a node id"),
+        ),
         &[
             ("authorization", "PrivateToken token=AAIA"),
-            ("content-type", "message/ohttp-req"),
+            ("content-type", cloister_protocol::access::OHTTP_REQ_MEDIA),
         ],
         b"inner",
     )
