@@ -2,10 +2,11 @@
 //! into a Binary HTTP request, and encapsulation of the answer to the same client context.
 //! What is inside the outer layer is the device's request to the gateway (which node, which
 //! token) and the node's still-encrypted inner message: the gateway holds no key for that.
+//! Requests are read with their zero padding stripped (any other padding is refused, RFC 9292
+//! §3.8); answers are padded to an outer bucket (`cloister_protocol::padding`).
 
-use std::io::Cursor;
-
-use bhttp::{Message, Mode, StatusCode};
+use bhttp::{Message, StatusCode};
+use cloister_protocol::padding::{self, Layer};
 use ohttp::{KeyConfig, Server, ServerResponse};
 use zeroize::Zeroizing;
 
@@ -93,7 +94,7 @@ impl OuterKey {
             .decapsulate(body)
             .map_err(|_| OuterError::Decapsulation)?;
         let plain = Zeroizing::new(plain);
-        Ok((Message::read_bhttp(&mut Cursor::new(&plain[..])).ok(), ctx))
+        Ok((padding::read_padded(&plain).ok(), ctx))
     }
 }
 
@@ -125,8 +126,7 @@ impl Answer {
         let mut m = Message::response(status);
         m.put_header("content-type", self.content_type.as_bytes());
         m.write_content(&self.body);
-        let mut plain = Zeroizing::new(Vec::with_capacity(self.body.len() + 64));
-        m.write_bhttp(Mode::KnownLength, &mut *plain)
+        let plain = padding::write_padded(&m, Layer::Outer)
             .map_err(|e| OuterError::Config(e.to_string()))?;
         ctx.encapsulate(&plain)
             .map_err(|e| OuterError::Config(e.to_string()))
@@ -150,6 +150,10 @@ pub fn header<'a>(m: &'a Message, name: &str) -> Option<&'a [u8]> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Cursor;
+
+    use bhttp::Mode;
+
     use super::*;
     use cloister_protocol::access::NODES_PATH;
 

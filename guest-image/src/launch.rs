@@ -2,19 +2,19 @@
 //! injected, the emulated AMD secure processor told the launch digest of exactly what boots,
 //! vhost-device-vsock for the guest's vsock, and the console watched.
 
-use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bhttp::{Message, Mode};
+use bhttp::Message;
 use cloister_insecure_emulated_sp::EmulatedSnpSigner;
 use cloister_insecure_emulated_sp::EmulatedSp;
 use cloister_launch::sev::{AmdLaunch, AmdSevFirmware, SevMode, vcpu_type, vmm_type};
 use cloister_measurement::{
     InsecureEmulatedRoot, Policy, SystemClock, TrustAnchor, Verified, Verifier,
 };
+use cloister_protocol::padding;
 
 use crate::ImageError;
 use crate::guest_http::{GuestEndpoint, GuestHttpError, Reply};
@@ -212,9 +212,9 @@ pub enum LaunchError {
     /// An OHTTP layer failed.
     #[error("OHTTP: {0}")]
     Ohttp(#[from] ohttp::Error),
-    /// A Binary HTTP message failed.
+    /// A Binary HTTP message failed (or its padding).
     #[error("Binary HTTP: {0}")]
-    Bhttp(#[from] bhttp::Error),
+    Bhttp(#[from] cloister_protocol::padding::PaddingError),
     /// The firmware booted a kernel whose inputs do not match its hashes page.
     #[error("the firmware booted a kernel whose inputs do not match the hashes page")]
     FirmwareAccepted,
@@ -402,8 +402,7 @@ impl RunningGuest {
         );
         m.put_header("content-type", cloister_protocol::media::JSON);
         m.write_content(body);
-        let mut plain = Vec::new();
-        m.write_bhttp(Mode::KnownLength, &mut plain)?;
+        let plain = padding::write_padded(&m, padding::Layer::Inner)?;
         let client = ohttp::ClientRequest::from_encoded_config(&verified.key_config)?;
         let (enc, ctx) = client.encapsulate(&plain)?;
         let Reply { status, body, .. } = self.endpoint.request(
@@ -420,7 +419,7 @@ impl RunningGuest {
             });
         }
         let plain = ctx.decapsulate(&body)?;
-        let m = Message::read_bhttp(&mut Cursor::new(&plain[..]))?;
+        let m = padding::read_padded(&plain)?;
         let inner = m.control().status().map_or(0, |s| s.code());
         Ok((inner, m.content().to_vec()))
     }

@@ -4,6 +4,7 @@
 //!   config, expiry, image manifest digest, optional transparency-log proof).
 //! * [`access`] — the way in: paths, media types, node and issuer directories.
 //! * [`node`] — the guest's resources on vsock and the OHTTP suite of both layers.
+//! * [`padding`] — the bucket sizes both OHTTP layers pad their Binary HTTP messages to.
 //! * [`tlog`] — the transparency log's and witnesses' resources.
 //! * [`media`] — media types every server answers with.
 //! * [`binding`] — the one definition of the `report_data` binding.
@@ -21,6 +22,7 @@ pub mod evidence;
 pub mod guest_config;
 pub mod media;
 pub mod node;
+pub mod padding;
 pub mod platform;
 pub mod tlog;
 pub mod weights;

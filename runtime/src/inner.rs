@@ -1,12 +1,13 @@
 //! The inner OHTTP layer, sans-IO: `message/ohttp-req` bytes in, `message/ohttp-res` bytes out.
 //!
 //! Decapsulate with the epoch whose key id the request names (RFC 9458 §4.3: the first byte),
-//! decode the Binary HTTP request (RFC 9292), route it, encode the response, encapsulate it to
-//! the same context. Errors name the step; none carries plaintext.
+//! decode the Binary HTTP request (RFC 9292; its zero padding stripped, any other refused),
+//! route it, encode the response padded to its bucket (`cloister_protocol::padding`: the
+//! gateway and the relay see the bucket, not the summary's length), encapsulate it to the same
+//! context. Errors name the step; none carries plaintext.
 
-use std::io::Cursor;
-
-use bhttp::{Message, Mode, StatusCode};
+use bhttp::{Message, StatusCode};
+use cloister_protocol::padding::{self, Layer};
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -69,7 +70,7 @@ pub struct Outcome {
 }
 
 fn decode_request(plain: &[u8]) -> Result<Request, GatewayError> {
-    let msg = Message::read_bhttp(&mut Cursor::new(plain)).map_err(|_| GatewayError::BinaryHttp)?;
+    let msg = padding::read_padded(plain).map_err(|_| GatewayError::BinaryHttp)?;
     let control = msg.control();
     let text = |b: Option<&[u8]>| {
         b.and_then(|b| std::str::from_utf8(b).ok())
@@ -92,15 +93,12 @@ fn decode_request(plain: &[u8]) -> Result<Request, GatewayError> {
     })
 }
 
-fn encode_response(r: &Response) -> Result<Vec<u8>, GatewayError> {
+fn encode_response(r: &Response) -> Result<zeroize::Zeroizing<Vec<u8>>, GatewayError> {
     let status = StatusCode::try_from(r.status).map_err(|_| GatewayError::Encapsulation)?;
     let mut msg = Message::response(status);
     msg.put_header("content-type", r.content_type);
     msg.write_content(&r.body);
-    let mut out = Vec::with_capacity(r.body.len() + 64);
-    msg.write_bhttp(Mode::KnownLength, &mut out)
-        .map_err(|_| GatewayError::Encapsulation)?;
-    Ok(out)
+    padding::write_padded(&msg, Layer::Inner).map_err(|_| GatewayError::Encapsulation)
 }
 
 /// Handles one `message/ohttp-req` at time `now` (Unix seconds).
@@ -134,9 +132,9 @@ pub fn handle_with(
     request.deadline = deadline;
     let response = router.dispatch(&request);
     drop(request);
-    let mut encoded = encode_response(&response)?;
+    let encoded = encode_response(&response)?;
     let sealed = server_response.encapsulate(&encoded);
-    zeroize::Zeroize::zeroize(&mut encoded);
+    drop(encoded);
     let sealed = sealed.map_err(|_| GatewayError::Encapsulation)?;
     Ok((
         sealed,

@@ -267,10 +267,15 @@ pub fn gateway_on(
 
 /// The relay in front of `gateway`.
 pub fn relay(dir: &Path, gateway: &Service) -> Service {
+    relay_to(dir, "relay", &format!("{}/gateway", gateway.url))
+}
+
+/// A relay named `name` (its log is `NAME.log`) forwarding to `upstream`.
+pub fn relay_to(dir: &Path, name: &str, upstream: &str) -> Service {
     let mut cmd = Command::new(bin("cloister-relay"));
     cmd.args(["--listen", "127.0.0.1:0", "--gateway"])
-        .arg(format!("{}/gateway", gateway.url));
-    Service::spawn(cmd, dir.join("relay.log"))
+        .arg(upstream);
+    Service::spawn(cmd, dir.join(format!("{name}.log")))
 }
 
 /// The manifest digest the log's release names (the development runtimes report it).

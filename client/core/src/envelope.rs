@@ -6,13 +6,16 @@
 //! * Inner: to the node's attested key config (`Verified::key_config`), authority
 //!   [`GUEST_AUTHORITY`].
 //!
+//! Both layers pad their Binary HTTP to the buckets of [`cloister_protocol::padding`], so the
+//! relay and the gateway see a bucket, never the length of the chat; an inner request longer
+//! than the largest bucket is refused here rather than sent with its length showing.
+//!
 //! Plaintext buffers are zeroized after use; the `bhttp` message type keeps its own copy,
 //! which is dropped (not zeroized) when the call returns.
 
-use std::io::Cursor;
-
-use bhttp::{Message, Mode};
+use bhttp::Message;
 use cloister_protocol::access::GATEWAY_AUTHORITY;
+use cloister_protocol::padding;
 use zeroize::Zeroizing;
 
 use crate::error::{ClientError, Layer};
@@ -122,12 +125,20 @@ fn encode(
         m.put_header(*name, *value);
     }
     m.write_content(body);
-    let mut out = Zeroizing::new(Vec::with_capacity(body.len() + 128));
-    m.write_bhttp(Mode::KnownLength, &mut *out)
-        .map_err(|e| ClientError::Bhttp {
-            layer,
-            reason: e.to_string(),
-        })?;
+    let padding_layer = match layer {
+        Layer::Inner => padding::Layer::Inner,
+        Layer::Outer => padding::Layer::Outer,
+    };
+    let out = padding::write_padded(&m, padding_layer).map_err(|e| ClientError::Bhttp {
+        layer,
+        reason: e.to_string(),
+    })?;
+    if !padding::fits_one_bucket(out.len(), padding_layer) {
+        return Err(ClientError::RequestTooLarge {
+            len: out.len(),
+            max: padding_layer.largest(),
+        });
+    }
     Ok(out)
 }
 
@@ -159,8 +170,7 @@ impl Sealed {
                     })?,
             );
         let bhttp = |reason: String| ClientError::Bhttp { layer, reason };
-        let m =
-            Message::read_bhttp(&mut Cursor::new(&plain[..])).map_err(|e| bhttp(e.to_string()))?;
+        let m = padding::read_padded(&plain).map_err(|e| bhttp(e.to_string()))?;
         let status = m
             .control()
             .status()
@@ -176,6 +186,8 @@ impl Sealed {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Cursor;
+
     use super::*;
     use crate::testkit::{bhttp_response as response, ohttp_server as server};
     use cloister_protocol::access::NODES_PATH;

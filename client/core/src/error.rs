@@ -143,6 +143,16 @@ pub enum ClientError {
         /// The cap.
         max: usize,
     },
+    /// A request too long for the largest padding bucket: sent, its length would show.
+    #[error(
+        "the request is {len} bytes; the largest that can be sent with its length hidden is {max}"
+    )]
+    RequestTooLarge {
+        /// The request's encoded length.
+        len: usize,
+        /// The largest bucket.
+        max: usize,
+    },
     /// The request's deadline passed.
     #[error("deadline of {} s passed during {stage}", deadline.as_secs())]
     Timeout {
