@@ -190,14 +190,24 @@ pub fn source_date_epoch() -> Result<u32> {
         .map_err(|_| BuildError::SourceDate("git printed no commit time".to_owned()))
 }
 
-/// Builds the static (musl) runtime with paths remapped, so the bytes do not depend on where
-/// the workspace or the cargo home are.
-pub fn build_runtime() -> Result<PathBuf> {
-    let root = workspace_root();
+/// rustc flags that remap the workspace and the cargo home to fixed names, so that a build's
+/// bytes do not depend on where they are (the static runtime, the browser verifier's module).
+pub fn remap_path_flags() -> Result<String> {
     let cargo_home = std::env::var("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|_| std::env::var("HOME").map(|h| PathBuf::from(h).join(".cargo")))
         .map_err(|_| BuildError::NoCargoHome)?;
+    Ok(format!(
+        "--remap-path-prefix={}=/cargo --remap-path-prefix={}=/cloister",
+        cargo_home.display(),
+        workspace_root().display()
+    ))
+}
+
+/// Builds the static (musl) runtime with paths remapped, so the bytes do not depend on where
+/// the workspace or the cargo home are.
+pub fn build_runtime() -> Result<PathBuf> {
+    let root = workspace_root();
     let have_target = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
@@ -210,11 +220,7 @@ pub fn build_runtime() -> Result<PathBuf> {
     if !have_target {
         return Err(BuildError::MissingTarget);
     }
-    let flags = format!(
-        "--remap-path-prefix={}=/cargo --remap-path-prefix={}=/cloister -Cstrip=symbols",
-        cargo_home.display(),
-        root.display()
-    );
+    let flags = format!("{} -Cstrip=symbols", remap_path_flags()?);
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
     if crate::stage::quiet() {
         cargo.arg("--quiet");

@@ -49,17 +49,9 @@ pub fn build(out: &Path, clock: &Clock) -> Result<WebBuild> {
     }
     // The module's bytes must not depend on where the workspace or the cargo home are, so that
     // anyone can rebuild it and compare its sha256 with a published one.
-    let cargo_home = std::env::var("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|_| std::env::var("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .context("neither CARGO_HOME nor HOME is set")?;
     cmd.env(
         "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS",
-        format!(
-            "--remap-path-prefix={}=/cargo --remap-path-prefix={}=/cloister",
-            cargo_home.display(),
-            root.display()
-        ),
+        crate::image::remap_path_flags()?,
     );
     clock.line("web: building cloister-web for wasm32-unknown-unknown");
     let status = cmd.status().context("running cargo build")?;
