@@ -7,6 +7,7 @@ use dcap_qvl::verify::VerifiedReport;
 use der::Decode as _;
 
 use crate::error::VerifyError;
+use crate::machine::MachineId;
 use crate::policy::{Digest48, Policy};
 
 /// TD attributes bit 0 (TUD.DEBUG): the TD runs in debug mode and the host can read its state
@@ -89,10 +90,29 @@ pub(crate) fn check_collateral_window(ev: &TdxEvidence, now: u64) -> Result<Stri
     Ok(format!("collateral valid {not_before}..{not_after}"))
 }
 
-/// PCK chain to Intel's root, QE report and identity, quote signature, TCB level: dcap-qvl.
-pub(crate) fn check_quote(ev: &TdxEvidence, now: u64) -> Result<VerifiedReport, VerifyError> {
-    dcap_qvl::verify::verify(&ev.raw, &ev.collateral, now)
-        .map_err(|e| VerifyError::TdxQuoteRejected(format!("{e:#}")))
+/// PCK chain to Intel's root, QE report and identity, quote signature, TCB level: dcap-qvl;
+/// and the platform's PPID from the PCK certificate that chain authenticated.
+pub(crate) fn check_quote(
+    ev: &TdxEvidence,
+    now: u64,
+) -> Result<(VerifiedReport, MachineId), VerifyError> {
+    let verified = dcap_qvl::verify::verify(&ev.raw, &ev.collateral, now)
+        .map_err(|e| VerifyError::TdxQuoteRejected(format!("{e:#}")))?;
+    Ok((verified, platform_id(&ev.raw)?))
+}
+
+/// The PPID in the quote's PCK certificate (the chain's first, the leaf).
+fn platform_id(raw: &[u8]) -> Result<MachineId, VerifyError> {
+    let refuse = |why: String| VerifyError::TdxQuoteRejected(format!("PCK certificate: {why}"));
+    let quote = Quote::parse(raw).map_err(|e| refuse(format!("{e:#}")))?;
+    let chain =
+        dcap_qvl::intel::extract_cert_chain(&quote).map_err(|e| refuse(format!("{e:#}")))?;
+    let leaf = chain.first().ok_or_else(|| refuse("absent".to_owned()))?;
+    let ext = dcap_qvl::intel::parse_pck_extension(leaf).map_err(|e| refuse(format!("{e:#}")))?;
+    if ext.ppid.is_empty() || ext.ppid.iter().all(|b| *b == 0) {
+        return Err(refuse("no PPID".to_owned()));
+    }
+    Ok(MachineId::TdxPlatform(ext.ppid))
 }
 
 pub(crate) fn check_policy(

@@ -13,6 +13,7 @@ use cloister_transparency::{TrustedLog, VerifiedCheckpoint};
 use crate::anchor::{SnpRoot, TrustAnchor};
 use crate::clock::Clock;
 use crate::error::VerifyError;
+use crate::machine::MachineId;
 use crate::policy::{Digest48, Policy};
 use crate::{snp, tdx};
 
@@ -82,6 +83,8 @@ pub struct Check {
 pub struct Inspection {
     /// Checks in order.
     pub checks: Vec<Check>,
+    /// The machine that signed the evidence, once its signature held.
+    machine: Option<MachineId>,
     accepted: Option<Accepted>,
 }
 
@@ -106,8 +109,15 @@ impl Inspection {
                 step: Step::Parse,
                 result: Err(error),
             }],
+            machine: None,
             accepted: None,
         }
+    }
+
+    /// The machine the evidence comes from, known once the chain and the signature held
+    /// (even if a later step refused).
+    pub fn machine(&self) -> Option<&MachineId> {
+        self.machine.as_ref()
     }
 
     /// Whether every step ran and passed.
@@ -152,6 +162,8 @@ pub struct Verified {
     pub expires_at: u64,
     /// The image manifest digest the bundle names.
     pub image_manifest_digest: [u8; 32],
+    /// The machine that signed the evidence (SNP chip, TDX platform).
+    pub machine: MachineId,
     /// The log checkpoint the measurement was found under, when a log is trusted (a device
     /// advances its `SeenCheckpoint` with it: no rollback, no fork).
     pub logged: Option<VerifiedCheckpoint>,
@@ -170,6 +182,7 @@ pub struct Verifier<C: Clock> {
 
 struct Run {
     checks: Vec<Check>,
+    machine: Option<MachineId>,
 }
 
 impl Run {
@@ -241,8 +254,8 @@ impl<C: Clock> Verifier<C> {
         if let Some(e) = inspection.first_error() {
             return Err(e.clone());
         }
-        match inspection.accepted {
-            Some(a) => Ok(Verified {
+        match (inspection.accepted, inspection.machine) {
+            (Some(a), Some(machine)) => Ok(Verified {
                 platform: bundle.platform,
                 measurement: a.measurement,
                 tcb: a.tcb,
@@ -250,17 +263,21 @@ impl<C: Clock> Verifier<C> {
                 expires_at: bundle.expires_at,
                 image_manifest_digest: bundle.image_manifest_digest,
                 logged: a.logged,
+                machine,
                 checks: inspection.checks,
             }),
             // Unreachable by construction (no error means every step ran); fail closed anyway.
-            None => Err(VerifyError::ReportDataMismatch),
+            _ => Err(VerifyError::ReportDataMismatch),
         }
     }
 
     /// Runs every step that can run and reports each outcome (see [`Inspection`]).
     pub fn inspect(&self, bundle: &EvidenceBundle, nonce: &[u8]) -> Inspection {
         let now = self.clock.now_unix();
-        let mut run = Run { checks: Vec::new() };
+        let mut run = Run {
+            checks: Vec::new(),
+            machine: None,
+        };
         let accepted = match &bundle.endorsements {
             Endorsements::Snp(certs) => self.inspect_snp(&mut run, bundle, certs, nonce, now),
             Endorsements::Tdx { collateral } => {
@@ -269,6 +286,7 @@ impl<C: Clock> Verifier<C> {
         };
         Inspection {
             checks: run.checks,
+            machine: run.machine,
             accepted,
         }
     }
@@ -314,6 +332,7 @@ impl<C: Clock> Verifier<C> {
             String::clone,
         )?;
         run.step(Step::Signature, snp::check_signature(&ev), String::clone)?;
+        run.machine = Some(MachineId::SnpChip(ev.report.chip_id.to_vec()));
         let policy = run.step(
             Step::Policy,
             snp::check_policy(&ev, &self.policy),
@@ -375,9 +394,11 @@ impl<C: Clock> Verifier<C> {
             tdx::check_collateral_window(&ev, now),
             String::clone,
         )?;
-        let verified = run.step(Step::Signature, tdx::check_quote(&ev, now), |_| {
-            "PCK chain to Intel root, QE report and quote signature".to_owned()
-        })?;
+        let (verified, machine) =
+            run.step(Step::Signature, tdx::check_quote(&ev, now), |(_, m)| {
+                format!("PCK chain to Intel root, QE report and quote signature; {m}")
+            })?;
+        run.machine = Some(machine);
         let (mrtd, rtmrs, rd) = match tdx::registers(&verified) {
             Ok(r) => r,
             Err(e) => {

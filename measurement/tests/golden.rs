@@ -1,7 +1,9 @@
 //! Real vectors through the full verifier.
 mod common;
 
-use cloister_measurement::{FixedClock, Policy, Step, TrustAnchor, Verifier, VerifyError};
+use cloister_measurement::{
+    FixedClock, MachineId, Policy, Step, TrustAnchor, Verifier, VerifyError,
+};
 use common::*;
 use sev::firmware::guest::AttestationReport;
 use sev::parser::ByteParser as _;
@@ -33,6 +35,12 @@ fn real_milan_report_verifies_under_the_amd_anchor() {
         assert_eq!(inspection.checks.len(), Step::ALL.len());
         let chain = &inspection.checks[2];
         assert!(chain.result.as_ref().is_ok_and(|s| s.starts_with("Milan")));
+        // The machine is the report's chip, the one the VCEK's hwID names.
+        let r = AttestationReport::from_bytes(&milan_report()).expect("parses");
+        assert_eq!(
+            inspection.machine(),
+            Some(&MachineId::SnpChip(r.chip_id.to_vec()))
+        );
     }
 }
 
@@ -73,6 +81,17 @@ fn real_tdx_quote_verifies_under_the_intel_anchor() {
             assert!(c.result.is_ok(), "{:?}: {:?}", c.step, c.result);
         }
     }
+    // The machine is the platform its PCK certificate names (a 16-byte PPID).
+    let machine = inspection.machine().expect("known after the signature");
+    assert!(matches!(machine, MachineId::TdxPlatform(p) if p.len() == 16));
+    let signature = &inspection.checks[3];
+    assert!(
+        signature
+            .result
+            .as_ref()
+            .is_ok_and(|s| s.ends_with(&machine.to_string())),
+        "{signature:?}"
+    );
 }
 
 /// The same quote today: Intel's collateral has expired, and the verifier says so.

@@ -271,6 +271,28 @@ mod tests {
     }
 
     #[test]
+    fn another_chip_is_another_machine_under_the_same_root() {
+        let rd = report_data(KEY_CONFIG, EXPIRES_AT, b"").expect("binds");
+        let first = report_of(&sp().handle(&SpRequest::vmpl0(rd).encode()));
+        let second_chip = sp().signer().another_chip(1).expect("chip 1");
+        assert_eq!(second_chip.ark_der(), sp().signer().ark_der());
+        assert_ne!(second_chip.chip_id(), sp().signer().chip_id());
+        let other = EmulatedSp::new(second_chip, MEASUREMENT);
+        let second = report_of(&other.handle(&SpRequest::vmpl0(rd).encode()));
+        let v = verifier(MEASUREMENT);
+        let a = v.verify(&bundle(first), b"").expect("chip 0 verifies");
+        let b = v.verify(&bundle(second), b"").expect("chip 1 verifies");
+        assert_eq!(
+            a.machine,
+            cloister_measurement::MachineId::SnpChip(sp().signer().chip_id().to_vec())
+        );
+        assert_ne!(a.machine, b.machine);
+        // Deterministic: the same index gives the same chip.
+        let again = sp().signer().another_chip(1).expect("chip 1 again");
+        assert_eq!(again.chip_id(), other.signer().chip_id());
+    }
+
+    #[test]
     fn handled_report_carries_the_requested_report_data_only() {
         let rd = report_data(KEY_CONFIG, EXPIRES_AT, b"nonce").expect("binds");
         let report = report_of(&sp().handle(&SpRequest::vmpl0(rd).encode()));

@@ -107,6 +107,10 @@ pub struct EmulatedSnpSigner {
     vcek: p384::ecdsa::SigningKey,
     chip_id: [u8; 64],
     tcb: EmulatedTcb,
+    // What another chip under the same ASK needs (an emulated, insecure processor).
+    seed: [u8; 32],
+    ask_signer: PssSigner,
+    ask_name: Name,
 }
 
 impl std::fmt::Debug for EmulatedSnpSigner {
@@ -156,6 +160,71 @@ fn ext(oid: der::asn1::ObjectIdentifier, value: Vec<u8>) -> Result<Extension, Em
     })
 }
 
+/// Chip `index`'s VCEK under the ASK: its key, chip ID and certificate. Index 0 keeps the
+/// labels of the first version, so the first chip's keys are unchanged.
+fn chip(
+    seed: &[u8; 32],
+    index: u32,
+    tcb: EmulatedTcb,
+    ask_signer: &PssSigner,
+    ask_name: &Name,
+    sign_rng: &mut ChaCha20Rng,
+) -> Result<(p384::ecdsa::SigningKey, [u8; 64], Vec<u8>), EmulatedError> {
+    let label = |l: &str| {
+        if index == 0 {
+            l.to_owned()
+        } else {
+            format!("chip/{index}/{l}")
+        }
+    };
+    let vcek = p384::ecdsa::SigningKey::random(&mut rng(seed, &label("vcek")));
+    let mut chip_id = [0u8; 64];
+    for (i, half) in chip_id.chunks_mut(32).enumerate() {
+        let mut r = rng(seed, &label(&format!("chip-id/{i}")));
+        rand_core::RngCore::fill_bytes(&mut r, half);
+    }
+    // The VCEK carries AMD's extensions, which x509-cert's builder cannot add generically,
+    // so its TBS is assembled here and signed with the ASK's PSS key.
+    let vcek_pub = p384::PublicKey::from(vcek.verifying_key());
+    let vcek_spki = spki_of(vcek_pub.to_public_key_der().map_err(cert_err)?.as_bytes())?;
+    let int = |v: u8| v.to_der().map_err(cert_err);
+    let product = Ia5StringRef::new("Genoa-Emulated")
+        .and_then(|s| s.to_der())
+        .map_err(cert_err)?;
+    let extensions = vec![
+        ext(vcek::OID_STRUCT_VERSION, int(0)?)?,
+        ext(vcek::OID_PRODUCT_NAME, product)?,
+        ext(vcek::OID_BL_SPL, int(tcb.bootloader)?)?,
+        ext(vcek::OID_TEE_SPL, int(tcb.tee)?)?,
+        ext(vcek::OID_SNP_SPL, int(tcb.snp)?)?,
+        ext(vcek::OID_UCODE_SPL, int(tcb.microcode)?)?,
+        ext(vcek::OID_HW_ID, chip_id.to_vec())?,
+    ];
+    let sig_alg = ask_signer
+        .signature_algorithm_identifier()
+        .map_err(cert_err)?;
+    let tbs = TbsCertificate {
+        version: X509Version::V3,
+        serial_number: SerialNumber::from(3u32),
+        signature: sig_alg.clone(),
+        issuer: ask_name.clone(),
+        validity: validity()?,
+        subject: name("SEV-VCEK")?,
+        subject_public_key_info: vcek_spki,
+        issuer_unique_id: None,
+        subject_unique_id: None,
+        extensions: Some(extensions),
+    };
+    let tbs_der = tbs.to_der().map_err(cert_err)?;
+    let sig: rsa::pss::Signature = ask_signer.sign_with_rng(sign_rng, &tbs_der);
+    let vcek_cert = x509_cert::Certificate {
+        tbs_certificate: tbs,
+        signature_algorithm: sig_alg,
+        signature: BitString::from_bytes(&Box::<[u8]>::from(sig)).map_err(cert_err)?,
+    };
+    Ok((vcek, chip_id, vcek_cert.to_der().map_err(cert_err)?))
+}
+
 impl EmulatedSnpSigner {
     /// Derives the whole emulated processor from `seed` with a default (Genoa-like) TCB.
     /// RSA-4096 key generation makes this take a few seconds.
@@ -168,12 +237,6 @@ impl EmulatedSnpSigner {
         let key_err = |e: rsa::Error| EmulatedError::Key(e.to_string());
         let ark_key = rsa::RsaPrivateKey::new(&mut rng(seed, "ark"), 4096).map_err(key_err)?;
         let ask_key = rsa::RsaPrivateKey::new(&mut rng(seed, "ask"), 4096).map_err(key_err)?;
-        let vcek = p384::ecdsa::SigningKey::random(&mut rng(seed, "vcek"));
-        let mut chip_id = [0u8; 64];
-        for (i, half) in chip_id.chunks_mut(32).enumerate() {
-            let mut r = rng(seed, &format!("chip-id/{i}"));
-            rand_core::RngCore::fill_bytes(&mut r, half);
-        }
 
         let ark_signer = PssSigner::new(ark_key.clone());
         let ask_signer = PssSigner::new(ask_key.clone());
@@ -214,53 +277,44 @@ impl EmulatedSnpSigner {
         .build_with_rng::<rsa::pss::Signature>(&mut sign_rng)
         .map_err(cert_err)?;
 
-        // The VCEK carries AMD's extensions, which x509-cert's builder cannot add generically,
-        // so its TBS is assembled here and signed with the ASK's PSS key.
-        let vcek_pub = p384::PublicKey::from(vcek.verifying_key());
-        let vcek_spki = spki_of(vcek_pub.to_public_key_der().map_err(cert_err)?.as_bytes())?;
-        let int = |v: u8| v.to_der().map_err(cert_err);
-        let product = Ia5StringRef::new("Genoa-Emulated")
-            .and_then(|s| s.to_der())
-            .map_err(cert_err)?;
-        let extensions = vec![
-            ext(vcek::OID_STRUCT_VERSION, int(0)?)?,
-            ext(vcek::OID_PRODUCT_NAME, product)?,
-            ext(vcek::OID_BL_SPL, int(tcb.bootloader)?)?,
-            ext(vcek::OID_TEE_SPL, int(tcb.tee)?)?,
-            ext(vcek::OID_SNP_SPL, int(tcb.snp)?)?,
-            ext(vcek::OID_UCODE_SPL, int(tcb.microcode)?)?,
-            ext(vcek::OID_HW_ID, chip_id.to_vec())?,
-        ];
-        let sig_alg = ask_signer
-            .signature_algorithm_identifier()
-            .map_err(cert_err)?;
-        let tbs = TbsCertificate {
-            version: X509Version::V3,
-            serial_number: SerialNumber::from(3u32),
-            signature: sig_alg.clone(),
-            issuer: ask_name,
-            validity: validity()?,
-            subject: name("SEV-VCEK")?,
-            subject_public_key_info: vcek_spki,
-            issuer_unique_id: None,
-            subject_unique_id: None,
-            extensions: Some(extensions),
-        };
-        let tbs_der = tbs.to_der().map_err(cert_err)?;
-        let sig: rsa::pss::Signature = ask_signer.sign_with_rng(&mut sign_rng, &tbs_der);
-        let vcek_cert = x509_cert::Certificate {
-            tbs_certificate: tbs,
-            signature_algorithm: sig_alg,
-            signature: BitString::from_bytes(&Box::<[u8]>::from(sig)).map_err(cert_err)?,
-        };
+        let (vcek, chip_id, vcek_der) = chip(seed, 0, tcb, &ask_signer, &ask_name, &mut sign_rng)?;
 
         Ok(EmulatedSnpSigner {
             ark_der: ark.to_der().map_err(cert_err)?,
             ask_der: ask.to_der().map_err(cert_err)?,
-            vcek_der: vcek_cert.to_der().map_err(cert_err)?,
+            vcek_der,
             vcek,
             chip_id,
             tcb,
+            seed: *seed,
+            ask_signer,
+            ask_name,
+        })
+    }
+
+    /// Another chip under the same ARK and ASK (as AMD's ASK certifies every chip of a
+    /// product): its own chip ID and VCEK, derived from the seed and `index` (1, 2, …; index 0
+    /// is this processor's first chip). A loopback fleet gives each node its own machine.
+    pub fn another_chip(&self, index: u32) -> Result<Self, EmulatedError> {
+        let mut sign_rng = rng(&self.seed, &format!("certificate-signatures/chip/{index}"));
+        let (vcek, chip_id, vcek_der) = chip(
+            &self.seed,
+            index,
+            self.tcb,
+            &self.ask_signer,
+            &self.ask_name,
+            &mut sign_rng,
+        )?;
+        Ok(EmulatedSnpSigner {
+            ark_der: self.ark_der.clone(),
+            ask_der: self.ask_der.clone(),
+            vcek_der,
+            vcek,
+            chip_id,
+            tcb: self.tcb,
+            seed: self.seed,
+            ask_signer: self.ask_signer.clone(),
+            ask_name: self.ask_name.clone(),
         })
     }
 
