@@ -5,7 +5,8 @@
 //! 3. every node's evidence verified; the log checkpoints they name checked against each other
 //!    and against the one seen before (consistency proofs through the gateway), and the seen
 //!    checkpoint advanced — a rollback or a fork stops here;
-//! 4. a node chosen uniformly among the verified ones;
+//! 4. the directory checked whole (every node verified, no key twice, enough distinct
+//!    machines) and a node chosen: a machine uniformly, then one of its nodes;
 //! 5. one Privacy Pass token from the issuer, for the directory's challenge;
 //! 6. the request sealed to the node's attested key, that sealed to the gateway's key with the
 //!    token, posted to the relay; both answers opened.
@@ -14,7 +15,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cloister_measurement::{Clock as _, SystemClock, Verified};
+use cloister_measurement::{Clock as _, SystemClock};
 use cloister_protocol::access::{
     NODES_PATH, NodeDirectory, NodeId, OHTTP_KEYS_MEDIA, OHTTP_KEYS_PATH, OHTTP_REQ_MEDIA,
     OHTTP_RES_MEDIA, TOKEN_REQUEST_MEDIA, TOKEN_RESPONSE_MEDIA, node_ohttp_path, parse_problem,
@@ -226,26 +227,15 @@ impl Client {
         let started = std::time::Instant::now();
         let session = self.session(progress).await?;
         let session_done = std::time::Instant::now();
-        let verified: Vec<(&NodeId, &Verified)> = session
-            .reports
-            .iter()
-            .filter_map(|r| r.verified().map(|v| (&r.id, v)))
-            .collect();
-        if verified.is_empty() {
-            return Err(ClientError::NoVerifiedNode(nodes::failures(
-                &session.reports,
-            )));
-        }
+        let candidates = choose::candidates(&session.reports, self.config.trust.min_machines())?;
         let (id, node) = match target {
-            Some(t) => verified
-                .iter()
-                .find(|(id, _)| *id == t)
-                .copied()
+            Some(t) => candidates
+                .find(t)
                 .ok_or_else(|| ClientError::UnknownNode(t.clone()))?,
             None => {
                 let mut rng = choose::os_rng()?;
-                choose::choose(&mut rng, &verified)
-                    .copied()
+                candidates
+                    .choose(&mut rng)
                     .ok_or_else(|| ClientError::NoVerifiedNode(Vec::new()))?
             }
         };

@@ -219,7 +219,9 @@ impl WayIn {
             Policy::default(),
             Some(keys),
             Box::new(cloister_client::FileStore::new(&state)),
-        )?;
+        )?
+        // One guest on one machine: the main job's way in has no second machine to span.
+        .with_min_machines(std::num::NonZeroUsize::MIN);
         let client = Client::new(ClientConfig {
             relay: format!("http://{relay_addr}").parse()?,
             issuer: Some(IssuerAccount {

@@ -454,6 +454,9 @@ impl Stack {
             .arg("--witness-key")
             .arg(&self.witness_key)
             .args(["--quorum", "1", "--deadline", "120"])
+            // The loopback stack's nodes share one emulated chip: one machine, asked for by
+            // name (tests/tests/hostile.rs checks the default refuses it).
+            .args(["--min-machines", "1"])
             .arg("--state")
             .arg(&self.state);
         cmd
@@ -481,7 +484,8 @@ impl Stack {
             Some(keys),
             Box::new(cloister_client::FileStore::new(&self.state)),
         )
-        .expect("trust");
+        .expect("trust")
+        .with_min_machines(std::num::NonZeroUsize::MIN);
         let token = std::fs::read_to_string(&self.account).expect("account token");
         cloister_client::Client::new(cloister_client::ClientConfig {
             relay: self.relay.url.parse().expect("relay url"),

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::{Read as _, Write as _};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -73,6 +74,11 @@ struct Cli {
     /// Witness cosignatures required on the log's checkpoints.
     #[arg(long, env = "CLOISTER_QUORUM", default_value_t = 0, global = true)]
     quorum: usize,
+    /// Distinct machines (SNP chips, TDX platforms) the directory's nodes must span; with one,
+    /// the operator knows where every request goes. Lower it only for a deployment that has
+    /// no second machine.
+    #[arg(long, env = "CLOISTER_MIN_MACHINES", default_value_t = NonZeroUsize::new(cloister_client::choose::DEFAULT_MIN_MACHINES).unwrap_or(NonZeroUsize::MIN), global = true)]
+    min_machines: NonZeroUsize,
     /// Where the newest log checkpoint seen is kept [default: $XDG_STATE_HOME/cloister or
     /// $HOME/.local/state/cloister].
     #[arg(long, env = "CLOISTER_STATE", global = true)]
@@ -297,7 +303,8 @@ fn client(cli: &Cli, sending: bool) -> Result<Client> {
             Trust::insecure_emulated(root, policy, log, store)?
         }
         None => Trust::hardware(policy, log, store)?,
-    };
+    }
+    .with_min_machines(cli.min_machines);
     Ok(Client::new(ClientConfig {
         relay,
         issuer,
@@ -367,6 +374,9 @@ fn print_report(r: &NodeReport, now: u64) {
     if let Some(t) = &r.tcb {
         println!("  tcb          {t}");
     }
+    if let Some(m) = &r.machine {
+        println!("  machine      {m}");
+    }
     if let Some(e) = r.expires_at {
         match e.checked_sub(now) {
             Some(left) => println!("  expires      {e} (in {left} s)"),
@@ -389,6 +399,7 @@ fn report_json(r: &NodeReport) -> serde_json::Value {
         "platform": r.platform.map(|p| p.as_str()),
         "measurement": r.measurement,
         "tcb": r.tcb,
+        "machine": r.machine.as_ref().map(ToString::to_string),
         "expires_at": r.expires_at,
         "checkpoint": r.checkpoint.as_ref().map(|c| serde_json::json!({"size": c.size, "root": c.root})),
         "failed_step": step,

@@ -1,12 +1,102 @@
-//! The device picks the node, uniformly at random among the verified ones, so that the
-//! operator cannot steer one user's request to a machine of its choosing (non-targetability).
+//! The device picks the node, uniformly at random, so that the operator cannot steer one
+//! user's request to a machine of its choosing (non-targetability).
+//!
+//! A gateway chooses what the directory lists, so the choice is made over what it cannot
+//! multiply at will ([`candidates`]): every listed node must verify (a directory that mixes
+//! nodes the device cannot verify is refused and reported), no attested key may be listed
+//! twice, and nodes are grouped by the machine their hardware signer names (SNP chip ID, TDX
+//! PPID). The directory must span at least the policy's minimum of distinct machines
+//! ([`DEFAULT_MIN_MACHINES`] unless the device lowers it by name); the device picks a machine
+//! uniformly, then a node of it uniformly. A gateway that lists one node a thousand times is
+//! refused; one that runs a thousand guests on one chip still gets that chip chosen only as
+//! often as any other machine.
+//!
 //! The randomness is a ChaCha12 CSPRNG (`rand`'s `StdRng`) seeded from the operating system,
 //! and the index comes from `rand`'s range sampling (rejection sampling: no modulo bias).
 
+use std::collections::BTreeMap;
+
+use cloister_measurement::{MachineId, Verified};
+use cloister_protocol::access::NodeId;
 use rand::rngs::{StdRng, SysRng};
 use rand::{Rng, RngExt as _, SeedableRng as _};
 
 use crate::error::ClientError;
+use crate::nodes::{NodeReport, failures};
+
+/// Distinct machines a directory must span unless the device asks for fewer by name: with one
+/// machine, the operator knows where every request goes.
+pub const DEFAULT_MIN_MACHINES: usize = 2;
+
+/// The verified nodes of a sound directory, by machine.
+#[derive(Debug)]
+pub struct Candidates<'a> {
+    machines: Vec<(&'a MachineId, Vec<(&'a NodeId, &'a Verified)>)>,
+}
+
+impl<'a> Candidates<'a> {
+    /// Distinct machines.
+    pub fn machines(&self) -> usize {
+        self.machines.len()
+    }
+
+    /// A machine uniformly, then one of its nodes uniformly.
+    pub fn choose<R: Rng + ?Sized>(&self, rng: &mut R) -> Option<(&'a NodeId, &'a Verified)> {
+        let (_, nodes) = choose(rng, &self.machines)?;
+        choose(rng, nodes).copied()
+    }
+
+    /// The node `id`, if it is a candidate.
+    pub fn find(&self, id: &NodeId) -> Option<(&'a NodeId, &'a Verified)> {
+        self.machines
+            .iter()
+            .flat_map(|(_, nodes)| nodes.iter())
+            .find(|(n, _)| *n == id)
+            .copied()
+    }
+}
+
+/// The directory's verified nodes, if the directory is sound: every node verified, no attested
+/// key listed twice, at least `min_machines` distinct machines.
+pub fn candidates(
+    reports: &[NodeReport],
+    min_machines: usize,
+) -> Result<Candidates<'_>, ClientError> {
+    let verified: Vec<(&NodeId, &Verified)> = reports
+        .iter()
+        .filter_map(|r| r.verified().map(|v| (&r.id, v)))
+        .collect();
+    let failed = failures(reports);
+    if verified.is_empty() {
+        return Err(ClientError::NoVerifiedNode(failed));
+    }
+    if !failed.is_empty() {
+        return Err(ClientError::MixedDirectory {
+            verified: verified.len(),
+            failures: failed,
+        });
+    }
+    let mut keys: BTreeMap<&[u8], &NodeId> = BTreeMap::new();
+    let mut machines: BTreeMap<&MachineId, Vec<(&NodeId, &Verified)>> = BTreeMap::new();
+    for (id, v) in verified {
+        if let Some(first) = keys.insert(&v.key_config, id) {
+            return Err(ClientError::DuplicateNodeKey {
+                first: first.clone(),
+                second: id.clone(),
+            });
+        }
+        machines.entry(&v.machine).or_default().push((id, v));
+    }
+    if machines.len() < min_machines {
+        return Err(ClientError::TooFewMachines {
+            found: machines.len(),
+            required: min_machines,
+        });
+    }
+    Ok(Candidates {
+        machines: machines.into_iter().collect(),
+    })
+}
 
 /// A fresh CSPRNG seeded from the operating system's random source.
 pub fn os_rng() -> Result<StdRng, ClientError> {
@@ -73,6 +163,131 @@ mod tests {
         assert!(stat > CRITICAL_DF9_P001, "not rejected: {stat:.2}");
         let stuck = histogram(|| 3);
         assert!(chi_square(&stuck) > CRITICAL_DF9_P001);
+    }
+
+    mod directory {
+        use cloister_measurement::{Policy, SystemClock, TrustAnchor, Verifier};
+        use cloister_protocol::access::{DIRECTORY_VERSION, NodeDirectory, NodeEntry};
+
+        use super::*;
+        use crate::nodes::verify_directory;
+        use crate::testkit::{MEASUREMENT, bundle_json, bundle_on, chip, emulated_root};
+
+        /// A directory of `(id, chip, key)` nodes (and `(id, None)` for one that fails).
+        fn reports(nodes: &[(&str, Option<u32>, &[u8])]) -> Vec<NodeReport> {
+            let directory = NodeDirectory {
+                version: DIRECTORY_VERSION,
+                token_challenge: String::new(),
+                nodes: nodes
+                    .iter()
+                    .map(|(id, c, key)| NodeEntry {
+                        id: NodeId::new(id).expect("id"),
+                        evidence: bundle_json(&bundle_on(
+                            chip(c.unwrap_or(0)),
+                            key,
+                            MEASUREMENT,
+                            c.is_some(),
+                        )),
+                    })
+                    .collect(),
+            };
+            let verifier = Verifier::new(
+                TrustAnchor::InsecureEmulated(emulated_root()),
+                Policy::default().with_snp_measurement(MEASUREMENT),
+                SystemClock,
+            );
+            verify_directory(&verifier, &directory)
+        }
+
+        #[test]
+        fn a_sound_directory_spans_its_machines() {
+            let r = reports(&[
+                ("a", Some(0), b"key-a"),
+                ("b", Some(1), b"key-b"),
+                ("c", Some(1), b"key-c"),
+            ]);
+            let c = candidates(&r, DEFAULT_MIN_MACHINES).expect("sound");
+            assert_eq!(c.machines(), 2);
+            assert!(c.find(&NodeId::new("c").expect("id")).is_some());
+            assert!(c.find(&NodeId::new("zz").expect("id")).is_none());
+        }
+
+        #[test]
+        fn one_node_listed_again_under_another_id_is_refused() {
+            let r = reports(&[
+                ("a", Some(0), b"key-a"),
+                ("b", Some(1), b"key-b"),
+                ("a-again", Some(1), b"key-b"),
+            ]);
+            let e = candidates(&r, 1).expect_err("the same key twice");
+            assert!(
+                matches!(&e, ClientError::DuplicateNodeKey { first, second }
+                    if first.as_str() == "b" && second.as_str() == "a-again"),
+                "{e}"
+            );
+        }
+
+        #[test]
+        fn one_machine_is_not_enough_by_default() {
+            let r = reports(&[("a", Some(2), b"key-a"), ("b", Some(2), b"key-b")]);
+            assert!(matches!(
+                candidates(&r, DEFAULT_MIN_MACHINES),
+                Err(ClientError::TooFewMachines {
+                    found: 1,
+                    required: 2
+                })
+            ));
+            assert_eq!(candidates(&r, 1).expect("asked for by name").machines(), 1);
+        }
+
+        #[test]
+        fn a_directory_with_a_node_that_fails_is_refused_and_named() {
+            let r = reports(&[
+                ("a", Some(0), b"key-a"),
+                ("b", Some(1), b"key-b"),
+                ("unbound", None, b"key-u"),
+            ]);
+            let e = candidates(&r, 1).expect_err("mixed");
+            assert!(
+                matches!(&e, ClientError::MixedDirectory { verified: 2, failures }
+                    if failures.len() == 1 && failures[0].id.as_str() == "unbound"),
+                "{e}"
+            );
+            assert!(e.to_string().contains("unbound"), "{e}");
+            let r = reports(&[("unbound", None, b"key-u")]);
+            assert!(matches!(
+                candidates(&r, 1),
+                Err(ClientError::NoVerifiedNode(f)) if f.len() == 1
+            ));
+        }
+
+        /// A gateway that runs nine guests on one chip and one on another gets each chip
+        /// chosen half the time, not nine times in ten.
+        #[test]
+        fn the_choice_is_uniform_over_machines() {
+            let keys: Vec<Vec<u8>> = (0..10).map(|i| vec![i; 8]).collect();
+            let ids: Vec<String> = (0..10).map(|i| format!("n{i}")).collect();
+            let nodes: Vec<(&str, Option<u32>, &[u8])> = (0..10)
+                .map(|i| {
+                    let c = if i == 9 { 1 } else { 0 };
+                    (ids[i].as_str(), Some(c), keys[i].as_slice())
+                })
+                .collect();
+            let r = reports(&nodes);
+            let c = candidates(&r, 2).expect("sound");
+            let mut rng = os_rng().expect("os random source");
+            let lone = (0..4_000)
+                .filter(|_| {
+                    c.choose(&mut rng)
+                        .is_some_and(|(id, _)| id.as_str() == "n9")
+                })
+                .count();
+            // Binomial(4000, 1/2): mean 2000, sd 31.6; ±200 is over six sd.
+            assert!(
+                (1_800..=2_200).contains(&lone),
+                "lone chip chosen {lone} times"
+            );
+        }
     }
 
     #[test]

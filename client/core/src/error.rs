@@ -224,6 +224,39 @@ pub enum ClientError {
     /// No node passed verification; each failure names its node and check.
     #[error("no node passed verification: {}", list_failures(.0))]
     NoVerifiedNode(Vec<NodeFailure>),
+    /// Some nodes verified and others did not: a directory the device cannot verify whole is
+    /// refused (a gateway could hide the one node it wants among nodes nobody can use).
+    #[error(
+        "the directory mixes {verified} verified nodes with nodes that fail verification (a \
+         broken or hostile operator; report it): {}",
+        list_failures(failures)
+    )]
+    MixedDirectory {
+        /// Nodes that verified.
+        verified: usize,
+        /// The ones that did not, each with its check.
+        failures: Vec<NodeFailure>,
+    },
+    /// Two directory entries carry the same attested key: one node listed twice.
+    #[error("nodes {first} and {second} are one node (the same attested key) listed twice")]
+    DuplicateNodeKey {
+        /// The first entry.
+        first: NodeId,
+        /// The entry that repeats it.
+        second: NodeId,
+    },
+    /// The directory's verified nodes run on fewer distinct machines than the device's policy
+    /// asks for.
+    #[error(
+        "the directory's nodes run on {found} distinct machine(s); the policy asks for at least \
+         {required}"
+    )]
+    TooFewMachines {
+        /// Distinct machines found.
+        found: usize,
+        /// The policy's minimum.
+        required: usize,
+    },
     /// Sending needs an issuer and an account, and none is configured.
     #[error("no issuer is configured (a token is needed to send)")]
     NoIssuer,

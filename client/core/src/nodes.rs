@@ -3,7 +3,9 @@
 //! node gets a [`NodeReport`] saying what it attests to or which check refused it and why.
 //! Sans-IO: the directory comes in as a value.
 
-use cloister_measurement::{Clock, Inspection, Measurement, Step, Verified, Verifier, VerifyError};
+use cloister_measurement::{
+    Clock, Inspection, MachineId, Measurement, Step, Verified, Verifier, VerifyError,
+};
 use cloister_protocol::EvidenceBundle;
 use cloister_protocol::Platform;
 use cloister_protocol::access::{NodeDirectory, NodeEntry, NodeId};
@@ -31,6 +33,8 @@ pub struct NodeReport {
     pub measurement: Option<String>,
     /// The attested TCB, one line; verified nodes only.
     pub tcb: Option<String>,
+    /// The machine whose hardware signed the evidence (once its signature held).
+    pub machine: Option<MachineId>,
     /// When the node's key and evidence expire (Unix seconds), as the bundle says.
     pub expires_at: Option<u64>,
     /// The log checkpoint the measurement was found under (verified nodes, trusted log).
@@ -72,11 +76,12 @@ pub fn verify_directory<C: Clock>(
 }
 
 fn verify_node<C: Clock>(verifier: &Verifier<C>, node: &NodeEntry) -> NodeReport {
-    let refused = |platform, expires_at, step, error| NodeReport {
+    let refused = |platform, expires_at, machine, step, error| NodeReport {
         id: node.id.clone(),
         platform,
         measurement: None,
         tcb: None,
+        machine,
         expires_at,
         checkpoint: None,
         result: Err(NodeFailure {
@@ -90,7 +95,7 @@ fn verify_node<C: Clock>(verifier: &Verifier<C>, node: &NodeEntry) -> NodeReport
         .and_then(|bytes| EvidenceBundle::from_json(&bytes).map_err(VerifyError::from));
     let bundle = match bundle {
         Ok(b) => b,
-        Err(e) => return refused(None, None, Step::Parse, e),
+        Err(e) => return refused(None, None, None, Step::Parse, e),
     };
     let (platform, expires_at) = (Some(bundle.platform), Some(bundle.expires_at));
     match verifier.verify(&bundle, b"") {
@@ -99,6 +104,7 @@ fn verify_node<C: Clock>(verifier: &Verifier<C>, node: &NodeEntry) -> NodeReport
             platform,
             measurement: Some(measurement_hex(&v.measurement)),
             tcb: Some(v.tcb.clone()),
+            machine: Some(v.machine.clone()),
             expires_at,
             checkpoint: v.logged.as_ref().map(|cp| CheckpointInfo {
                 size: cp.size,
@@ -109,8 +115,9 @@ fn verify_node<C: Clock>(verifier: &Verifier<C>, node: &NodeEntry) -> NodeReport
         Err(e) => {
             // The inspection says which step refused (verification is deterministic, so its
             // first refusal is the same error).
-            let step = failed_step(&verifier.inspect(&bundle, b""), &e);
-            refused(platform, expires_at, step, e)
+            let inspection = verifier.inspect(&bundle, b"");
+            let step = failed_step(&inspection, &e);
+            refused(platform, expires_at, inspection.machine().cloned(), step, e)
         }
     }
 }

@@ -144,6 +144,21 @@ pub fn signer() -> &'static EmulatedSnpSigner {
     SIGNER.get_or_init(|| EmulatedSnpSigner::from_seed(&[4u8; 32]).expect("emulated processor"))
 }
 
+/// Chip `index` of the emulated processor (0 is [`signer`]; all share its ARK): another
+/// machine.
+pub fn chip(index: u32) -> &'static EmulatedSnpSigner {
+    static CHIPS: OnceLock<Vec<EmulatedSnpSigner>> = OnceLock::new();
+    let chips = CHIPS.get_or_init(|| {
+        (1..4)
+            .map(|i| signer().another_chip(i).expect("emulated chip"))
+            .collect()
+    });
+    match index {
+        0 => signer(),
+        i => &chips[(i - 1) as usize],
+    }
+}
+
 /// The emulated processor's root.
 pub fn emulated_root() -> InsecureEmulatedRoot {
     signer().insecure_root().expect("root")
@@ -170,6 +185,17 @@ pub fn now() -> u64 {
 
 /// Evidence for `key_config` with `measurement`; `bind` false leaves report_data zero.
 pub fn bundle(key_config: &[u8], measurement: [u8; 48], bind: bool) -> EvidenceBundle {
+    bundle_on(signer(), key_config, measurement, bind)
+}
+
+/// [`bundle`], signed by `chip` (see [`chip`]).
+pub fn bundle_on(
+    chip: &EmulatedSnpSigner,
+    key_config: &[u8],
+    measurement: [u8; 48],
+    bind: bool,
+) -> EvidenceBundle {
+    let signer = || chip;
     let expires_at = now() + 3600;
     let rd = cloister_protocol::report_data(key_config, expires_at, b"").expect("binding");
     let rd = if bind { rd } else { [0u8; 64] };

@@ -84,6 +84,7 @@ pub struct Trust {
     verifier: Verifier<SystemClock>,
     log_key: Option<String>,
     store: Box<dyn SeenStore>,
+    min_machines: usize,
 }
 
 impl Trust {
@@ -126,7 +127,21 @@ impl Trust {
             verifier,
             log_key,
             store,
+            min_machines: crate::choose::DEFAULT_MIN_MACHINES,
         })
+    }
+
+    /// Accept directories spanning at least `n` distinct machines (default
+    /// [`crate::choose::DEFAULT_MIN_MACHINES`]). One machine means the operator knows where
+    /// every request goes: only for a deployment that has no second machine, asked for by name.
+    pub fn with_min_machines(mut self, n: std::num::NonZeroUsize) -> Self {
+        self.min_machines = n.get();
+        self
+    }
+
+    /// The fewest distinct machines a directory must span.
+    pub fn min_machines(&self) -> usize {
+        self.min_machines
     }
 
     /// The verifier.

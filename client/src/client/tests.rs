@@ -23,7 +23,7 @@ use privacypass::{Deserialize as _, Serialize as _, TokenType};
 
 use super::*;
 use cloister_device_core::testkit::{
-    IssuerKeys, MEASUREMENT, OriginKeys, Spent, bhttp_response, bundle, bundle_json,
+    IssuerKeys, MEASUREMENT, OriginKeys, Spent, bhttp_response, bundle_json, bundle_on, chip,
     emulated_trust, ohttp_server,
 };
 
@@ -131,7 +131,7 @@ impl Stack {
             };
             entries.push(NodeEntry {
                 id: NodeId::new(id).expect("id"),
-                evidence: bundle_json(&bundle(&config, measurement, true)),
+                evidence: bundle_json(&bundle_on(chip(i as u32 % 4), &config, measurement, true)),
             });
             if *kind != Kind::Ghost {
                 servers.insert((*id).to_owned(), server);
@@ -292,20 +292,25 @@ fn client(url: &BaseUrl, account: &str) -> Client {
             url: url.clone(),
             account_token: SecretString::new(account.to_owned()),
         }),
-        trust: emulated_trust(),
+        // Stacks of one node (one machine) are asked for by name; the default refuses them
+        // (`a_directory_the_device_cannot_use_whole_is_refused`).
+        trust: emulated_trust().with_min_machines(std::num::NonZeroUsize::MIN),
         deadline: Duration::from_secs(60),
     })
 }
 
 #[tokio::test]
 async fn requests_reach_a_random_verified_node_and_come_back() {
-    let (stack, url) = Stack::start(&[
-        ("good-a", Kind::Good),
-        ("other-image", Kind::OtherImage),
-        ("good-b", Kind::Good),
-    ])
-    .await;
-    let client = client(&url, ACCOUNT);
+    let (stack, url) = Stack::start(&[("good-a", Kind::Good), ("good-b", Kind::Good)]).await;
+    let client = Client::new(ClientConfig {
+        relay: url.clone(),
+        issuer: Some(IssuerAccount {
+            url: url.clone(),
+            account_token: SecretString::new(ACCOUNT.to_owned()),
+        }),
+        trust: emulated_trust(),
+        deadline: Duration::from_secs(60),
+    });
     let mut chosen = std::collections::BTreeSet::new();
     for i in 0..30 {
         let plaintext = format!("MARKER-{i}");
@@ -318,7 +323,6 @@ async fn requests_reach_a_random_verified_node_and_come_back() {
             (200, Some("application/octet-stream"))
         );
         assert_eq!(r.body.expose(), plaintext.as_bytes());
-        assert_ne!(r.node.as_str(), "other-image");
         chosen.insert(r.node.to_string());
     }
     assert_eq!(
@@ -340,6 +344,47 @@ async fn requests_reach_a_random_verified_node_and_come_back() {
 }
 
 #[tokio::test]
+async fn a_directory_the_device_cannot_use_whole_is_refused() {
+    // One good node among nodes that fail: refused, the failing ones named.
+    let (stack, url) = Stack::start(&[
+        ("good-a", Kind::Good),
+        ("other-image", Kind::OtherImage),
+        ("good-b", Kind::Good),
+    ])
+    .await;
+    let e = client(&url, ACCOUNT)
+        .send("/v1/echo", "text/plain", b"hi")
+        .await
+        .expect_err("mixed directory");
+    assert!(
+        matches!(&e, ClientError::MixedDirectory { verified: 2, failures }
+            if failures.len() == 1 && failures[0].id.as_str() == "other-image"),
+        "{e}"
+    );
+    assert!(stack.seen.lock().expect("lock").inner.is_empty());
+
+    // One machine, under the default policy: refused before any token is fetched.
+    let (stack, url) = Stack::start(&[("good-a", Kind::Good)]).await;
+    let strict = Client::new(ClientConfig {
+        relay: url.clone(),
+        issuer: Some(IssuerAccount {
+            url: url.clone(),
+            account_token: SecretString::new(ACCOUNT.to_owned()),
+        }),
+        trust: emulated_trust(),
+        deadline: Duration::from_secs(60),
+    });
+    assert!(matches!(
+        strict.send("/v1/echo", "text/plain", b"hi").await,
+        Err(ClientError::TooFewMachines {
+            found: 1,
+            required: 2
+        })
+    ));
+    assert!(stack.seen.lock().expect("lock").inner.is_empty());
+}
+
+#[tokio::test]
 async fn nodes_reports_each_node_and_send_to_picks_one() {
     let (_stack, url) =
         Stack::start(&[("good-a", Kind::Good), ("other-image", Kind::OtherImage)]).await;
@@ -353,16 +398,22 @@ async fn nodes_reports_each_node_and_send_to_picks_one() {
         summary,
         vec![("good-a", None), ("other-image", Some(Step::Measurement))]
     );
+    // The machine is known once the signature held, even for a node refused later.
+    assert!(reports.iter().all(|r| r.machine.is_some()));
+    assert_ne!(reports[0].machine, reports[1].machine);
+
+    let (_stack, url) = Stack::start(&[("good-a", Kind::Good), ("good-b", Kind::Good)]).await;
+    let client = self::client(&url, ACCOUNT);
     let good = NodeId::new("good-a").expect("id");
     let r = client
         .send_to(&good, "/v1/echo", "text/plain", b"hi")
         .await
         .expect("answered");
     assert_eq!(r.node, good);
-    let bad = NodeId::new("other-image").expect("id");
+    let absent = NodeId::new("other-image").expect("id");
     assert!(matches!(
-        client.send_to(&bad, "/v1/echo", "text/plain", b"hi").await,
-        Err(ClientError::UnknownNode(id)) if id == bad
+        client.send_to(&absent, "/v1/echo", "text/plain", b"hi").await,
+        Err(ClientError::UnknownNode(id)) if id == absent
     ));
 }
 
