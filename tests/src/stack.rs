@@ -119,30 +119,62 @@ impl Drop for Service {
     }
 }
 
-/// One emulated AMD secure processor on a Unix socket (a thread of this process).
+/// The emulated AMD secure processors of a loopback fleet: one chip per machine, all under one
+/// emulated ARK, each on its own Unix socket (threads of this process).
 #[derive(Debug)]
 pub struct Sp {
-    /// Its socket.
+    /// The first chip's socket.
     pub socket: PathBuf,
+    /// Every chip's socket, chip 0 first.
+    pub sockets: Vec<PathBuf>,
     /// The emulated ARK, DER (the device's `--insecure-emulated` root).
     pub ark_der: PathBuf,
 }
 
-/// Starts the emulated processor in `dir`.
+impl Sp {
+    /// The socket of machine `i` (the last chip for any `i` beyond them).
+    pub fn machine(&self, i: usize) -> &Path {
+        &self.sockets[i.min(self.sockets.len() - 1)]
+    }
+}
+
+/// Starts the emulated processor in `dir`: one chip.
 pub fn emulated_sp(dir: &Path) -> Sp {
-    let socket = dir.join("sp.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind sp");
-    let signer = EmulatedSnpSigner::from_seed(&[5u8; 32]).expect("emulated processor");
+    emulated_machines(dir, 1)
+}
+
+/// Starts `chips` (at least one) emulated chips under one ARK in `dir`.
+pub fn emulated_machines(dir: &Path, chips: usize) -> Sp {
+    let first = EmulatedSnpSigner::from_seed(&[5u8; 32]).expect("emulated processor");
     let ark_der = dir.join("emulated-ark.der");
-    std::fs::write(&ark_der, signer.ark_der()).expect("write ark");
-    let sp = EmulatedSp::new(signer, MEASUREMENT);
-    std::thread::spawn(move || {
-        static STOP: AtomicBool = AtomicBool::new(false);
-        if let Err(e) = sp.serve(listener, &STOP) {
-            eprintln!("emulated processor stopped: {e}");
-        }
-    });
-    Sp { socket, ark_der }
+    std::fs::write(&ark_der, first.ark_der()).expect("write ark");
+    let mut signers = Vec::new();
+    for i in 1..chips.max(1) {
+        signers.push(first.another_chip(i as u32).expect("emulated chip"));
+    }
+    signers.insert(0, first);
+    let mut sockets = Vec::new();
+    for (i, signer) in signers.into_iter().enumerate() {
+        let socket = if i == 0 {
+            dir.join("sp.sock")
+        } else {
+            dir.join(format!("sp-{i}.sock"))
+        };
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind sp");
+        let sp = EmulatedSp::new(signer, MEASUREMENT);
+        std::thread::spawn(move || {
+            static STOP: AtomicBool = AtomicBool::new(false);
+            if let Err(e) = sp.serve(listener, &STOP) {
+                eprintln!("emulated processor stopped: {e}");
+            }
+        });
+        sockets.push(socket);
+    }
+    Sp {
+        socket: sockets[0].clone(),
+        sockets,
+        ark_der,
+    }
 }
 
 /// A release record for the development-mode runtime: the emulated measurement and `manifest`.
@@ -167,11 +199,24 @@ pub fn dev_release(manifest: &[u8; 32]) -> ReleaseRecord {
     }
 }
 
-/// Starts a development-mode runtime on `dir/<name>.sock` naming `manifest` in its evidence.
+/// Starts a development-mode runtime on `dir/<name>.sock` naming `manifest` in its evidence,
+/// on the emulated processor's first chip.
 pub fn runtime(
     dir: &Path,
     name: &str,
     sp: &Sp,
+    manifest: &[u8; 32],
+    cmdline: &str,
+    models: Option<&Path>,
+) -> Service {
+    runtime_on(dir, name, &sp.socket, manifest, cmdline, models)
+}
+
+/// [`runtime`] on the chip whose emulated processor listens on `sp_socket`.
+pub fn runtime_on(
+    dir: &Path,
+    name: &str,
+    sp_socket: &Path,
     manifest: &[u8; 32],
     cmdline: &str,
     models: Option<&Path>,
@@ -181,7 +226,7 @@ pub fn runtime(
     cmd.arg("--unix")
         .arg(&socket)
         .arg("--emulated-sp")
-        .arg(&sp.socket)
+        .arg(sp_socket)
         .arg("--cmdline")
         .arg(cmdline)
         .arg("--manifest-digest")
@@ -339,7 +384,8 @@ pub struct GatewaySetup {
 impl Stack {
     /// Starts the log (one release: the development runtime with [`LOGGED_MANIFEST`]), the
     /// runtimes, the issuer (one account with `quota` tokens a day), the gateway (the runtimes
-    /// plus `extra` nodes) and the relay, in `dir`.
+    /// plus `extra` nodes) and the relay, in `dir`. Each runtime runs on its own emulated chip
+    /// (machine `i` for the `i`th spec).
     pub fn start(dir: &Path, specs: &[NodeSpec], extra: &[(&str, String)], quota: u32) -> Stack {
         Stack::start_with(dir, specs, extra, quota, &[])
     }
@@ -352,7 +398,7 @@ impl Stack {
         quota: u32,
         gateway_args: &[&str],
     ) -> Stack {
-        let sp = emulated_sp(dir);
+        let sp = emulated_machines(dir, specs.len());
         let log_dir = dir.join("log");
         let (proof, _) = cloister_guest_image::release::witnessed_release(
             &log_dir,
@@ -365,13 +411,14 @@ impl Stack {
             cloister_guest_image::release::witness_key(&log_dir).expect("witness verifier key");
         let nodes: Vec<Service> = specs
             .iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(i, s)| {
                 let manifest = if s.logged {
                     LOGGED_MANIFEST
                 } else {
                     UNLOGGED_MANIFEST
                 };
-                runtime(dir, s.id, &sp, &manifest, s.cmdline, s.models)
+                runtime_on(dir, s.id, sp.machine(i), &manifest, s.cmdline, s.models)
             })
             .collect();
         let (issuer, spki) = issuer(dir, quota);
@@ -438,8 +485,16 @@ impl Stack {
         );
     }
 
-    /// The `cloister` CLI with this device's flags.
+    /// The `cloister` CLI with this device's flags, accepting a directory of one machine (most
+    /// tests run one node).
     pub fn device(&self) -> Command {
+        let mut cmd = self.device_defaults();
+        cmd.args(["--min-machines", "1"]);
+        cmd
+    }
+
+    /// The `cloister` CLI with this device's trust flags and its policy's defaults.
+    pub fn device_defaults(&self) -> Command {
         let mut cmd = Command::new(bin("cloister"));
         cmd.arg("--relay")
             .arg(&self.relay.url)
@@ -454,9 +509,6 @@ impl Stack {
             .arg("--witness-key")
             .arg(&self.witness_key)
             .args(["--quorum", "1", "--deadline", "120"])
-            // The loopback stack's nodes share one emulated chip: one machine, asked for by
-            // name (tests/tests/hostile.rs checks the default refuses it).
-            .args(["--min-machines", "1"])
             .arg("--state")
             .arg(&self.state);
         cmd

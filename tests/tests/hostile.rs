@@ -1,0 +1,123 @@
+//! A hostile operator, on loopback (issue 24): the real gateway, issuer, relay and runtimes,
+//! the operator changing one behaviour at a time, and the `cloister` CLI as the device. Each
+//! attack must end in the device's named refusal before anything is sent, and the operator's
+//! logs must show that nothing was: no token issued, no request forwarded, none opened.
+
+use std::path::Path;
+use std::process::Output;
+
+use cloister_tests::stack::{NodeSpec, Stack};
+
+const ECHO: &str = "cloister.attest=emulated";
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn echo(mut cmd: std::process::Command, file: &Path) -> Output {
+    cmd.args(["echo", "--file"]).arg(file);
+    cmd.output().expect("run cloister")
+}
+
+fn spec(id: &str, logged: bool) -> NodeSpec<'_> {
+    NodeSpec {
+        id,
+        cmdline: ECHO,
+        models: None,
+        logged,
+    }
+}
+
+/// Requests the runtimes opened, tokens the issuer issued, requests the gateway forwarded.
+fn traffic(stack: &Stack) -> (usize, usize, usize) {
+    let opened = stack.nodes.iter().map(|n| n.answered("ohttp", 200)).sum();
+    let issued = stack
+        .issuer
+        .logs()
+        .matches("route=\"token-request\"")
+        .count();
+    let forwarded = stack.gateway.logs().matches("forward").count();
+    (opened, issued, forwarded)
+}
+
+/// The gateway restarted listing `nodes` (`(id, index of the stack's node)`).
+fn relist(stack: &mut Stack, nodes: &[(&str, usize)]) {
+    let addresses: Vec<(String, String)> = nodes
+        .iter()
+        .map(|(id, i)| ((*id).to_owned(), stack.nodes[*i].url.clone()))
+        .collect();
+    stack.gateway_setup.nodes = addresses;
+    stack.restart_gateway();
+}
+
+/// Attack 5, steering: a gateway lists one node twice, one machine only, or hides the node it
+/// wants among nodes that do not verify. Nodes run on distinct emulated chips (machines 0, 1,
+/// 2); the device's policy is its default (two machines) unless the test says otherwise.
+#[test]
+fn a_directory_that_steers_the_device_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut stack = Stack::start(
+        dir.path(),
+        &[spec("a", true), spec("b", true), spec("unlogged", false)],
+        &[],
+        20,
+    );
+    let file = dir.path().join("hello.txt");
+    std::fs::write(&file, "hello").expect("file");
+
+    // A mixed directory: two verified nodes and one the device cannot verify.
+    let out = echo(stack.device_defaults(), &file);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("mixes 2 verified nodes") && err.contains("unlogged"),
+        "{err}"
+    );
+    assert_eq!(traffic(&stack), (0, 0, 0), "sent despite the refusal");
+
+    // One node listed twice under two ids (the same attested key), even under a policy of one
+    // machine.
+    relist(&mut stack, &[("a", 0), ("b", 1), ("a-again", 0)]);
+    let out = echo(stack.device(), &file);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("a and a-again are one node") || err.contains("listed twice"),
+        "{err}"
+    );
+    assert_eq!(traffic(&stack), (0, 0, 0));
+
+    // One machine only: refused under the default policy.
+    relist(&mut stack, &[("a", 0)]);
+    let out = echo(stack.device_defaults(), &file);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("1 distinct machine(s)") && err.contains("at least 2"),
+        "{err}"
+    );
+    assert_eq!(traffic(&stack), (0, 0, 0));
+
+    // The same directory, one machine asked for by name: answered (the refusals above were
+    // the policy's, not a broken stack).
+    let out = echo(stack.device(), &file);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello");
+
+    // Two machines pass the default, and `nodes` names each node's machine.
+    relist(&mut stack, &[("a", 0), ("b", 1)]);
+    let out = echo(stack.device_defaults(), &file);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut nodes = stack.device_defaults();
+    nodes.args(["nodes", "--json"]);
+    let out = nodes.output().expect("run cloister");
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let machines: std::collections::BTreeSet<&str> = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|n| n["machine"].as_str())
+        .collect();
+    assert_eq!(machines.len(), 2, "{listed}");
+    assert!(machines.iter().all(|m| m.starts_with("snp-chip:")));
+}
