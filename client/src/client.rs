@@ -3,8 +3,9 @@
 //! 1. the gateway's outer key configuration, from the relay (`GET /ohttp-keys`);
 //! 2. the node directory, through relay and gateway (`GET /v1/nodes` inside the outer layer);
 //! 3. every node's evidence verified; the log checkpoints they name checked against each other
-//!    and against the one seen before (consistency proofs through the gateway), and the seen
-//!    checkpoint advanced — a rollback or a fork stops here;
+//!    and against the one seen before (from every hash tile of the newest tree, through the
+//!    gateway: nothing names the size seen before), and the seen checkpoint advanced — a
+//!    rollback or a fork stops here;
 //! 4. the directory checked whole (every node verified, no key twice, enough distinct
 //!    machines) and a node chosen: a machine uniformly, then one of its nodes;
 //! 5. one Privacy Pass token from the issuer, for the directory's challenge;
@@ -30,6 +31,7 @@ use crate::nodes::{self, NodeReport};
 use crate::secret::{SecretBytes, SecretString};
 use crate::trust::{self, Trust};
 use crate::{choose, tokens};
+use cloister_transparency::{TileSet, tiles_of};
 
 /// The issuer and the account it knows this device by.
 #[derive(Debug)]
@@ -315,41 +317,39 @@ impl Client {
     }
 
     /// Every verified node's checkpoint must be a prefix of the newest, and the newest must
-    /// extend the one seen before; then it becomes the one seen.
+    /// extend the one seen before; then it becomes the one seen. Checked against every hash
+    /// tile of the newest tree, fetched whatever this device saw before, so that the gateway
+    /// learns nothing of that (issue 24, attack 6).
     async fn settle_log(&self, keys: &[u8], reports: &[NodeReport]) -> Result<(), ClientError> {
         let checkpoints = nodes::checkpoints(reports);
         let Some((newest, older)) = checkpoints.split_first() else {
             return Ok(());
         };
+        let tiles = self.tiles(keys, newest.size).await?;
         for cp in older {
-            let proof = if cp.size < newest.size {
-                self.consistency(keys, cp.size, newest.size).await?
-            } else {
-                String::new()
-            };
-            trust::check_prefix(cp, newest, &proof)?;
+            trust::check_prefix(cp, newest, &tiles)?;
         }
         let trust = &self.config.trust;
         let seen = trust.seen()?;
-        let proof = match trust::proof_needed(seen.as_ref(), newest) {
-            Some((old, new)) => self.consistency(keys, old, new).await?,
-            None => String::new(),
-        };
-        let next = trust::advance(seen, newest, &proof)?;
+        let next = trust::advance(seen, newest, &tiles)?;
         if seen != Some(next) {
             trust.record(next)?;
         }
         Ok(())
     }
 
-    async fn consistency(&self, keys: &[u8], old: u64, new: u64) -> Result<String, ClientError> {
-        let path = cloister_protocol::access::log_consistency_path(old, new);
-        let answer = self.gateway(keys, "GET", &path, &[], &[]).await?;
-        if answer.status != 200 {
-            return Err(gateway_error(&answer));
+    /// Every hash tile of the tree of `size`, through the gateway.
+    async fn tiles(&self, keys: &[u8], size: u64) -> Result<TileSet, ClientError> {
+        let mut set = TileSet::new(size);
+        for tile in tiles_of(size).map_err(ClientError::Log)? {
+            let path = cloister_protocol::access::log_tile_path(&tile);
+            let answer = self.gateway(keys, "GET", &path, &[], &[]).await?;
+            if answer.status != 200 {
+                return Err(gateway_error(&answer));
+            }
+            set.insert(tile, answer.body.to_vec());
         }
-        String::from_utf8(answer.body.to_vec())
-            .map_err(|_| ClientError::ConsistencyProof("not UTF-8 text".into()))
+        Ok(set)
     }
 
     async fn outer_keys(&self) -> Result<Vec<u8>, ClientError> {

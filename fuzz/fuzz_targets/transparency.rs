@@ -1,7 +1,7 @@
 //! The transparency log's formats as a device or a monitor reads them from an untrusted
 //! server, against a real log (three release records, the signed-note format's example key):
 //! * mode 0 — a checkpoint (signed note): signature, origin, size, root;
-//! * mode 1 — a consistency proof (one base64 hash per line) from size 1 to size 3;
+//! * mode 1 — the hash tile of the tree of 3, as a device checks the tree of 1 it saw against it;
 //! * mode 2 — a log proof (JSON, as a bundle carries it): checkpoint, then inclusion;
 //! * mode 3 — a tile path and an entry bundle.
 #![no_main]
@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use cloister_device_core::trust;
 use cloister_fuzz::{release_record, tagged, write_seeds};
 use cloister_transparency::{
-    Log, LogProof, SeenCheckpoint, TrustedLog, VerifiedCheckpoint, storage,
+    Log, LogProof, SeenCheckpoint, TileSet, TrustedLog, VerifiedCheckpoint, storage,
 };
 use libfuzzer_sys::fuzz_target;
 use zeroize::Zeroizing;
@@ -25,7 +25,7 @@ struct Fixture {
     seen: SeenCheckpoint,
     three: VerifiedCheckpoint,
     checkpoint: Vec<u8>,
-    consistency: String,
+    tile: Vec<u8>,
     proof: LogProof,
     bundle: Vec<u8>,
     entries: Vec<Vec<u8>>,
@@ -46,12 +46,7 @@ fn fixture() -> &'static Fixture {
         let three = trusted
             .verify_checkpoint(&checkpoint)
             .expect("own checkpoint verifies");
-        let consistency = log
-            .prove_consistency(1, 3)
-            .expect("proof")
-            .iter()
-            .map(|h| format!("{h}\n"))
-            .collect();
+        let tile = std::fs::read(dir.path().join("tile/0/000.p/3")).expect("hash tile");
         let proof = log.log_proof(1).expect("log proof");
         let bundle = std::fs::read(dir.path().join("tile/entries/000.p/3")).expect("entry bundle");
         Fixture {
@@ -59,7 +54,7 @@ fn fixture() -> &'static Fixture {
             seen,
             three,
             checkpoint,
-            consistency,
+            tile,
             proof,
             bundle,
             entries,
@@ -71,7 +66,7 @@ fn seeds() -> Vec<cloister_fuzz::Seed> {
     let f = fixture();
     vec![
         ("checkpoint", tagged(0, &f.checkpoint)),
-        ("consistency", tagged(1, f.consistency.as_bytes())),
+        ("tile", tagged(1, &f.tile)),
         ("log-proof", tagged(2, &f.proof.to_json())),
         ("bundle", tagged(3, &f.bundle)),
         ("tile-path", tagged(3, b"tile/0/x001/234.p/5")),
@@ -91,8 +86,11 @@ fuzz_target!(init: write_seeds(seeds), |data: &[u8]| {
             }
         }
         1 => {
-            if let Ok(text) = std::str::from_utf8(body) {
-                let _ = trust::advance(Some(f.seen), &f.three, text);
+            let mut tiles = TileSet::new(3);
+            tiles.insert("tile/0/000.p/3".into(), body.to_vec());
+            if trust::advance(Some(f.seen), &f.three, &tiles).is_ok() {
+                // Any other tile that passes would be a second preimage of the root.
+                assert_eq!(body, &f.tile[..], "a forged tile accepted");
             }
         }
         2 => {

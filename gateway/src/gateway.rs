@@ -22,10 +22,10 @@ use privacypass::public_tokens::PublicKey;
 use tokio::sync::Semaphore;
 
 use cloister_protocol::access::{
-    GATEWAY_PATH, HEALTH_PATH, LOG_CONSISTENCY_PREFIX, NODES_PATH, NodeId, OHTTP_KEYS_MEDIA,
+    GATEWAY_PATH, HEALTH_PATH, LOG_TILE_PREFIX, NODES_PATH, NodeId, OHTTP_KEYS_MEDIA,
     OHTTP_KEYS_PATH, OHTTP_REQ_MEDIA, OHTTP_RES_MEDIA, parse_node_ohttp_path,
 };
-use cloister_protocol::{EvidenceBundle, LogProof, media, node, tlog};
+use cloister_protocol::{EvidenceBundle, LogProof, media, node};
 
 use crate::nodes::{NodeAddress, NodeError};
 use crate::outer::{Answer, OuterKey, header, request_parts};
@@ -42,8 +42,9 @@ pub struct GatewayConfig {
     pub nodes: BTreeMap<NodeId, NodeAddress>,
     /// Log proofs to attach: each bundle gets the proof whose release names its manifest.
     pub log_proofs: Vec<LogProof>,
-    /// The transparency log, for consistency proofs (`http://HOST:PORT`).
-    pub log: Option<Upstream>,
+    /// Where the transparency log's hash tiles come from, for devices to fetch through the
+    /// gateway.
+    pub log: Option<LogTiles>,
     /// The token challenge redeemed here.
     pub challenge: TokenChallenge,
     /// The issuer keys whose tokens are accepted.
@@ -58,6 +59,15 @@ pub struct GatewayConfig {
     pub max_in_flight: usize,
     /// How often node evidence is fetched again.
     pub refresh: Duration,
+}
+
+/// Where the gateway reads the log's hash tiles (self-verifying: either may be untrusted).
+#[derive(Debug, Clone)]
+pub enum LogTiles {
+    /// The log's server (`http://HOST:PORT[/PREFIX]`), asked for `/tile/…`.
+    Upstream(Upstream),
+    /// A copy of the log's static files (C2SP tlog-tiles layout) on this machine.
+    Directory(std::path::PathBuf),
 }
 
 /// A running gateway's state.
@@ -314,10 +324,8 @@ async fn route(gw: &Gateway, m: &Message) -> (&'static str, Answer) {
         };
         return ("directory", answer);
     }
-    if method == "GET"
-        && let Some(rest) = path.strip_prefix(LOG_CONSISTENCY_PREFIX)
-    {
-        return ("consistency", consistency(gw, rest).await);
+    if method == "GET" && path.starts_with(LOG_TILE_PREFIX) {
+        return ("log-tile", log_tile(gw, &path).await);
     }
     if method == "POST"
         && let Some(id) = parse_node_ohttp_path(&path)
@@ -327,24 +335,36 @@ async fn route(gw: &Gateway, m: &Message) -> (&'static str, Answer) {
     ("other", Answer::problem(404, "not-found", "no such route"))
 }
 
-/// Proxies the log's consistency proof between two sizes (self-verifying: the device checks it
-/// against checkpoints it verified).
-async fn consistency(gw: &Gateway, rest: &str) -> Answer {
+/// Proxies one hash tile of the log (self-verifying: the device authenticates every tile
+/// against a checkpoint it verified). Only canonical C2SP hash-tile paths go to the log.
+async fn log_tile(gw: &Gateway, path: &str) -> Answer {
     let Some(log) = &gw.config.log else {
         return Answer::problem(404, "log-unavailable", "this gateway has no log configured");
     };
-    let Some((old, new)) = tlog::parse_sizes(rest) else {
-        return Answer::problem(
-            404,
-            "not-found",
-            "expected the log's consistency path with two sizes",
-        );
+    let c2sp = path.trim_start_matches("/v1/log/");
+    let Some(tile) =
+        cloister_transparency::tile_path(c2sp).filter(|t| !t.starts_with("tile/entries/"))
+    else {
+        return Answer::problem(404, "not-found", "expected a hash tile's C2SP path");
     };
-    let path = format!(
-        "{}{}",
-        log.path.trim_end_matches('/'),
-        tlog::consistency_path(old, new)
-    );
+    let log = match log {
+        LogTiles::Upstream(u) => u,
+        LogTiles::Directory(dir) => {
+            // `tile` is canonical (digits, `x`, `/`, `.p`): it cannot leave the directory.
+            return match tokio::fs::read(dir.join(&tile)).await {
+                Ok(bytes) => Answer {
+                    status: 200,
+                    content_type: media::OCTET_STREAM.into(),
+                    body: bytes,
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Answer::problem(404, "not-found", "no such tile")
+                }
+                Err(_) => Answer::problem(502, "log-unavailable", "the log's copy is unreadable"),
+            };
+        }
+    };
+    let path = format!("{}/{tile}", log.path.trim_end_matches('/'));
     match exchange_tcp(
         &log.authority,
         Method::GET,
@@ -358,7 +378,7 @@ async fn consistency(gw: &Gateway, rest: &str) -> Answer {
     {
         Ok(a) if a.status == 200 => Answer {
             status: 200,
-            content_type: media::TEXT.into(),
+            content_type: media::OCTET_STREAM.into(),
             body: a.body.to_vec(),
         },
         Ok(a) => Answer::problem(502, "log-failed", &format!("the log answered {}", a.status)),

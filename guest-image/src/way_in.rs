@@ -12,7 +12,7 @@ use std::time::Duration;
 use cloister_client::secret::SecretString;
 use cloister_client::trust::{LogKeys, Trust};
 use cloister_client::{Client, ClientConfig, InnerResponse, IssuerAccount};
-use cloister_gateway::gateway::{Gateway, GatewayConfig};
+use cloister_gateway::gateway::{Gateway, GatewayConfig, LogTiles};
 use cloister_gateway::nodes::NodeAddress;
 use cloister_gateway::spent::SpentStore;
 use cloister_issuer::accounts::Accounts;
@@ -159,7 +159,7 @@ impl WayIn {
         let gateway = Gateway::new(GatewayConfig {
             nodes,
             log_proofs: vec![release.proof],
-            log: None,
+            log: Some(LogTiles::Directory(release.log_dir.to_path_buf())),
             challenge,
             issuer_keys: vec![issuer_key.public_key()],
             spent: SpentStore::open_redb(&spent)?,

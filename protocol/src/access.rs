@@ -35,9 +35,10 @@ pub const HEALTH_PATH: &str = "/healthz";
 pub const GATEWAY_AUTHORITY: &str = "cloister-gateway";
 /// Inside the outer layer: the node directory.
 pub const NODES_PATH: &str = "/v1/nodes";
-/// Inside the outer layer: a consistency proof of the log, fetched through the gateway
-/// (`/v1/log/consistency/<old>/<new>`, the log's own answer passed on).
-pub const LOG_CONSISTENCY_PREFIX: &str = "/v1/log/consistency/";
+/// Inside the outer layer: a hash tile of the log, fetched through the gateway
+/// (`/v1/log/` and the C2SP tlog-tiles path `tile/<L>/<N>[.p/<W>]`, the log's own bytes passed
+/// on). A device fetches every tile of the newest tree, never a proof from its own old size.
+pub const LOG_TILE_PREFIX: &str = "/v1/log/tile/";
 /// RFC 9578 issuer directory.
 pub const ISSUER_DIRECTORY_PATH: &str = "/.well-known/private-token-issuer-directory";
 /// RFC 9578 issuer directory media type.
@@ -89,9 +90,9 @@ pub fn node_ohttp_path(id: &NodeId) -> String {
     format!("{NODES_PATH}/{}/ohttp", id.as_str())
 }
 
-/// The path, inside the outer layer, of the log's consistency proof from `old` to `new`.
-pub fn log_consistency_path(old: u64, new: u64) -> String {
-    format!("{LOG_CONSISTENCY_PREFIX}{old}/{new}")
+/// The path, inside the outer layer, of the log's hash tile at C2SP path `tile` (`tile/…`).
+pub fn log_tile_path(tile: &str) -> String {
+    format!("/v1/log/{}", tile.trim_start_matches('/'))
 }
 
 /// Parses a path made by [`node_ohttp_path`].

@@ -430,12 +430,17 @@ impl Stack {
         addresses.extend(extra.iter().cloned());
         let addresses: Vec<(&str, &str)> =
             addresses.iter().map(|(i, a)| (*i, a.as_str())).collect();
+        // The gateway serves the log's hash tiles from the log's files (the device fetches
+        // them on every request).
+        let log_dir_arg = log_dir.display().to_string();
+        let mut gateway_args: Vec<&str> = gateway_args.to_vec();
+        gateway_args.extend(["--log-dir", log_dir_arg.as_str()]);
         let gateway = gateway(
             dir,
             &addresses,
             std::slice::from_ref(&proof_file),
             &spki,
-            gateway_args,
+            &gateway_args,
         );
         let gateway_setup = GatewaySetup {
             nodes: addresses
@@ -495,6 +500,11 @@ impl Stack {
 
     /// The `cloister` CLI with this device's trust flags and its policy's defaults.
     pub fn device_defaults(&self) -> Command {
+        self.device_at(&self.state)
+    }
+
+    /// [`Stack::device_defaults`] for another device: its own state directory.
+    pub fn device_at(&self, state: &Path) -> Command {
         let mut cmd = Command::new(bin("cloister"));
         cmd.arg("--relay")
             .arg(&self.relay.url)
@@ -510,7 +520,7 @@ impl Stack {
             .arg(&self.witness_key)
             .args(["--quorum", "1", "--deadline", "120"])
             .arg("--state")
-            .arg(&self.state);
+            .arg(state);
         cmd
     }
 

@@ -103,6 +103,8 @@ fn a_directory_that_steers_the_device_is_refused() {
     let out = echo(stack.device(), &file);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "hello");
+    // And the operator's logs show that one (the counts above could have seen it).
+    assert_eq!(traffic(&stack), (1, 1, 1));
 
     // Two machines pass the default, and `nodes` names each node's machine.
     relist(&mut stack, &[("a", 0), ("b", 1)]);
@@ -120,4 +122,58 @@ fn a_directory_that_steers_the_device_is_refused() {
         .collect();
     assert_eq!(machines.len(), 2, "{listed}");
     assert!(machines.iter().all(|m| m.starts_with("snp-chip:")));
+}
+
+/// The inner routes the gateway logged after byte `from` of its log, in order.
+fn routes_since(stack: &Stack, from: usize) -> Vec<String> {
+    let logs = stack.gateway.logs();
+    logs.get(from..)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split("route=").nth(1))
+        .filter_map(|r| r.split_whitespace().next())
+        .map(|r| r.trim_matches('"').to_owned())
+        .collect()
+}
+
+/// Attack 6, tagging a returning device by the tree size it saw: a device that saw the log at
+/// one size and a device that never saw it send the gateway the same requests, and both move
+/// to the newest checkpoint (the older one checked against the newest tree's tiles).
+#[test]
+fn a_returning_device_asks_the_gateway_what_a_new_one_asks() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut stack = Stack::start(dir.path(), &[spec("a", true)], &[], 20);
+    let file = dir.path().join("hello.txt");
+    std::fs::write(&file, "hello").expect("file");
+    let returning = dir.path().join("returning-state");
+    let with_state = |stack: &Stack, state: &Path| {
+        let mut c = stack.device_at(state);
+        c.args(["--min-machines", "1"]);
+        c
+    };
+    // The returning device sees the log at size 1.
+    let out = echo(with_state(&stack, &returning), &file);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // The operator publishes again (the log grows to 2) and attaches the new proof.
+    let (proof, _) = cloister_guest_image::release::witnessed_release(
+        &dir.path().join("log"),
+        &cloister_tests::stack::dev_release(&cloister_tests::stack::LOGGED_MANIFEST),
+    )
+    .expect("second release");
+    std::fs::write(&stack.gateway_setup.log_proof, proof.to_json()).expect("proof");
+    stack.restart_gateway();
+
+    let mut seen = Vec::new();
+    for state in [returning.clone(), dir.path().join("new-state")] {
+        let from = stack.gateway.logs().len();
+        let out = echo(with_state(&stack, &state), &file);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        seen.push(routes_since(&stack, from));
+        let recorded = std::fs::read_dir(&state).expect("state").count();
+        assert!(recorded > 0, "the device recorded the checkpoint it saw");
+    }
+    assert_eq!(seen[0], seen[1], "the gateway can tell the devices apart");
+    assert!(seen[0].iter().any(|r| r == "log-tile"), "{:?}", seen[0]);
+    assert!(!seen[0].iter().any(|r| r.contains("consistency")));
 }

@@ -26,6 +26,7 @@ mod record;
 pub mod server;
 #[cfg(feature = "store")]
 pub mod storage;
+mod tiles;
 mod verify;
 #[cfg(feature = "store")]
 mod witness;
@@ -38,6 +39,7 @@ pub use cloister_protocol::LogProof;
 pub use record::{Measurement, ReleaseRecord, SCHEMA};
 #[cfg(feature = "store")]
 pub use storage::{Appended, Log, Stage};
+pub use tiles::{MAX_TILED_TREE, TileSet, c2sp_path, tile_path, tiles_of};
 pub use verify::{SeenCheckpoint, TrustedLog, VerifiedCheckpoint};
 #[cfg(feature = "store")]
 pub use witness::{Witness, WitnessRefusal};
@@ -178,6 +180,17 @@ pub enum VerifyError {
         seen: u64,
         /// Size offered.
         offered: u64,
+    },
+    /// A tile of the newest tree was not fetched, or has the wrong length.
+    #[error("tile {0} is missing or of the wrong length")]
+    TileMissing(String),
+    /// A tree larger than a device fetches whole.
+    #[error("a tree of {size} entries; a device fetches at most {max} whole")]
+    TreeTooLarge {
+        /// The size offered.
+        size: u64,
+        /// The limit.
+        max: u64,
     },
     /// A checkpoint that is not an extension of the one seen.
     #[error("fork: the tree of {size} does not extend the one seen")]

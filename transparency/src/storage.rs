@@ -20,6 +20,7 @@ use signed_note::{Note, StandardSigner, StandardVerifier, VerifierList};
 use tlog_tiles::{Checkpoint, Hash, HashReader, Tile};
 use zeroize::Zeroizing;
 
+pub use crate::tiles::{c2sp_path, tile_path};
 use crate::{HEIGHT, LogError, io};
 
 /// Entries per bundle (2^HEIGHT).
@@ -291,44 +292,6 @@ impl Log {
             .map(|e| e.to_vec())
             .ok_or(LogError::Bundle(path))
     }
-}
-
-/// A tile's path in the C2SP layout (the crate renders Go sumdb's `tile/H/L/…`).
-pub fn c2sp_path(tile: &Tile) -> String {
-    let go = tile.path();
-    let rest = go.strip_prefix(&format!("tile/{HEIGHT}/")).unwrap_or(&go);
-    match rest.strip_prefix("data/") {
-        Some(n) => format!("tile/entries/{n}"),
-        None => format!("tile/{rest}"),
-    }
-}
-
-/// The canonical C2SP path of the tile or bundle `path` names, if it names one.
-pub fn tile_path(path: &str) -> Option<String> {
-    let rest = path.strip_prefix("tile/")?;
-    let (level, index) = rest.split_once('/')?;
-    // `Tile::from_path` panics on a level above 63 or a width outside 1..=2^H: refused first.
-    if level != "entries" && level.parse::<u8>().ok().is_none_or(|l| l > 63) {
-        return None;
-    }
-    if let Some((_, width)) = index.split_once(".p/")
-        && width
-            .parse::<u64>()
-            .ok()
-            .is_none_or(|w| w == 0 || w >= BUNDLE)
-    {
-        return None;
-    }
-    let go = match level {
-        "entries" => format!("tile/{HEIGHT}/data/{index}"),
-        _ => format!("tile/{HEIGHT}/{rest}"),
-    };
-    // And any other assertion of the crate's on hostile input is a refusal, not a crash.
-    let tile = std::panic::catch_unwind(|| Tile::from_path(&go))
-        .ok()?
-        .ok()?;
-    let canonical = c2sp_path(&tile);
-    (canonical == path).then_some(canonical)
 }
 
 /// The entries of a bundle.

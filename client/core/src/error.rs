@@ -272,9 +272,6 @@ pub enum ClientError {
     /// The log went backwards or forked against the checkpoint seen before.
     #[error("transparency log: {0}")]
     Log(cloister_transparency::VerifyError),
-    /// A consistency proof that is not one base64 hash per line.
-    #[error("malformed consistency proof: {0}")]
-    ConsistencyProof(String),
     /// The state file (the seen checkpoint) could not be read or written.
     #[error("state file {}: {reason}", path.display())]
     State {

@@ -10,12 +10,9 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use cloister_measurement::{InsecureEmulatedRoot, Policy, SystemClock, TrustAnchor, Verifier};
-use cloister_transparency::{SeenCheckpoint, TrustedLog, VerifiedCheckpoint};
+use cloister_transparency::{SeenCheckpoint, TileSet, TrustedLog, VerifiedCheckpoint, VerifyError};
 
 use crate::error::ClientError;
-
-/// Most hashes a consistency proof may hold (RFC 9162: about 2·log2 of the tree size).
-const MAX_PROOF_HASHES: usize = 128;
 
 /// The transparency log a device trusts: the log's signed-note verifier key and the witnesses'
 /// tlog-cosignature verifier keys of which `quorum` must cosign.
@@ -170,72 +167,51 @@ impl Trust {
     }
 }
 
-/// The sizes `(old, new)` of the consistency proof needed to move from `seen` to `new`, if
-/// one is needed (not for a first checkpoint, an empty seen tree, or a tree no larger).
-pub fn proof_needed(seen: Option<&SeenCheckpoint>, new: &VerifiedCheckpoint) -> Option<(u64, u64)> {
-    match seen {
-        Some(s) if s.size > 0 && new.size > s.size => Some((s.size, new.size)),
-        _ => None,
-    }
-}
-
-/// Moves from `seen` (none on first use) to `new` with `proof` (the text the log serves: one
-/// base64 hash per line; empty when [`proof_needed`] said none). A smaller tree is a rollback,
-/// another root of the same size or a proof that does not join them a fork.
+/// Moves from `seen` (none on first use) to `new`, checking `seen` against `tiles` (every hash
+/// tile of `new`'s tree, fetched without naming `seen`'s size; see
+/// [`cloister_transparency::TileSet`]). A smaller tree is a rollback; another root of the same
+/// size, or an older root the tiles do not give, a fork.
 pub fn advance(
     seen: Option<SeenCheckpoint>,
     new: &VerifiedCheckpoint,
-    proof: &str,
+    tiles: &TileSet,
 ) -> Result<SeenCheckpoint, ClientError> {
-    let Some(mut seen) = seen else {
-        return Ok(SeenCheckpoint {
-            size: new.size,
-            root: new.root,
-        });
-    };
-    seen.advance(new, &parse_proof(proof)?)
-        .map_err(ClientError::Log)?;
-    Ok(seen)
+    if tiles.size() != new.size {
+        return Err(ClientError::Log(VerifyError::Malformed(format!(
+            "tiles of a tree of {}, the checkpoint has {}",
+            tiles.size(),
+            new.size
+        ))));
+    }
+    if let Some(seen) = seen {
+        tiles
+            .check_prefix(new.root, seen.size, seen.root)
+            .map_err(ClientError::Log)?;
+    }
+    Ok(SeenCheckpoint {
+        size: new.size,
+        root: new.root,
+    })
 }
 
-/// Checks that `older` (another node's checkpoint) is a prefix of `newer`, with the proof
-/// between their sizes: two nodes under forked trees are a split view.
+/// Checks that `older` (another node's checkpoint) is a prefix of `newer`, from the tiles of
+/// `newer`'s tree: two nodes under forked trees are a split view.
 pub fn check_prefix(
     older: &VerifiedCheckpoint,
     newer: &VerifiedCheckpoint,
-    proof: &str,
+    tiles: &TileSet,
 ) -> Result<(), ClientError> {
     let seen = SeenCheckpoint {
         size: older.size,
         root: older.root,
     };
-    advance(Some(seen), newer, proof).map(|_| ())
-}
-
-/// Parses one base64 hash per line. The hash type is the log library's own (it decodes
-/// standard base64 of exactly 32 bytes), reached through `SeenCheckpoint::advance`'s
-/// signature.
-fn parse_proof<H: serde::de::DeserializeOwned>(text: &str) -> Result<Vec<H>, ClientError> {
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::Value::String(l.to_owned()))
-        .collect();
-    if lines.len() > MAX_PROOF_HASHES {
-        return Err(ClientError::ConsistencyProof(format!(
-            "{} hashes; at most {MAX_PROOF_HASHES}",
-            lines.len()
-        )));
-    }
-    serde_json::from_value(serde_json::Value::Array(lines))
-        .map_err(|e| ClientError::ConsistencyProof(e.to_string()))
+    advance(Some(seen), newer, tiles).map(|_| ())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cloister_transparency::{Log, VerifyError};
+    use cloister_transparency::Log;
     use zeroize::Zeroizing;
 
     // The example key pair of the signed-note format (golang.org/x/mod/sumdb/note).
@@ -243,12 +219,12 @@ mod tests {
         "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz";
     const VKEY: &str = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
 
-    /// A real log: checkpoints of sizes 1 and 3 and the consistency proof between them.
+    /// A real log: checkpoints of sizes 1 and 3 and the tiles of the tree of 3.
     fn log() -> (
         tempfile::TempDir,
         VerifiedCheckpoint,
         VerifiedCheckpoint,
-        String,
+        TileSet,
     ) {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = Log::create(dir.path(), &Zeroizing::new(SKEY.to_owned()), VKEY).expect("log");
@@ -266,13 +242,12 @@ mod tests {
         log.append(&[b"release 2".to_vec(), b"release 3".to_vec()], |_| {})
             .expect("append");
         let three = cp(&log);
-        let proof: String = log
-            .prove_consistency(1, 3)
-            .expect("proof")
-            .iter()
-            .map(|h| format!("{h}\n"))
-            .collect();
-        (dir, one, three, proof)
+        let mut tiles = TileSet::new(3);
+        for path in cloister_transparency::tiles_of(3).expect("small") {
+            let bytes = std::fs::read(dir.path().join(&path)).expect("tile");
+            tiles.insert(path, bytes);
+        }
+        (dir, one, three, tiles)
     }
 
     fn trust(store: &std::sync::Arc<MemoryStore>) -> Trust {
@@ -286,36 +261,36 @@ mod tests {
 
     #[test]
     fn the_seen_checkpoint_advances_and_never_goes_back() {
-        let (_log, one, three, proof) = log();
+        let (_log, one, three, tiles) = log();
         let store = std::sync::Arc::new(MemoryStore::default());
         let t = trust(&store);
         assert_eq!(t.seen().expect("nothing yet"), None);
 
-        assert_eq!(proof_needed(None, &one), None);
-        let first = advance(None, &one, "").expect("first use");
+        let first = advance(None, &one, &TileSet::new(1)).expect("first use");
         t.record(first).expect("record");
 
         // Another Trust over the same store reads what the first recorded.
         let t = trust(&store);
         let seen = t.seen().expect("read");
         assert_eq!(seen.map(|s| (s.size, s.root)), Some((1, one.root)));
-        assert_eq!(proof_needed(seen.as_ref(), &three), Some((1, 3)));
-        let next = advance(seen, &three, &proof).expect("consistent");
+        let next = advance(seen, &three, &tiles).expect("consistent");
         t.record(next).expect("record");
         assert_eq!(trust(&store).seen().expect("read").map(|s| s.size), Some(3));
 
         // Never recorded backwards.
         t.record(first).expect("record");
         assert_eq!(trust(&store).seen().expect("read").map(|s| s.size), Some(3));
-        check_prefix(&one, &three, &proof).expect("one is a prefix of three");
+        check_prefix(&one, &three, &tiles).expect("one is a prefix of three");
     }
 
     #[test]
     fn rollback_and_forks_are_refused() {
-        let (_log, one, three, proof) = log();
-        let seen = Some(advance(None, &three, "").expect("first"));
+        let (_log, one, three, tiles) = log();
+        let seen = Some(advance(None, &three, &tiles).expect("first"));
+        let mut tiles_of_one = TileSet::new(1);
+        tiles_of_one.insert("tile/0/000.p/1".into(), vec![0; 32]);
         assert!(matches!(
-            advance(seen, &one, ""),
+            advance(seen, &one, &tiles_of_one),
             Err(ClientError::Log(VerifyError::Rollback {
                 seen: 3,
                 offered: 1
@@ -324,43 +299,40 @@ mod tests {
         let mut other = three.clone();
         other.root[0] ^= 1;
         assert!(matches!(
-            advance(seen, &other, ""),
+            advance(seen, &other, &tiles),
             Err(ClientError::Log(VerifyError::Fork { size: 3 }))
         ));
-        // Growth whose proof does not join the trees.
-        let seen_one = Some(advance(None, &one, "").expect("first"));
+        // Growth the tiles do not join to the tree seen.
+        let seen_one = Some(advance(None, &one, &tiles_of_one).expect("first"));
         assert!(matches!(
-            advance(seen_one, &other, &proof),
+            advance(seen_one, &other, &tiles),
             Err(ClientError::Log(VerifyError::Fork { size: 3 }))
         ));
         assert!(matches!(
-            advance(seen_one, &three, ""),
+            check_prefix(&one, &other, &tiles),
             Err(ClientError::Log(VerifyError::Fork { .. }))
         ));
+        // Tiles of another tree, or none.
         assert!(matches!(
-            check_prefix(&one, &other, &proof),
-            Err(ClientError::Log(VerifyError::Fork { .. }))
+            advance(seen_one, &three, &tiles_of_one),
+            Err(ClientError::Log(VerifyError::Malformed(_)))
         ));
         assert!(matches!(
-            advance(seen_one, &three, "not base64!\n"),
-            Err(ClientError::ConsistencyProof(_))
-        ));
-        assert!(matches!(
-            advance(seen_one, &three, "AAAA\n"),
-            Err(ClientError::ConsistencyProof(_))
+            advance(seen_one, &three, &TileSet::new(3)),
+            Err(ClientError::Log(VerifyError::TileMissing(p))) if p == "tile/0/000.p/3"
         ));
     }
 
     #[test]
     fn the_memory_store_keeps_the_larger_tree() {
-        let (_log, one, three, _) = log();
+        let (_log, one, three, _tiles) = log();
         let t =
             Trust::hardware(Policy::default(), None, Box::<MemoryStore>::default()).expect("trust");
         assert!(!t.is_insecure());
         assert_eq!(t.seen().expect("memory"), None);
-        t.record(advance(None, &three, "").expect("first"))
+        t.record(advance(None, &three, &TileSet::new(3)).expect("first"))
             .expect("record");
-        t.record(advance(None, &one, "").expect("first"))
+        t.record(advance(None, &one, &TileSet::new(1)).expect("first"))
             .expect("record");
         assert_eq!(t.seen().expect("memory").map(|s| s.size), Some(3));
     }

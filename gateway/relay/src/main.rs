@@ -33,6 +33,8 @@ async fn main() -> anyhow::Result<()> {
     cloister_http::no_core_dumps();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: log files and journald get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let listener = tokio::net::TcpListener::bind(&cli.listen).await?;

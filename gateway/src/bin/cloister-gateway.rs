@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
-use cloister_gateway::gateway::{Gateway, GatewayConfig, serve_until};
+use cloister_gateway::gateway::{Gateway, GatewayConfig, LogTiles, serve_until};
 use cloister_gateway::nodes::NodeAddress;
 use cloister_gateway::spent::SpentStore;
 use cloister_http::{Upstream, shutdown_signal};
@@ -43,9 +43,14 @@ struct Cli {
         value_delimiter = ','
     )]
     log_proofs: Vec<PathBuf>,
-    /// The transparency log (`http://HOST:PORT`), for devices' consistency proofs.
-    #[arg(long, env = "CLOISTER_GATEWAY_LOG_URL")]
+    /// The transparency log (`http://HOST:PORT`), whose hash tiles devices fetch through the
+    /// gateway.
+    #[arg(long, env = "CLOISTER_GATEWAY_LOG_URL", conflicts_with = "log_dir")]
     log_url: Option<Upstream>,
+    /// A copy of the transparency log's static files (C2SP tlog-tiles layout, e.g. synced from
+    /// the log's server), whose hash tiles devices fetch through the gateway.
+    #[arg(long, env = "CLOISTER_GATEWAY_LOG_DIR")]
+    log_dir: Option<PathBuf>,
     /// The issuer's name in the token challenge.
     #[arg(
         long,
@@ -133,7 +138,11 @@ fn config(cli: Cli) -> Result<GatewayConfig> {
     Ok(GatewayConfig {
         nodes,
         log_proofs,
-        log: cli.log_url,
+        log: match (cli.log_url, cli.log_dir) {
+            (Some(u), _) => Some(LogTiles::Upstream(u)),
+            (None, Some(d)) => Some(LogTiles::Directory(d)),
+            (None, None) => None,
+        },
         challenge: TokenChallenge::new(TokenType::Public, &cli.issuer_name, None, &[cli.origin]),
         issuer_keys,
         spent,
@@ -149,6 +158,8 @@ async fn main() -> Result<()> {
     cloister_http::no_core_dumps();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: log files and journald get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
     let cli = Cli::parse();

@@ -113,6 +113,8 @@ fn main() -> anyhow::Result<()> {
         } => {
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
+                // Colour codes only on a terminal: log files and journald get plain text.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             let log = open(&cli)?;
             let key = Zeroizing::new(
