@@ -301,6 +301,13 @@ pub enum ClientError {
         /// Type asked for.
         found: u16,
     },
+    /// The challenge names a redemption context: tokens fetched ahead could not be spent, and
+    /// each issuance would sit right before its redemption.
+    #[error(
+        "the token challenge carries a redemption context (a per-request challenge would link \
+         each issuance to its redemption); refused"
+    )]
+    RedemptionContext,
     /// The token request could not be built.
     #[error("token request: {0}")]
     TokenRequest(String),

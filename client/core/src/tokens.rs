@@ -51,6 +51,13 @@ pub fn parse_challenge(b64: &str) -> Result<TokenChallenge, ClientError> {
     if found != TOKEN_TYPE_BLIND_RSA {
         return Err(ClientError::TokenType { found });
     }
+    // A redemption context makes a token usable for one challenge only: a gateway that sent
+    // each device its own context would force an issuance right before each redemption and
+    // join the two by time (RFC 9577 §2.1.1; issue 24, attack 3). Cloister's gateway sends
+    // none; a context is refused.
+    if challenge.redemption_context().is_some() {
+        return Err(ClientError::RedemptionContext);
+    }
     Ok(challenge)
 }
 

@@ -159,6 +159,12 @@ fn challenges_must_be_type_2_and_well_formed() {
         parse_challenge(&URL_SAFE_NO_PAD.encode(trailing)),
         Err(ClientError::Challenge)
     ));
+    // A per-request redemption context (32 bytes, RFC 9577 §2.1) is refused.
+    let per_request = TokenChallenge::new(TokenType::Public, "i", Some([7u8; 32]), &[]);
+    assert!(matches!(
+        parse_challenge(&URL_SAFE_NO_PAD.encode(per_request.serialize().expect("bytes"))),
+        Err(ClientError::RedemptionContext)
+    ));
 }
 
 #[test]
