@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cosign;
+pub mod issuer_key;
 mod record;
 #[cfg(feature = "server")]
 pub mod server;
@@ -36,10 +37,11 @@ use std::path::Path;
 use std::path::PathBuf;
 
 pub use cloister_protocol::LogProof;
+pub use issuer_key::{IssuerKeyRecord, IssuerKeysError, current_keys};
 pub use record::{Measurement, ReleaseRecord, SCHEMA};
 #[cfg(feature = "store")]
 pub use storage::{Appended, Log, Stage};
-pub use tiles::{MAX_TILED_TREE, TileSet, c2sp_path, tile_path, tiles_of};
+pub use tiles::{MAX_TILED_TREE, TileSet, bundles_of, c2sp_path, read_bundle, tile_path, tiles_of};
 pub use verify::{SeenCheckpoint, TrustedLog, VerifiedCheckpoint};
 #[cfg(feature = "store")]
 pub use witness::{Witness, WitnessRefusal};
@@ -180,6 +182,12 @@ pub enum VerifyError {
         seen: u64,
         /// Size offered.
         offered: u64,
+    },
+    /// An entry whose hash is not the leaf the tree holds at its index.
+    #[error("entry {index} is not the one the tree holds there")]
+    EntryNotInTree {
+        /// The entry's index.
+        index: u64,
     },
     /// A tile of the newest tree was not fetched, or has the wrong length.
     #[error("tile {0} is missing or of the wrong length")]

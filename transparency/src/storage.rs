@@ -20,7 +20,7 @@ use signed_note::{Note, StandardSigner, StandardVerifier, VerifierList};
 use tlog_tiles::{Checkpoint, Hash, HashReader, Tile};
 use zeroize::Zeroizing;
 
-pub use crate::tiles::{c2sp_path, tile_path};
+pub use crate::tiles::{c2sp_path, read_bundle, tile_path};
 use crate::{HEIGHT, LogError, io};
 
 /// Entries per bundle (2^HEIGHT).
@@ -292,23 +292,6 @@ impl Log {
             .map(|e| e.to_vec())
             .ok_or(LogError::Bundle(path))
     }
-}
-
-/// The entries of a bundle.
-pub fn read_bundle(mut bytes: &[u8]) -> Result<Vec<&[u8]>, LogError> {
-    let mut out = Vec::new();
-    while !bytes.is_empty() {
-        let [a, b, rest @ ..] = bytes else {
-            return Err(LogError::BundleFormat);
-        };
-        let len = u16::from_be_bytes([*a, *b]) as usize;
-        if rest.len() < len {
-            return Err(LogError::BundleFormat);
-        }
-        out.push(&rest[..len]);
-        bytes = &rest[len..];
-    }
-    Ok(out)
 }
 
 /// Removes the temporary files a crashed append left (never renamed into place).

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use tlog_tiles::{HASH_SIZE, Hash, HashReader, Tile, stored_hash_index};
 
-use crate::{HEIGHT, VerifyError};
+use crate::{HEIGHT, LogError, VerifyError};
 
 /// The largest tree a device fetches whole (2^20 entries: 4,096 level-0 tiles, 32 MiB).
 pub const MAX_TILED_TREE: u64 = 1 << 20;
@@ -62,6 +62,23 @@ pub fn tile_path(path: &str) -> Option<String> {
     (canonical == path).then_some(canonical)
 }
 
+/// The entries of a bundle.
+pub fn read_bundle(mut bytes: &[u8]) -> Result<Vec<&[u8]>, LogError> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let [a, b, rest @ ..] = bytes else {
+            return Err(LogError::BundleFormat);
+        };
+        let len = u16::from_be_bytes([*a, *b]) as usize;
+        if rest.len() < len {
+            return Err(LogError::BundleFormat);
+        }
+        out.push(&rest[..len]);
+        bytes = &rest[len..];
+    }
+    Ok(out)
+}
+
 /// The `tlog_tiles` (Go-style) path of a C2SP hash-tile path.
 fn go_path(c2sp: &str) -> String {
     format!("tile/{HEIGHT}/{}", c2sp.trim_start_matches("tile/"))
@@ -79,6 +96,30 @@ pub fn tiles_of(size: u64) -> Result<Vec<String>, VerifyError> {
         .iter()
         .map(c2sp_path)
         .collect())
+}
+
+/// Every entry bundle of the tree of `size` entries, as C2SP paths (`tile/entries/…`).
+pub fn bundles_of(size: u64) -> Result<Vec<String>, VerifyError> {
+    if size > MAX_TILED_TREE {
+        return Err(VerifyError::TreeTooLarge {
+            size,
+            max: MAX_TILED_TREE,
+        });
+    }
+    let full = size >> HEIGHT;
+    let mut out = Vec::new();
+    for n in 0..full {
+        let mut t = Tile::new(HEIGHT, 0, n, 1 << HEIGHT, false);
+        t.set_is_data();
+        out.push(c2sp_path(&t));
+    }
+    let rest = (size - (full << HEIGHT)) as u32;
+    if rest > 0 {
+        let mut t = Tile::new(HEIGHT, 0, full, rest, false);
+        t.set_is_data();
+        out.push(c2sp_path(&t));
+    }
+    Ok(out)
 }
 
 /// The tiles of one tree, as fetched (not yet authenticated).
@@ -157,6 +198,51 @@ impl TileSet {
             .filter(|b| b.len() == tile.width() as usize * HASH_SIZE)
             .map(Vec::as_slice)
             .ok_or(tlog_tiles::Error::BadMath)
+    }
+
+    /// Every entry of the tree, in order, from its entry `bundles` (path → bytes, the paths of
+    /// [`bundles_of`]): each entry's leaf hash must be the one the tiles hold, the tiles
+    /// authenticated against `root` first.
+    pub fn entries(
+        &self,
+        root: [u8; 32],
+        bundles: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<Vec<Vec<u8>>, VerifyError> {
+        // Authenticates every tile against `root` (the tree hash of the whole tree).
+        if self.tree_hash(root, self.size)? != root {
+            return Err(VerifyError::Fork { size: self.size });
+        }
+        let mut out = Vec::new();
+        for path in bundles_of(self.size)? {
+            let bytes = bundles
+                .get(&path)
+                .ok_or_else(|| VerifyError::TileMissing(path.clone()))?;
+            let first = out.len() as u64;
+            let entries =
+                read_bundle(bytes).map_err(|e| VerifyError::Malformed(format!("{path}: {e}")))?;
+            let want = (self.size - first).min(1 << HEIGHT);
+            if entries.len() as u64 != want {
+                return Err(VerifyError::Malformed(format!(
+                    "{path}: {} entries, the tree has {want} there",
+                    entries.len()
+                )));
+            }
+            let indexes: Vec<u64> = (first..first + want)
+                .map(|i| stored_hash_index(0, i))
+                .collect();
+            let leaves = self
+                .read_hashes(&indexes)
+                .map_err(|e| VerifyError::Malformed(format!("tiles: {e}")))?;
+            for (i, (entry, leaf)) in entries.iter().zip(leaves).enumerate() {
+                if tlog_tiles::record_hash(entry) != leaf {
+                    return Err(VerifyError::EntryNotInTree {
+                        index: first + i as u64,
+                    });
+                }
+                out.push(entry.to_vec());
+            }
+        }
+        Ok(out)
     }
 
     /// Whether the tree `(size, root)` is a prefix of `(self.size(), newest_root)`: the tiles

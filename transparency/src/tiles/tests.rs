@@ -8,6 +8,7 @@ use zeroize::Zeroizing;
 use super::*;
 use crate::Log;
 use crate::record::tests::record;
+use std::collections::BTreeMap;
 
 const ORIGIN: &str = "log.cloister.example/releases";
 
@@ -132,4 +133,59 @@ fn forks_rollbacks_and_bad_tiles_are_refused_by_name() {
             Err(VerifyError::TileMissing(path))
         );
     }
+}
+
+#[test]
+fn entries_come_out_only_as_the_tree_holds_them() {
+    let (dir, tiles, root, _) = log();
+    let mut bundles = BTreeMap::new();
+    for path in bundles_of(600).expect("small") {
+        bundles.insert(
+            path.clone(),
+            std::fs::read(dir.path().join(&path)).expect("bundle"),
+        );
+    }
+    assert_eq!(
+        bundles.keys().cloned().collect::<Vec<_>>(),
+        [
+            "tile/entries/000",
+            "tile/entries/001",
+            "tile/entries/002.p/88"
+        ]
+    );
+    let entries = tiles.entries(root, &bundles).expect("authenticated");
+    assert_eq!(entries.len(), 600);
+    assert_eq!(entries[599], record(599).to_bytes().expect("record"));
+
+    // An entry changed in a bundle.
+    let mut forged = bundles.clone();
+    let b = forged.get_mut("tile/entries/001").expect("bundle");
+    let at = b.len() - 2;
+    b[at] ^= 1;
+    assert_eq!(
+        tiles.entries(root, &forged),
+        Err(VerifyError::EntryNotInTree { index: 511 })
+    );
+    // An entry left out, a bundle missing, another root.
+    let mut short = bundles.clone();
+    let b = short.get_mut("tile/entries/002.p/88").expect("bundle");
+    let entries = read_bundle(b).expect("bundle");
+    let cut: usize = entries[..87].iter().map(|e| e.len() + 2).sum();
+    b.truncate(cut);
+    assert!(matches!(
+        tiles.entries(root, &short),
+        Err(VerifyError::Malformed(_))
+    ));
+    let mut missing = bundles.clone();
+    missing.remove("tile/entries/000");
+    assert_eq!(
+        tiles.entries(root, &missing),
+        Err(VerifyError::TileMissing("tile/entries/000".into()))
+    );
+    let mut other = root;
+    other[0] ^= 1;
+    assert_eq!(
+        tiles.entries(other, &bundles),
+        Err(VerifyError::Fork { size: 600 })
+    );
 }
