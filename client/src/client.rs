@@ -29,9 +29,10 @@ use crate::error::{ClientError, Stage};
 use crate::http::{self, BaseUrl, HttpRequest, HttpResponse, MAX_RESPONSE};
 use crate::nodes::{self, NodeReport};
 use crate::secret::{SecretBytes, SecretString};
+use crate::trust::IssuerKeys;
 use crate::trust::{self, Trust};
 use crate::{choose, tokens};
-use cloister_transparency::{TileSet, tiles_of};
+use cloister_transparency::{TileSet, VerifiedCheckpoint, bundles_of, current_keys, tiles_of};
 
 /// The issuer and the account it knows this device by.
 #[derive(Debug)]
@@ -135,6 +136,8 @@ struct Session {
     outer_keys: Vec<u8>,
     directory: NodeDirectory,
     reports: Vec<NodeReport>,
+    /// The newest log checkpoint the nodes named, and its tree's hash tiles.
+    log: Option<(VerifiedCheckpoint, TileSet)>,
 }
 
 impl Client {
@@ -242,7 +245,10 @@ impl Client {
             }
         };
         progress.set(Stage::Token);
-        let authorization = self.token(&session.directory.token_challenge).await?;
+        let logged = self.logged_issuer_keys(&session).await?;
+        let authorization = self
+            .token(&session.directory.token_challenge, logged.as_deref())
+            .await?;
         let token_done = std::time::Instant::now();
 
         progress.set(Stage::Exchange);
@@ -308,11 +314,12 @@ impl Client {
         progress.set(Stage::Verify);
         let reports = nodes::verify_directory(self.config.trust.verifier(), &directory);
         progress.set(Stage::Consistency);
-        self.settle_log(&outer_keys, &reports).await?;
+        let log = self.settle_log(&outer_keys, &reports).await?;
         Ok(Session {
             outer_keys,
             directory,
             reports,
+            log,
         })
     }
 
@@ -320,10 +327,14 @@ impl Client {
     /// extend the one seen before; then it becomes the one seen. Checked against every hash
     /// tile of the newest tree, fetched whatever this device saw before, so that the gateway
     /// learns nothing of that (issue 24, attack 6).
-    async fn settle_log(&self, keys: &[u8], reports: &[NodeReport]) -> Result<(), ClientError> {
+    async fn settle_log(
+        &self,
+        keys: &[u8],
+        reports: &[NodeReport],
+    ) -> Result<Option<(VerifiedCheckpoint, TileSet)>, ClientError> {
         let checkpoints = nodes::checkpoints(reports);
         let Some((newest, older)) = checkpoints.split_first() else {
-            return Ok(());
+            return Ok(None);
         };
         let tiles = self.tiles(keys, newest.size).await?;
         for cp in older {
@@ -335,7 +346,40 @@ impl Client {
         if seen != Some(next) {
             trust.record(next)?;
         }
-        Ok(())
+        Ok(Some(((*newest).clone(), tiles)))
+    }
+
+    /// The SPKIs of the challenge's issuer's current keys in the log (every entry of the
+    /// newest tree, fetched through the gateway and checked against its tiles), or `None` when
+    /// the device accepts unlogged keys by name.
+    async fn logged_issuer_keys(
+        &self,
+        session: &Session,
+    ) -> Result<Option<Vec<Vec<u8>>>, ClientError> {
+        if self.config.trust.issuer_keys() == IssuerKeys::InsecureUnlogged {
+            return Ok(None);
+        }
+        let Some((checkpoint, tiles)) = &session.log else {
+            return Err(ClientError::NoLogForIssuerKeys);
+        };
+        let mut bundles = std::collections::BTreeMap::new();
+        for path in bundles_of(checkpoint.size).map_err(ClientError::Log)? {
+            let at = cloister_protocol::access::log_tile_path(&path);
+            let answer = self
+                .gateway(&session.outer_keys, "GET", &at, &[], &[])
+                .await?;
+            if answer.status != 200 {
+                return Err(gateway_error(&answer));
+            }
+            bundles.insert(path, answer.body.to_vec());
+        }
+        let entries = tiles
+            .entries(checkpoint.root, &bundles)
+            .map_err(ClientError::Log)?;
+        let challenge = tokens::parse_challenge(&session.directory.token_challenge)?;
+        let records = current_keys(&entries, &challenge.issuer_name(), SystemClock.now_unix())
+            .map_err(ClientError::IssuerKeys)?;
+        Ok(Some(tokens::logged_spkis(&records)))
     }
 
     /// Every hash tile of the tree of `size`, through the gateway.
@@ -405,7 +449,11 @@ impl Client {
     }
 
     /// Step 5: one token for `challenge` (issued right before it is spent; see [`tokens`]).
-    async fn token(&self, challenge_b64: &str) -> Result<SecretString, ClientError> {
+    async fn token(
+        &self,
+        challenge_b64: &str,
+        logged: Option<&[Vec<u8>]>,
+    ) -> Result<SecretString, ClientError> {
         let batch = {
             let mut r = self.reserve.lock().unwrap_or_else(|p| p.into_inner());
             if r.challenge != challenge_b64 {
@@ -420,7 +468,7 @@ impl Client {
         };
         let mut fresh = Vec::with_capacity(batch);
         for _ in 0..batch {
-            fresh.push(self.issue(challenge_b64).await?);
+            fresh.push(self.issue(challenge_b64, logged).await?);
         }
         let token = fresh.pop().ok_or(ClientError::NoIssuer)?;
         let mut r = self.reserve.lock().unwrap_or_else(|p| p.into_inner());
@@ -431,7 +479,11 @@ impl Client {
     }
 
     /// One token from the issuer for `challenge`.
-    async fn issue(&self, challenge: &str) -> Result<SecretString, ClientError> {
+    async fn issue(
+        &self,
+        challenge: &str,
+        logged: Option<&[Vec<u8>]>,
+    ) -> Result<SecretString, ClientError> {
         let account = self.config.issuer.as_ref().ok_or(ClientError::NoIssuer)?;
         let challenge = tokens::parse_challenge(challenge)?;
         let issuer = &account.url;
@@ -446,7 +498,7 @@ impl Client {
         if r.status != 200 {
             return Err(issuer_error(&r));
         }
-        let (key, uri) = tokens::issuer_key(&r.body, SystemClock.now_unix())?;
+        let (key, uri) = tokens::logged_issuer_key(&r.body, SystemClock.now_unix(), logged)?;
         let target = tokens::request_target(issuer, &uri)?;
         let mut rng = choose::os_rng()?;
         let (request, pending) = tokens::token_request(&mut rng, key, &challenge)?;

@@ -335,17 +335,20 @@ async fn route(gw: &Gateway, m: &Message) -> (&'static str, Answer) {
     ("other", Answer::problem(404, "not-found", "no such route"))
 }
 
-/// Proxies one hash tile of the log (self-verifying: the device authenticates every tile
-/// against a checkpoint it verified). Only canonical C2SP hash-tile paths go to the log.
+/// Proxies one hash tile or entry bundle of the log (self-verifying: the device authenticates
+/// every tile against a checkpoint it verified, and every entry against the tiles). Only
+/// canonical C2SP paths go to the log.
 async fn log_tile(gw: &Gateway, path: &str) -> Answer {
     let Some(log) = &gw.config.log else {
         return Answer::problem(404, "log-unavailable", "this gateway has no log configured");
     };
     let c2sp = path.trim_start_matches("/v1/log/");
-    let Some(tile) =
-        cloister_transparency::tile_path(c2sp).filter(|t| !t.starts_with("tile/entries/"))
-    else {
-        return Answer::problem(404, "not-found", "expected a hash tile's C2SP path");
+    let Some(tile) = cloister_transparency::tile_path(c2sp) else {
+        return Answer::problem(
+            404,
+            "not-found",
+            "expected a C2SP tile or entry-bundle path",
+        );
     };
     let log = match log {
         LogTiles::Upstream(u) => u,

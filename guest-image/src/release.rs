@@ -214,7 +214,42 @@ pub struct LocalLog {
 /// cosigned. Returns the log proof the operator attaches to the node's evidence and the keys a
 /// device trusts (the log, and that witness, quorum 1).
 pub fn witnessed_release(dir: &Path, record: &ReleaseRecord) -> Result<(LogProof, TrustedLog)> {
-    let (local, mut proof) = publish_local(dir, DEFAULT_ORIGIN, &record.to_bytes()?)?;
+    let w = witnessed_append(dir, &[record.to_bytes()?])?;
+    Ok((w.proof(w.first)?, w.trusted))
+}
+
+/// Entries appended to a local log and the checkpoint after them, cosigned by its witness.
+#[derive(Debug)]
+pub struct Witnessed {
+    log: Log,
+    checkpoint: String,
+    /// The index of the first entry appended.
+    pub first: u64,
+    /// The keys a device trusts: the log and the witness, quorum 1.
+    pub trusted: TrustedLog,
+}
+
+impl Witnessed {
+    /// The proof of entry `index` (any entry of the log, old or new) under the cosigned
+    /// checkpoint.
+    pub fn proof(&self, index: u64) -> Result<LogProof> {
+        let mut proof = self.log.log_proof(index)?;
+        proof.checkpoint = self.checkpoint.clone();
+        Ok(proof)
+    }
+}
+
+/// `entries` appended to the local log in `dir` and the new checkpoint cosigned by the local
+/// witness (see [`witnessed_release`]).
+pub fn witnessed_append(dir: &Path, entries: &[Vec<u8>]) -> Result<Witnessed> {
+    let (first, rest) = entries
+        .split_first()
+        .ok_or_else(|| ReleaseError::Log(LogError::Record("nothing to append".to_owned())))?;
+    let (local, first_proof) = publish_local(dir, DEFAULT_ORIGIN, first)?;
+    if !rest.is_empty() {
+        local.log.append(rest, |_| {})?;
+    }
+    let mut proof = local.log.log_proof(first_proof.leaf_index)?;
     let key_path = dir.with_extension("witness.key");
     let state = dir.with_extension("witness.json");
     if local.created {
@@ -255,7 +290,79 @@ pub fn witnessed_release(dir: &Path, record: &ReleaseRecord) -> Result<(LogProof
         ))
     })?;
     let trusted = TrustedLog::new(&local.vkey, &[witness_key], 1)?;
-    Ok((proof, trusted))
+    Ok(Witnessed {
+        log: local.log,
+        checkpoint: proof.checkpoint,
+        first: first_proof.leaf_index,
+        trusted,
+    })
+}
+
+/// The issuer's token key for a local stack, kept beside the log in `dir` (`<dir>.issuer.pem`)
+/// and published in it: a key whose epoch has more than a day left is reused; otherwise a new
+/// one is made and its record (`issuer`, an epoch of 30 days) appended and cosigned. Returns
+/// the key's PEM path and, when a record was appended, the cosigned log (whose
+/// [`Witnessed::proof`] refreshes a release's proof to the checkpoint that holds the key).
+pub fn logged_issuer_key(
+    dir: &Path,
+    issuer: &str,
+    spki_of: impl Fn(&Path) -> Option<String>,
+    generate: impl Fn(&Path) -> Result<String>,
+) -> Result<(std::path::PathBuf, Option<Witnessed>)> {
+    let key_path = dir.with_extension("issuer.pem");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if let Some(spki) = spki_of(&key_path)
+        && logged_until(dir, issuer, &spki)?.is_some_and(|end| end > now + 24 * 3600)
+    {
+        return Ok((key_path, None));
+    }
+    let _ = std::fs::remove_file(&key_path);
+    let spki = generate(&key_path)?;
+    let record = cloister_transparency::IssuerKeyRecord {
+        schema: cloister_transparency::issuer_key::ISSUER_KEY_SCHEMA.to_owned(),
+        issuer: issuer.to_owned(),
+        token_type: 2,
+        token_key: spki,
+        not_before: now.saturating_sub(3600),
+        not_after: now.saturating_sub(3600) + 30 * 24 * 3600,
+    };
+    let w = witnessed_append(dir, &[record.to_bytes()?])?;
+    Ok((key_path, Some(w)))
+}
+
+/// The end of the epoch of `spki`'s current record in the local log in `dir`, if it has one.
+fn logged_until(dir: &Path, issuer: &str, spki: &str) -> Result<Option<u64>> {
+    if !dir.join("checkpoint").exists() {
+        return Ok(None);
+    }
+    let skey = Zeroizing::new(
+        std::fs::read_to_string(dir.with_extension("key")).map_err(io(format!(
+            "reading {}",
+            dir.with_extension("key").display()
+        )))?,
+    );
+    let vkey = std::fs::read_to_string(dir.with_extension("pub")).map_err(io(format!(
+        "reading {}",
+        dir.with_extension("pub").display()
+    )))?;
+    let log = Log::open(dir, &skey, vkey.trim())?;
+    let (_, size, _) = log.checkpoint()?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut until = None;
+    for i in 0..size {
+        if let Ok(r) = cloister_transparency::IssuerKeyRecord::from_bytes(&log.entry(i)?)
+            && r.issuer == issuer
+            && r.token_key == spki
+            && r.is_active(now)
+        {
+            until = until.max(Some(r.not_after));
+        }
+    }
+    Ok(until)
 }
 
 /// The verifier key of the local witness beside the log in `dir` (after [`witnessed_release`]).

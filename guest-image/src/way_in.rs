@@ -61,6 +61,9 @@ pub enum WayInError {
 
 type Result<T, E = WayInError> = std::result::Result<T, E>;
 
+/// The issuer's name in the gateway's token challenge and in the log's key record.
+const ISSUER_NAME: &str = "cloister-issuer";
+
 /// What the device needs to trust the release.
 #[derive(Debug)]
 pub struct Release<'a> {
@@ -135,14 +138,37 @@ impl WayIn {
         deadline: Duration,
         tokens: u32,
     ) -> Result<WayIn> {
-        // The operator: an issuer with one account, a gateway in front of the guest.
-        let issuer_key = IssuerKey::generate()?;
+        // The operator: an issuer with one account (its key published in the log), a gateway
+        // in front of the guest.
+        let (key_path, appended) = crate::release::logged_issuer_key(
+            release.log_dir,
+            ISSUER_NAME,
+            |p| {
+                IssuerKey::load(p)
+                    .ok()
+                    .map(|k| cloister_protocol::access::encode_token_key(k.spki()))
+            },
+            |p| {
+                let k = IssuerKey::generate().map_err(|e| {
+                    ReleaseError::Log(cloister_transparency::LogError::Record(e.to_string()))
+                })?;
+                k.save(p).map_err(|e| {
+                    ReleaseError::Log(cloister_transparency::LogError::Record(e.to_string()))
+                })?;
+                Ok(cloister_protocol::access::encode_token_key(k.spki()))
+            },
+        )?;
+        let issuer_key = IssuerKey::load(&key_path)?;
+        let proof = match &appended {
+            Some(w) => w.proof(release.proof.leaf_index)?,
+            None => release.proof,
+        };
         let accounts = Accounts::open(&scratch.join("issuer-accounts.redb"))?;
         let account = accounts.add("xtask-run", tokens)?;
         let (issuer_listener, issuer_addr) = listen().await?;
         let challenge = TokenChallenge::new(
             TokenType::Public,
-            "cloister-issuer",
+            ISSUER_NAME,
             None,
             &["cloister-gateway".to_owned()],
         );
@@ -158,7 +184,7 @@ impl WayIn {
         let _ = std::fs::remove_file(&spent);
         let gateway = Gateway::new(GatewayConfig {
             nodes,
-            log_proofs: vec![release.proof],
+            log_proofs: vec![proof],
             log: Some(LogTiles::Directory(release.log_dir.to_path_buf())),
             challenge,
             issuer_keys: vec![issuer_key.public_key()],

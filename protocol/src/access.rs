@@ -35,9 +35,10 @@ pub const HEALTH_PATH: &str = "/healthz";
 pub const GATEWAY_AUTHORITY: &str = "cloister-gateway";
 /// Inside the outer layer: the node directory.
 pub const NODES_PATH: &str = "/v1/nodes";
-/// Inside the outer layer: a hash tile of the log, fetched through the gateway
-/// (`/v1/log/` and the C2SP tlog-tiles path `tile/<L>/<N>[.p/<W>]`, the log's own bytes passed
-/// on). A device fetches every tile of the newest tree, never a proof from its own old size.
+/// Inside the outer layer: a hash tile or entry bundle of the log, fetched through the gateway
+/// (`/v1/log/` and the C2SP tlog-tiles path `tile/<L>/<N>[.p/<W>]` or `tile/entries/<N>…`, the
+/// log's own bytes passed on). A device fetches every tile (and, to send, every bundle) of the
+/// newest tree, never a proof from its own old size.
 pub const LOG_TILE_PREFIX: &str = "/v1/log/tile/";
 /// RFC 9578 issuer directory.
 pub const ISSUER_DIRECTORY_PATH: &str = "/.well-known/private-token-issuer-directory";

@@ -177,6 +177,23 @@ pub fn emulated_machines(dir: &Path, chips: usize) -> Sp {
     }
 }
 
+/// The gateway's issuer name (its `--issuer-name` default), as token challenges carry it.
+pub const ISSUER_NAME: &str = "cloister-issuer";
+
+/// The log's record of the issuer key `spki` (base64url, as `cloister-issuer init` prints it):
+/// an epoch of 30 days from an hour ago.
+pub fn issuer_key_record(spki: &str) -> cloister_transparency::IssuerKeyRecord {
+    let now = cloister_measurement::Clock::now_unix(&cloister_measurement::SystemClock);
+    cloister_transparency::IssuerKeyRecord {
+        schema: cloister_transparency::issuer_key::ISSUER_KEY_SCHEMA.into(),
+        issuer: ISSUER_NAME.into(),
+        token_type: 2,
+        token_key: spki.trim().to_owned(),
+        not_before: now - 3600,
+        not_after: now - 3600 + 30 * 24 * 3600,
+    }
+}
+
 /// A release record for the development-mode runtime: the emulated measurement and `manifest`.
 pub fn dev_release(manifest: &[u8; 32]) -> ReleaseRecord {
     let h = |b: u8| hex::encode([b; 32]);
@@ -400,11 +417,23 @@ impl Stack {
     ) -> Stack {
         let sp = emulated_machines(dir, specs.len());
         let log_dir = dir.join("log");
-        let (proof, _) = cloister_guest_image::release::witnessed_release(
+        // The issuer's key and the release, published together.
+        let (issuer, spki) = issuer(dir, quota);
+        let witnessed = cloister_guest_image::release::witnessed_append(
             &log_dir,
-            &dev_release(&LOGGED_MANIFEST),
+            &[
+                issuer_key_record(&spki)
+                    .to_bytes()
+                    .expect("issuer key record"),
+                dev_release(&LOGGED_MANIFEST)
+                    .to_bytes()
+                    .expect("release record"),
+            ],
         )
-        .expect("release published and cosigned");
+        .expect("published and cosigned");
+        let proof = witnessed
+            .proof(witnessed.first + 1)
+            .expect("the release's proof");
         let proof_file = dir.join("log-proof.json");
         std::fs::write(&proof_file, proof.to_json()).expect("write proof");
         let witness_key =
@@ -421,7 +450,6 @@ impl Stack {
                 runtime_on(dir, s.id, sp.machine(i), &manifest, s.cmdline, s.models)
             })
             .collect();
-        let (issuer, spki) = issuer(dir, quota);
         let mut addresses: Vec<(&str, String)> = specs
             .iter()
             .zip(&nodes)

@@ -177,3 +177,78 @@ fn a_returning_device_asks_the_gateway_what_a_new_one_asks() {
     assert!(seen[0].iter().any(|r| r == "log-tile"), "{:?}", seen[0]);
     assert!(!seen[0].iter().any(|r| r.contains("consistency")));
 }
+
+/// Attack 1, issuer keys that link requests to accounts: an issuer that serves this account a
+/// key the log does not hold, and one that logs a key per account. The device refuses both
+/// before it sends the issuer a blinded request, and the gateway forwards nothing.
+#[test]
+fn an_issuer_key_for_one_account_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut stack = Stack::start(dir.path(), &[spec("a", true)], &[], 20);
+    let file = dir.path().join("hello.txt");
+    std::fs::write(&file, "hello").expect("file");
+    // Honest first: the logged key works.
+    let out = echo(stack.device(), &file);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // The issuer restarted with a key of its own making, not in the log.
+    stack.issuer.kill();
+    let fresh = dir.path().join("unlogged-issuer.pem");
+    let made = std::process::Command::new(cloister_tests::stack::bin("cloister-issuer"))
+        .arg("init")
+        .arg("--key")
+        .arg(&fresh)
+        .output()
+        .expect("issuer init");
+    assert!(made.status.success());
+    let mut serve = std::process::Command::new(cloister_tests::stack::bin("cloister-issuer"));
+    serve
+        .arg("serve")
+        .arg("--key")
+        .arg(&fresh)
+        .arg("--db")
+        .arg(dir.path().join("issuer.redb"))
+        .args(["--listen", "127.0.0.1:0"]);
+    stack.issuer = cloister_tests::stack::Service::spawn(serve, dir.path().join("issuer-2.log"));
+    let out = echo(stack.device(), &file);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("not one of its current keys in the transparency log"),
+        "{err}"
+    );
+    assert_eq!(
+        stack
+            .issuer
+            .logs()
+            .matches("route=\"token-request\"")
+            .count(),
+        0,
+        "a blinded request reached the hostile issuer"
+    );
+
+    // The issuer logs a key per account: three open at once.
+    let log_dir = dir.path().join("log");
+    let accounts: Vec<Vec<u8>> = ["account-7", "account-8"]
+        .iter()
+        .map(|a| {
+            let mut r = cloister_tests::stack::issuer_key_record(&format!("{a}-key"));
+            r.token_key = r.token_key.replace('-', "_");
+            r.to_bytes().expect("record")
+        })
+        .collect();
+    let witnessed =
+        cloister_guest_image::release::witnessed_append(&log_dir, &accounts).expect("published");
+    let proof = witnessed.proof(1).expect("the release's proof");
+    std::fs::write(&stack.gateway_setup.log_proof, proof.to_json()).expect("proof");
+    stack.restart_gateway();
+    let out = echo(stack.device(), &file);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("3 keys open at once"), "{err}");
+    assert!(
+        !stack.gateway.logs().contains("forward"),
+        "{}",
+        stack.gateway.logs()
+    );
+}

@@ -32,7 +32,7 @@ pub struct IssuerKeyRecord {
     pub issuer: String,
     /// The token type (0x0002, blind RSA).
     pub token_type: u16,
-    /// The key, as the RFC 9578 issuer directory writes it (base64url of the SPKI).
+    /// The key, as the RFC 9578 issuer directory writes it (base64url of the SPKI, padded).
     pub token_key: String,
     /// The epoch's start (Unix seconds).
     pub not_before: u64,
@@ -81,9 +81,9 @@ impl IssuerKeyRecord {
             && self
                 .token_key
                 .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'=');
         if !key_ok {
-            return refuse("token_key is not unpadded base64url".into());
+            return refuse("token_key is not base64url".into());
         }
         let epoch = self.not_after.saturating_sub(self.not_before);
         if !(MIN_EPOCH_SECS..=MAX_EPOCH_SECS).contains(&epoch) {
@@ -169,7 +169,7 @@ mod tests {
         for bad in [
             key("issuer.example", "MIIB", 0, 1),
             key("issuer.example", "MIIB", 0, 91),
-            key("issuer.example", "MII+/B==", 0, 30),
+            key("issuer.example", "MII+/B", 0, 30),
             key("", "MIIB", 0, 30),
             IssuerKeyRecord {
                 token_type: 1,

@@ -286,6 +286,21 @@ pub enum ClientError {
     /// The issuer lists no current key of token type 0x0002.
     #[error("the issuer lists no current token key of type 0x0002")]
     NoIssuerKey,
+    /// The issuer's key is not one of its current keys in the log.
+    #[error(
+        "the issuer's token key is not one of its current keys in the transparency log (a key \
+         for this account alone would tie every request to it); refused"
+    )]
+    IssuerKeyNotLogged,
+    /// The log's issuer keys cannot be used: none current, or too many open at once.
+    #[error("issuer keys in the log: {0}")]
+    IssuerKeys(cloister_transparency::IssuerKeysError),
+    /// The device checks issuer keys against a log, and trusts none.
+    #[error(
+        "no transparency log is trusted, so the issuer's key cannot be checked (give --log-key, \
+         or accept unlogged issuer keys by name)"
+    )]
+    NoLogForIssuerKeys,
     /// The issuer's key is not a valid RSA-PSS SPKI.
     #[error("the issuer's token key is malformed: {0}")]
     IssuerKey(String),

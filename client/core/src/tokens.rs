@@ -77,6 +77,37 @@ pub fn issuer_key(directory: &[u8], now: u64) -> Result<(PublicKey, String), Cli
     Ok((pk, d.issuer_request_uri))
 }
 
+/// The issuer key to use: the directory's current key, which must also be one of `logged`
+/// (the SPKIs of the issuer's current keys in the log) when that is given. Without a logged
+/// match the device refuses: an issuer could otherwise hand this account a key of its own.
+pub fn logged_issuer_key(
+    directory: &[u8],
+    now: u64,
+    logged: Option<&[Vec<u8>]>,
+) -> Result<(PublicKey, String), ClientError> {
+    let (pk, uri) = issuer_key(directory, now)?;
+    if let Some(logged) = logged {
+        let spki = pk
+            .to_spki()
+            .map_err(|e| ClientError::IssuerKey(e.to_string()))?;
+        if !logged.iter().any(|k| *k == spki) {
+            return Err(ClientError::IssuerKeyNotLogged);
+        }
+    }
+    Ok((pk, uri))
+}
+
+/// The SPKIs of logged issuer-key records, as [`PublicKey::to_spki`] writes them (records
+/// whose key does not parse are left out: they match nothing).
+pub fn logged_spkis(records: &[cloister_transparency::IssuerKeyRecord]) -> Vec<Vec<u8>> {
+    records
+        .iter()
+        .filter_map(|r| decode_token_key(&r.token_key))
+        .filter_map(|der| PublicKey::from_spki(&der).ok())
+        .filter_map(|pk| pk.to_spki().ok())
+        .collect()
+}
+
 /// Type 0x0002 is RSA-2048 (RFC 9578 section 6); the token library assumes 256-byte blinded
 /// messages (and would panic on others), so any other size is refused here.
 fn check_modulus(pk: &PublicKey) -> Result<(), ClientError> {

@@ -82,6 +82,18 @@ pub struct Trust {
     log_key: Option<String>,
     store: Box<dyn SeenStore>,
     min_machines: usize,
+    issuer_keys: IssuerKeys,
+}
+
+/// Where the device learns which issuer keys it may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuerKeys {
+    /// Only keys published in the trusted log, in their epoch, at most two open at once (the
+    /// default): an issuer cannot give this device a key of its own.
+    Logged,
+    /// INSECURE: whatever key the issuer lists. An issuer that gives each account its own key
+    /// learns whose every request is. Only for a device that trusts no log (tests, research).
+    InsecureUnlogged,
 }
 
 impl Trust {
@@ -125,7 +137,24 @@ impl Trust {
             log_key,
             store,
             min_machines: crate::choose::DEFAULT_MIN_MACHINES,
+            issuer_keys: IssuerKeys::Logged,
         })
+    }
+
+    /// INSECURE: use whatever token key the issuer lists (see [`IssuerKeys::InsecureUnlogged`]).
+    pub fn with_insecure_unlogged_issuer_keys(mut self) -> Self {
+        self.issuer_keys = IssuerKeys::InsecureUnlogged;
+        self
+    }
+
+    /// Where issuer keys must be found.
+    pub fn issuer_keys(&self) -> IssuerKeys {
+        self.issuer_keys
+    }
+
+    /// Whether a transparency log is trusted.
+    pub fn has_log(&self) -> bool {
+        self.log_key.is_some()
     }
 
     /// Accept directories spanning at least `n` distinct machines (default
