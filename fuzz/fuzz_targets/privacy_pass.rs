@@ -11,7 +11,7 @@ use std::sync::{Mutex, OnceLock};
 use cloister_device_core::{choose, tokens};
 use cloister_fuzz::{block_on, tagged, write_seeds};
 use cloister_issuer::IssuerKey;
-use cloister_gateway::redeem::Redeemer;
+use cloister_gateway::redeem::{AcceptedKey, Redeemer};
 use cloister_gateway::spent::SpentStore;
 use libfuzzer_sys::fuzz_target;
 use privacypass::TokenType;
@@ -35,7 +35,7 @@ fn fixture() -> &'static Fixture {
             TokenChallenge::new(TokenType::Public, "issuer.fuzz", None, &["gw.fuzz".into()]);
         let dir = tempfile::tempdir().expect("tempdir");
         let spent = SpentStore::open_redb(&dir.path().join("spent.redb")).expect("store");
-        let redeemer = Redeemer::new(&challenge, &[key.public_key()], spent).expect("redeemer");
+        let redeemer = Redeemer::new(&challenge, &[AcceptedKey::unlogged(key.public_key())], spent).expect("redeemer");
         Fixture {
             key,
             challenge,

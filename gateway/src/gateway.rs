@@ -18,7 +18,6 @@ use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, header::CONTENT_TYPE};
 use privacypass::auth::authenticate::TokenChallenge;
-use privacypass::public_tokens::PublicKey;
 use tokio::sync::Semaphore;
 
 use cloister_protocol::access::{
@@ -29,7 +28,7 @@ use cloister_protocol::{EvidenceBundle, LogProof, media, node};
 
 use crate::nodes::{NodeAddress, NodeError};
 use crate::outer::{Answer, OuterKey, header, request_parts};
-use crate::redeem::{Redeemer, TokenRefusal};
+use crate::redeem::{AcceptedKey, Redeemer, TokenRefusal};
 use crate::spent::SpentStore;
 use cloister_http::{Options, Upstream, exchange_tcp, overloaded, problem, reply};
 
@@ -47,8 +46,8 @@ pub struct GatewayConfig {
     pub log: Option<LogTiles>,
     /// The token challenge redeemed here.
     pub challenge: TokenChallenge,
-    /// The issuer keys whose tokens are accepted.
-    pub issuer_keys: Vec<PublicKey>,
+    /// The issuer keys whose tokens are accepted, each until its epoch ends.
+    pub issuer_keys: Vec<AcceptedKey>,
     /// Where spent tokens are kept.
     pub spent: SpentStore,
     /// Deadline of one exchange with a node.
@@ -462,6 +461,7 @@ impl TokenRefusal {
             TokenRefusal::Malformed => (401, "token-malformed"),
             TokenRefusal::WrongChallenge => (401, "token-wrong-challenge"),
             TokenRefusal::UnknownKey => (401, "token-unknown-key"),
+            TokenRefusal::KeyExpired => (401, "token-key-expired"),
             TokenRefusal::Invalid => (401, "token-invalid"),
             TokenRefusal::Spent => (401, "token-spent"),
             TokenRefusal::StoreUnavailable(_) => (503, "spent-store-unavailable"),

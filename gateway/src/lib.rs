@@ -8,6 +8,7 @@
 
 pub mod credentials;
 pub mod gateway;
+pub mod logkeys;
 pub mod nodes;
 pub mod outer;
 pub mod redeem;

@@ -32,6 +32,10 @@ pub enum TokenRefusal {
     /// Signed under a key this gateway does not accept.
     #[error("the token names an issuer key this gateway does not accept")]
     UnknownKey,
+    /// The key's logged epoch has ended: its tokens are no longer accepted (and their nonces no
+    /// longer kept).
+    #[error("the token's issuer key epoch has ended")]
+    KeyExpired,
     /// The signature does not verify.
     #[error("the token's signature does not verify")]
     Invalid,
@@ -60,10 +64,47 @@ impl OriginKeyStore for Keys {
     }
 }
 
+/// An issuer key the gateway accepts, and until when.
+#[derive(Debug, Clone)]
+pub struct AcceptedKey {
+    /// The key.
+    pub key: PublicKey,
+    /// Until when its tokens are accepted.
+    pub until: KeyEnd,
+}
+
+/// Until when an issuer key's tokens are accepted, which is how long their nonces are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyEnd {
+    /// The end of the key's epoch in the transparency log (Unix seconds).
+    Logged(u64),
+    /// A key not in the log: accepted without end, its nonces kept forever (devices that
+    /// check issuer keys against the log refuse such a key).
+    Unlogged,
+}
+
+impl AcceptedKey {
+    /// A key with its logged epoch's end.
+    pub fn logged(key: PublicKey, not_after: u64) -> Self {
+        AcceptedKey {
+            key,
+            until: KeyEnd::Logged(not_after),
+        }
+    }
+
+    /// A key not in the log.
+    pub fn unlogged(key: PublicKey) -> Self {
+        AcceptedKey {
+            key,
+            until: KeyEnd::Unlogged,
+        }
+    }
+}
+
 /// Redeems tokens for one challenge and a set of issuer keys against a spent-token store.
 pub struct Redeemer {
     challenge_digest: [u8; 32],
-    key_ids: Vec<[u8; 32]>,
+    key_ids: Vec<([u8; 32], KeyEnd)>,
     keys: Keys,
     spent: SpentStore,
 }
@@ -81,17 +122,17 @@ impl Redeemer {
     /// For `challenge`, accepting tokens signed by `issuer_keys`.
     pub fn new(
         challenge: &TokenChallenge,
-        issuer_keys: &[PublicKey],
+        issuer_keys: &[AcceptedKey],
         spent: SpentStore,
     ) -> Result<Self, String> {
         let challenge_digest = challenge.digest().map_err(|e| e.to_string())?;
         let mut key_ids = Vec::new();
         let mut keys = Vec::new();
         for k in issuer_keys {
-            let spki = k.to_spki().map_err(|e| e.to_string())?;
+            let spki = k.key.to_spki().map_err(|e| e.to_string())?;
             let id: [u8; 32] = Sha256::digest(&spki).into();
-            key_ids.push(id);
-            keys.push((id[31], k.clone()));
+            key_ids.push((id, k.until));
+            keys.push((id[31], k.key.clone()));
         }
         Ok(Redeemer {
             challenge_digest,
@@ -119,11 +160,21 @@ impl Redeemer {
         if *token.challenge_digest() != self.challenge_digest {
             return Err(TokenRefusal::WrongChallenge);
         }
-        if !self.key_ids.contains(token.token_key_id()) {
-            return Err(TokenRefusal::UnknownKey);
-        }
+        let until = self
+            .key_ids
+            .iter()
+            .find(|(id, _)| id == token.token_key_id())
+            .map(|(_, until)| *until)
+            .ok_or(TokenRefusal::UnknownKey)?;
+        let keep_until = match until {
+            KeyEnd::Logged(end) if cloister_http::now_unix() >= end => {
+                return Err(TokenRefusal::KeyExpired);
+            }
+            KeyEnd::Logged(end) => Some(end),
+            KeyEnd::Unlogged => None,
+        };
         let nonce = token.nonce();
-        let redemption = Redemption::new(&self.spent);
+        let redemption = Redemption::new(&self.spent, keep_until);
         match OriginServer::new()
             .redeem_token(&self.keys, &redemption, token)
             .await

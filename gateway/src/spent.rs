@@ -2,8 +2,10 @@
 //!
 //! * [`SpentStore::Redb`] — an embedded redb database (one gateway): each spend is one durable
 //!   write transaction (insert only if absent, fsynced before the gateway answers).
-//! * [`SpentStore::Redis`] — a Redis shared by a fleet of gateways: `SET key 1 NX EX ttl`, the
-//!   one atomic step needed. An unreachable or slow Redis is an error ([`StoreError`]), never a
+//! * [`SpentStore::Redis`] — a Redis shared by a fleet of gateways: `SET key 1 NX [EX ttl]`,
+//!   the one atomic step needed. A nonce is kept for as long as its issuer key is accepted (the
+//!   key's logged epoch, and an hour more for clocks), and forever for a key without an epoch:
+//!   a token whose entry expired could otherwise be spent again. An unreachable or slow Redis is an error ([`StoreError`]), never a
 //!   "fresh" answer: the gateway then refuses to redeem (503) rather than accept a token it
 //!   cannot check.
 //!
@@ -18,6 +20,9 @@ use privacypass::{Nonce, NonceStore};
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 
 const SPENT: TableDefinition<&[u8; 32], u64> = TableDefinition::new("spent");
+
+/// Kept beyond a key's epoch, for gateways whose clocks run behind.
+const CLOCK_MARGIN_SECS: u64 = 3600;
 
 /// How long a Redis operation may take before the store counts as unavailable.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -41,14 +46,12 @@ pub enum StoreError {
 pub enum SpentStore {
     /// Embedded database file.
     Redb(Arc<Database>),
-    /// Redis (`redis://HOST:PORT[/DB]`), entries expiring after `ttl`.
+    /// Redis (`redis://HOST:PORT[/DB]`), each entry expiring when its key's epoch has ended.
     Redis {
         /// The connection (reconnects by itself).
         conn: redis::aio::ConnectionManager,
         /// Key prefix.
         prefix: String,
-        /// Expiry of an entry (longer than any issuer key's life).
-        ttl: Duration,
     },
 }
 
@@ -56,10 +59,9 @@ impl std::fmt::Debug for SpentStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SpentStore::Redb(_) => f.write_str("SpentStore::Redb"),
-            SpentStore::Redis { prefix, ttl, .. } => f
+            SpentStore::Redis { prefix, .. } => f
                 .debug_struct("SpentStore::Redis")
                 .field("prefix", prefix)
-                .field("ttl", ttl)
                 .finish(),
         }
     }
@@ -81,7 +83,7 @@ impl SpentStore {
 
     /// Connects lazily to Redis at `url` (the gateway starts even while Redis is down, and
     /// answers 503 until it is back).
-    pub fn redis(url: &str, ttl: Duration) -> Result<Self, StoreError> {
+    pub fn redis(url: &str) -> Result<Self, StoreError> {
         let client =
             redis::Client::open(url).map_err(|e| StoreError::Redis(format!("{url:?}: {e}")))?;
         let config = redis::aio::ConnectionManagerConfig::new()
@@ -94,13 +96,13 @@ impl SpentStore {
         Ok(SpentStore::Redis {
             conn,
             prefix: "cloister:spent:".into(),
-            ttl,
         })
     }
 
-    /// Records `nonce` as spent: `Ok(true)` when it was not spent before, `Ok(false)` when it
-    /// was, an error when the store cannot tell.
-    pub async fn spend(&self, nonce: &Nonce) -> Result<bool, StoreError> {
+    /// Records `nonce` as spent, to be kept until `keep_until` (Unix seconds; `None`: forever):
+    /// `Ok(true)` when it was not spent before, `Ok(false)` when it was, an error when the store
+    /// cannot tell. (The embedded store keeps every nonce.)
+    pub async fn spend(&self, nonce: &Nonce, keep_until: Option<u64>) -> Result<bool, StoreError> {
         match self {
             SpentStore::Redb(db) => {
                 let db = Arc::clone(db);
@@ -122,15 +124,16 @@ impl SpentStore {
                 .await
                 .map_err(|e| StoreError::Redb(e.to_string()))?
             }
-            SpentStore::Redis { conn, prefix, ttl } => {
+            SpentStore::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
-                let cmd = redis::cmd("SET")
-                    .arg(format!("{prefix}{}", hex::encode(nonce)))
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(format!("{prefix}{}", hex::encode(nonce)))
                     .arg(1)
-                    .arg("NX")
-                    .arg("EX")
-                    .arg(ttl.as_secs().max(1))
-                    .to_owned();
+                    .arg("NX");
+                if let Some(until) = keep_until {
+                    cmd.arg("EX")
+                        .arg(until.saturating_sub(now()).max(1) + CLOCK_MARGIN_SECS);
+                }
                 let answer: Option<String> =
                     tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async(&mut conn))
                         .await
@@ -218,13 +221,15 @@ fn now() -> u64 {
 /// caller to report (503, not "double spend").
 pub(crate) struct Redemption<'a> {
     store: &'a SpentStore,
+    keep_until: Option<u64>,
     pub(crate) failure: Mutex<Option<StoreError>>,
 }
 
 impl<'a> Redemption<'a> {
-    pub(crate) fn new(store: &'a SpentStore) -> Self {
+    pub(crate) fn new(store: &'a SpentStore, keep_until: Option<u64>) -> Self {
         Redemption {
             store,
+            keep_until,
             failure: Mutex::new(None),
         }
     }
@@ -237,7 +242,7 @@ impl<'a> Redemption<'a> {
 #[async_trait::async_trait]
 impl NonceStore for Redemption<'_> {
     async fn reserve(&self, nonce: &Nonce) -> bool {
-        match self.store.spend(nonce).await {
+        match self.store.spend(nonce, self.keep_until).await {
             Ok(fresh) => fresh,
             Err(e) => {
                 if let Ok(mut f) = self.failure.lock() {
@@ -267,15 +272,15 @@ mod tests {
         let path = dir.path().join("spent.redb");
         let store = SpentStore::open_redb(&path).expect("open");
         let a = [1u8; 32];
-        assert!(store.spend(&a).await.expect("first"));
-        assert!(!store.spend(&a).await.expect("second"));
-        assert!(store.spend(&[2u8; 32]).await.expect("another"));
+        assert!(store.spend(&a, None).await.expect("first"));
+        assert!(!store.spend(&a, None).await.expect("second"));
+        assert!(store.spend(&[2u8; 32], None).await.expect("another"));
         store.unspend(&[2u8; 32]).await;
         assert!(!store.contains(&[2u8; 32]).await.expect("read"));
         drop(store);
         let store = SpentStore::open_redb(&path).expect("reopen");
         assert!(store.contains(&a).await.expect("read"));
-        assert!(!store.spend(&a).await.expect("after reopening"));
+        assert!(!store.spend(&a, None).await.expect("after reopening"));
     }
 
     #[tokio::test]
@@ -285,7 +290,7 @@ mod tests {
         let mut tasks = Vec::new();
         for _ in 0..16 {
             let s = store.clone();
-            tasks.push(tokio::spawn(async move { s.spend(&[9u8; 32]).await }));
+            tasks.push(tokio::spawn(async move { s.spend(&[9u8; 32], None).await }));
         }
         let mut fresh = 0;
         for t in tasks {
@@ -299,14 +304,16 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_redis_is_an_error_not_fresh() {
         // Port 1 on loopback: nothing listens.
-        let store = SpentStore::redis("redis://127.0.0.1:1/", Duration::from_secs(60))
-            .expect("lazy client");
-        let e = store.spend(&[3u8; 32]).await.expect_err("unreachable");
+        let store = SpentStore::redis("redis://127.0.0.1:1/").expect("lazy client");
+        let e = store
+            .spend(&[3u8; 32], Some(now() + 60))
+            .await
+            .expect_err("unreachable");
         assert!(
             matches!(e, StoreError::Redis(_) | StoreError::RedisTimeout(_)),
             "{e}"
         );
-        let r = Redemption::new(&store);
+        let r = Redemption::new(&store, None);
         assert!(!r.reserve(&[3u8; 32]).await);
         assert!(r.take_failure().is_some());
     }

@@ -15,6 +15,7 @@ use bhttp::{Message, Mode};
 use blind_rsa_signatures::DefaultRng;
 use bytes::Bytes;
 use cloister_gateway::gateway::{Gateway, GatewayConfig, serve};
+use cloister_gateway::redeem::{AcceptedKey, KeyEnd};
 use cloister_gateway::spent::SpentStore;
 use cloister_http::exchange_tcp;
 use cloister_issuer::IssuerKey;
@@ -88,6 +89,17 @@ async fn start(
     issuer: IssuerKey,
     node_timeout: Duration,
 ) -> Setup {
+    start_until(nodes, spent, issuer, node_timeout, KeyEnd::Unlogged).await
+}
+
+/// [`start`], the issuer key accepted until `until`.
+async fn start_until(
+    nodes: &[(&str, &Path)],
+    spent: SpentStore,
+    issuer: IssuerKey,
+    node_timeout: Duration,
+    until: KeyEnd,
+) -> Setup {
     let challenge =
         TokenChallenge::new(TokenType::Public, "issuer.test", None, &["gw.test".into()]);
     let mut map = BTreeMap::new();
@@ -102,7 +114,10 @@ async fn start(
         log_proofs: Vec::new(),
         log: None,
         challenge: challenge.clone(),
-        issuer_keys: vec![issuer.public_key()],
+        issuer_keys: vec![AcceptedKey {
+            key: issuer.public_key(),
+            until,
+        }],
         spent,
         node_timeout,
         max_body: 1 << 20,
@@ -207,6 +222,43 @@ async fn call_with(
 
 fn redb(dir: &Path) -> SpentStore {
     SpentStore::open_redb(&dir.join("spent.redb")).expect("spent store")
+}
+
+/// A key's tokens are accepted until its logged epoch ends, not after: once the store may
+/// forget a nonce, the token is refused for its key (a spent token cannot come back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_whose_key_epoch_ended_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n1 = node(dir.path(), "n1", Duration::ZERO);
+    let now = cloister_http::now_unix();
+    let issuer = IssuerKey::generate().expect("key");
+    let open = start_until(
+        &[("n1", &n1.socket)],
+        redb(dir.path()),
+        issuer.clone(),
+        Duration::from_secs(5),
+        KeyEnd::Logged(now + 3600),
+    )
+    .await;
+    let path = "/v1/nodes/n1/ohttp";
+    let t = token(&open.issuer, &open.challenge).await;
+    assert_eq!(
+        call(&open, "POST", path, Some(&t), b"1").await,
+        Outcome::Inner(200, b"echo:1".to_vec())
+    );
+    let dir2 = tempfile::tempdir().expect("tempdir");
+    let ended = start_until(
+        &[("n1", &n1.socket)],
+        redb(dir2.path()),
+        issuer,
+        Duration::from_secs(5),
+        KeyEnd::Logged(now - 1),
+    )
+    .await;
+    let t = token(&ended.issuer, &ended.challenge).await;
+    let r = call(&ended, "POST", path, Some(&t), b"2").await;
+    assert_eq!(r.kind().as_deref(), Some("token-key-expired"), "{r:?}");
+    assert_eq!(n1.hits.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,7 +480,7 @@ async fn redis_spends_once_across_gateways_and_its_absence_is_503() {
     let url = format!("redis://127.0.0.1:{}/", redis.port);
     let n1 = node(dir.path(), "n1", Duration::ZERO);
     let issuer = IssuerKey::generate().expect("key");
-    let store = || SpentStore::redis(&url, Duration::from_secs(600)).expect("redis");
+    let store = || SpentStore::redis(&url).expect("redis");
     // Two gateways of one fleet share the store.
     let a = start(
         &[("n1", &n1.socket)],
@@ -452,6 +504,36 @@ async fn redis_spends_once_across_gateways_and_its_absence_is_503() {
     );
     let r = call(&b, "POST", path, Some(&t), b"1").await;
     assert_eq!(r.kind().as_deref(), Some("token-spent"), "{r:?}");
+    // A key without an epoch: its nonces never expire. A logged key's: when the epoch ends
+    // (and an hour more for clocks).
+    let mut conn = redis::Client::open(url.as_str())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("cloister:spent:*")
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    assert_eq!(keys.len(), 1);
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&keys[0])
+        .query_async(&mut conn)
+        .await
+        .expect("ttl");
+    assert_eq!(ttl, -1, "an unlogged key's nonce expired");
+    let end = cloister_http::now_unix() + 7 * 86_400;
+    assert!(store().spend(&[0x42; 32], Some(end)).await.expect("spend"));
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(format!("cloister:spent:{}", hex::encode([0x42u8; 32])))
+        .query_async(&mut conn)
+        .await
+        .expect("ttl");
+    assert!(
+        (7 * 86_400 + 3_500..=7 * 86_400 + 3_600).contains(&ttl),
+        "ttl {ttl}"
+    );
 
     // Redis down: 503, and a fresh token is not accepted unchecked.
     drop(redis);

@@ -333,7 +333,7 @@ pub fn logged_issuer_key(
 }
 
 /// The end of the epoch of `spki`'s current record in the local log in `dir`, if it has one.
-fn logged_until(dir: &Path, issuer: &str, spki: &str) -> Result<Option<u64>> {
+pub fn logged_until(dir: &Path, issuer: &str, spki: &str) -> Result<Option<u64>> {
     if !dir.join("checkpoint").exists() {
         return Ok(None);
     }

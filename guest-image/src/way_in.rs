@@ -14,6 +14,7 @@ use cloister_client::trust::{LogKeys, Trust};
 use cloister_client::{Client, ClientConfig, InnerResponse, IssuerAccount};
 use cloister_gateway::gateway::{Gateway, GatewayConfig, LogTiles};
 use cloister_gateway::nodes::NodeAddress;
+use cloister_gateway::redeem::AcceptedKey;
 use cloister_gateway::spent::SpentStore;
 use cloister_issuer::accounts::Accounts;
 use cloister_issuer::{IssuerConfig, IssuerKey};
@@ -159,6 +160,9 @@ impl WayIn {
             },
         )?;
         let issuer_key = IssuerKey::load(&key_path)?;
+        let spki = cloister_protocol::access::encode_token_key(issuer_key.spki());
+        let epoch_end = crate::release::logged_until(release.log_dir, ISSUER_NAME, &spki)?
+            .ok_or_else(|| WayInError::Config("the issuer key is not in the log".into()))?;
         let proof = match &appended {
             Some(w) => w.proof(release.proof.leaf_index)?,
             None => release.proof,
@@ -187,7 +191,7 @@ impl WayIn {
             log_proofs: vec![proof],
             log: Some(LogTiles::Directory(release.log_dir.to_path_buf())),
             challenge,
-            issuer_keys: vec![issuer_key.public_key()],
+            issuer_keys: vec![AcceptedKey::logged(issuer_key.public_key(), epoch_end)],
             spent: SpentStore::open_redb(&spent)?,
             node_timeout: deadline,
             max_body: 1 << 20,

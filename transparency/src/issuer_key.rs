@@ -126,7 +126,7 @@ pub fn current_keys(
         .filter_map(|e| IssuerKeyRecord::from_bytes(e).ok())
         .filter(|r| r.issuer == issuer && r.is_active(now))
         .collect();
-    active.sort_by(|a, b| b.not_before.cmp(&a.not_before));
+    active.sort_by_key(|r| std::cmp::Reverse(r.not_before));
     active.dedup_by(|a, b| a.token_key == b.token_key);
     match active.len() {
         0 => Err(IssuerKeysError::NoCurrentKey(issuer.to_owned())),

@@ -41,7 +41,10 @@ pub use issuer_key::{IssuerKeyRecord, IssuerKeysError, current_keys};
 pub use record::{Measurement, ReleaseRecord, SCHEMA};
 #[cfg(feature = "store")]
 pub use storage::{Appended, Log, Stage};
-pub use tiles::{MAX_TILED_TREE, TileSet, bundles_of, c2sp_path, read_bundle, tile_path, tiles_of};
+pub use tiles::{
+    MAX_TILED_TREE, TileSet, bundles_of, c2sp_path, read_bundle, tile_path, tiles_of,
+    unverified_checkpoint_size,
+};
 pub use verify::{SeenCheckpoint, TrustedLog, VerifiedCheckpoint};
 #[cfg(feature = "store")]
 pub use witness::{Witness, WitnessRefusal};

@@ -122,6 +122,16 @@ pub fn bundles_of(size: u64) -> Result<Vec<String>, VerifyError> {
     Ok(out)
 }
 
+/// The tree size a checkpoint (signed note) names, read without checking its signatures: for
+/// an operator reading its own log's copy, never for a device.
+pub fn unverified_checkpoint_size(bytes: &[u8]) -> Result<u64, VerifyError> {
+    let note =
+        signed_note::Note::from_bytes(bytes).map_err(|e| VerifyError::Malformed(e.to_string()))?;
+    tlog_tiles::Checkpoint::from_bytes(note.text())
+        .map(|cp| cp.size())
+        .map_err(|e| VerifyError::Malformed(e.to_string()))
+}
+
 /// The tiles of one tree, as fetched (not yet authenticated).
 #[derive(Debug, Default, Clone)]
 pub struct TileSet {

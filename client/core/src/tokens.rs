@@ -90,7 +90,7 @@ pub fn logged_issuer_key(
         let spki = pk
             .to_spki()
             .map_err(|e| ClientError::IssuerKey(e.to_string()))?;
-        if !logged.iter().any(|k| *k == spki) {
+        if !logged.contains(&spki) {
             return Err(ClientError::IssuerKeyNotLogged);
         }
     }

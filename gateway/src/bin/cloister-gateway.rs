@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use cloister_gateway::gateway::{Gateway, GatewayConfig, LogTiles, serve_until};
+use cloister_gateway::logkeys;
 use cloister_gateway::nodes::NodeAddress;
+use cloister_gateway::redeem::AcceptedKey;
 use cloister_gateway::spent::SpentStore;
 use cloister_http::{Upstream, shutdown_signal};
 use cloister_protocol::LogProof;
@@ -81,9 +83,6 @@ struct Cli {
         default_value = "cloister-spent.redb"
     )]
     spent_store: String,
-    /// How long Redis keeps a spent token, seconds (longer than an issuer key's life).
-    #[arg(long, env = "CLOISTER_GATEWAY_SPENT_TTL", default_value_t = 8 * 86_400)]
-    spent_ttl: u64,
     /// Deadline of one exchange with a node, seconds.
     #[arg(long, env = "CLOISTER_GATEWAY_NODE_TIMEOUT", default_value_t = 300)]
     node_timeout: u64,
@@ -108,7 +107,7 @@ fn issuer_key(arg: &str) -> Result<PublicKey> {
     PublicKey::from_spki(&spki).map_err(|e| anyhow::anyhow!("issuer key {arg:?}: {e}"))
 }
 
-fn config(cli: Cli) -> Result<GatewayConfig> {
+async fn config(cli: Cli) -> Result<GatewayConfig> {
     let mut nodes = BTreeMap::new();
     for n in &cli.nodes {
         let (id, address) = n
@@ -125,28 +124,44 @@ fn config(cli: Cli) -> Result<GatewayConfig> {
         let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
         log_proofs.push(LogProof::from_json(&bytes).with_context(|| format!("{}", p.display()))?);
     }
-    let issuer_keys = cli
+    let keys = cli
         .issuer_keys
         .iter()
         .map(|k| issuer_key(k))
         .collect::<Result<Vec<_>>>()?;
+    let log = match (cli.log_url, cli.log_dir) {
+        (Some(u), _) => Some(LogTiles::Upstream(u)),
+        (None, Some(d)) => Some(LogTiles::Directory(d)),
+        (None, None) => None,
+    };
+    let node_timeout = Duration::from_secs(cli.node_timeout);
+    // Each key's tokens are accepted, and their nonces kept, until its logged epoch ends.
+    let issuer_keys = match &log {
+        Some(log) => {
+            let entries = logkeys::entries(log, node_timeout).await?;
+            logkeys::resolve(&entries, &cli.issuer_name, &keys, cloister_http::now_unix())?
+        }
+        None => {
+            tracing::warn!(
+                "no log configured: issuer keys are accepted without an epoch and spent tokens \
+                 kept forever; devices that check issuer keys against the log refuse them"
+            );
+            keys.into_iter().map(AcceptedKey::unlogged).collect()
+        }
+    };
     let spent = if cli.spent_store.starts_with("redis://") {
-        SpentStore::redis(&cli.spent_store, Duration::from_secs(cli.spent_ttl))?
+        SpentStore::redis(&cli.spent_store)?
     } else {
         SpentStore::open_redb(cli.spent_store.as_ref())?
     };
     Ok(GatewayConfig {
         nodes,
         log_proofs,
-        log: match (cli.log_url, cli.log_dir) {
-            (Some(u), _) => Some(LogTiles::Upstream(u)),
-            (None, Some(d)) => Some(LogTiles::Directory(d)),
-            (None, None) => None,
-        },
+        log,
         challenge: TokenChallenge::new(TokenType::Public, &cli.issuer_name, None, &[cli.origin]),
         issuer_keys,
         spent,
-        node_timeout: Duration::from_secs(cli.node_timeout),
+        node_timeout,
         max_body: cli.max_body,
         max_in_flight: cli.max_in_flight,
         refresh: Duration::from_secs(cli.refresh.max(1)),
@@ -164,7 +179,7 @@ async fn main() -> Result<()> {
         .init();
     let cli = Cli::parse();
     let listen = cli.listen.clone();
-    let gw = Gateway::new(config(cli)?)?;
+    let gw = Gateway::new(config(cli).await?)?;
     let listed = gw.refresh().await;
     tracing::info!(nodes = listed, "directory ready");
     let listener = tokio::net::TcpListener::bind(&listen)
