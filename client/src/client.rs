@@ -18,8 +18,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use cloister_measurement::{Clock as _, SystemClock};
 use cloister_protocol::access::{
-    NODES_PATH, NodeDirectory, NodeId, OHTTP_KEYS_MEDIA, OHTTP_KEYS_PATH, OHTTP_REQ_MEDIA,
-    OHTTP_RES_MEDIA, TOKEN_REQUEST_MEDIA, TOKEN_RESPONSE_MEDIA, node_ohttp_path, parse_problem,
+    GATEWAY_AUTHORITY, NODES_PATH, NodeDirectory, NodeId, OHTTP_KEYS_MEDIA, OHTTP_KEYS_PATH,
+    OHTTP_REQ_MEDIA, OHTTP_RES_MEDIA, TOKEN_REQUEST_MEDIA, TOKEN_RESPONSE_MEDIA, node_ohttp_path,
+    parse_problem,
 };
 use hyper::Method;
 use zeroize::Zeroizing;
@@ -29,10 +30,12 @@ use crate::error::{ClientError, Stage};
 use crate::http::{self, BaseUrl, HttpRequest, HttpResponse, MAX_RESPONSE};
 use crate::nodes::{self, NodeReport};
 use crate::secret::{SecretBytes, SecretString};
-use crate::trust::IssuerKeys;
+use crate::trust::OperatorKeys;
 use crate::trust::{self, Trust};
 use crate::{choose, tokens};
-use cloister_transparency::{TileSet, VerifiedCheckpoint, bundles_of, current_keys, tiles_of};
+use cloister_transparency::{
+    TileSet, VerifiedCheckpoint, bundles_of, current_gateway_keys, current_keys, tiles_of,
+};
 
 /// The issuer and the account it knows this device by.
 #[derive(Debug)]
@@ -129,6 +132,14 @@ impl Progress {
         let i = usize::from(self.0.load(Ordering::Relaxed));
         Stage::ALL.get(i).copied().unwrap_or(Stage::OuterKey)
     }
+}
+
+/// The operator's keys found current in the log.
+struct LoggedKeys {
+    /// The issuer's token keys (SPKIs).
+    issuer_spkis: Vec<Vec<u8>>,
+    /// The gateway's key list, its logged configurations only.
+    outer_keys: Vec<u8>,
 }
 
 /// The verified directory of one operation.
@@ -245,9 +256,14 @@ impl Client {
             }
         };
         progress.set(Stage::Token);
-        let logged = self.logged_issuer_keys(&session).await?;
+        let logged = self.logged_keys(&session).await?;
+        let outer_keys = match &logged {
+            Some(l) => l.outer_keys.as_slice(),
+            None => session.outer_keys.as_slice(),
+        };
+        let issuer_spkis = logged.as_ref().map(|l| l.issuer_spkis.as_slice());
         let authorization = self
-            .token(&session.directory.token_challenge, logged.as_deref())
+            .token(&session.directory.token_challenge, issuer_spkis)
             .await?;
         let token_done = std::time::Instant::now();
 
@@ -259,7 +275,7 @@ impl Client {
         ];
         let answer = self
             .gateway(
-                &session.outer_keys,
+                outer_keys,
                 "POST",
                 &node_ohttp_path(id),
                 &headers,
@@ -349,14 +365,12 @@ impl Client {
         Ok(Some(((*newest).clone(), tiles)))
     }
 
-    /// The SPKIs of the challenge's issuer's current keys in the log (every entry of the
-    /// newest tree, fetched through the gateway and checked against its tiles), or `None` when
-    /// the device accepts unlogged keys by name.
-    async fn logged_issuer_keys(
-        &self,
-        session: &Session,
-    ) -> Result<Option<Vec<Vec<u8>>>, ClientError> {
-        if self.config.trust.issuer_keys() == IssuerKeys::InsecureUnlogged {
+    /// The operator's keys this device may use, from the log (every entry of the newest tree,
+    /// fetched through the gateway and checked against its tiles): the challenge's issuer's
+    /// current token keys, and the gateway's key list cut to its logged configurations. `None`
+    /// when the device accepts unlogged keys by name.
+    async fn logged_keys(&self, session: &Session) -> Result<Option<LoggedKeys>, ClientError> {
+        if self.config.trust.operator_keys() == OperatorKeys::InsecureUnlogged {
             return Ok(None);
         }
         let Some((checkpoint, tiles)) = &session.log else {
@@ -376,10 +390,17 @@ impl Client {
         let entries = tiles
             .entries(checkpoint.root, &bundles)
             .map_err(ClientError::Log)?;
+        let now = SystemClock.now_unix();
+        let gateway_configs = current_gateway_keys(&entries, GATEWAY_AUTHORITY, now)
+            .map_err(ClientError::GatewayKeys)?;
+        let outer_keys = envelope::logged_outer_keys(&session.outer_keys, &gateway_configs)?;
         let challenge = tokens::parse_challenge(&session.directory.token_challenge)?;
-        let records = current_keys(&entries, &challenge.issuer_name(), SystemClock.now_unix())
+        let records = current_keys(&entries, &challenge.issuer_name(), now)
             .map_err(ClientError::IssuerKeys)?;
-        Ok(Some(tokens::logged_spkis(&records)))
+        Ok(Some(LoggedKeys {
+            issuer_spkis: tokens::logged_spkis(&records),
+            outer_keys,
+        }))
     }
 
     /// Every hash tile of the tree of `size`, through the gateway.

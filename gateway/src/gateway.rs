@@ -58,6 +58,9 @@ pub struct GatewayConfig {
     pub max_in_flight: usize,
     /// How often node evidence is fetched again.
     pub refresh: Duration,
+    /// The secret the outer key is derived from (a key its operator has logged); `None`: a
+    /// fresh key, which devices that check the log refuse.
+    pub outer_seed: Option<zeroize::Zeroizing<[u8; 32]>>,
 }
 
 /// Where the gateway reads the log's hash tiles (self-verifying: either may be untrusted).
@@ -110,9 +113,14 @@ pub enum GatewayError {
 impl Gateway {
     /// A gateway with a fresh outer key (id from the OS random source).
     pub fn new(config: GatewayConfig) -> Result<Arc<Self>, GatewayError> {
-        let mut id = [0u8; 1];
-        getrandom::fill(&mut id).map_err(|e| GatewayError::Tokens(e.to_string()))?;
-        let key = OuterKey::generate(id[0])?;
+        let key = match &config.outer_seed {
+            Some(seed) => OuterKey::from_seed(seed)?,
+            None => {
+                let mut id = [0u8; 1];
+                getrandom::fill(&mut id).map_err(|e| GatewayError::Tokens(e.to_string()))?;
+                OuterKey::generate(id[0])?
+            }
+        };
         let challenge_b64 = config
             .challenge
             .to_base64()

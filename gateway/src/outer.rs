@@ -72,6 +72,22 @@ impl OuterKey {
         })
     }
 
+    /// The key derived from the secret `seed` (`cloister_protocol::node::gateway_key_config`):
+    /// the same seed gives the same key, one its operator can log before serving it.
+    pub fn from_seed(seed: &[u8; 32]) -> Result<Self, OuterError> {
+        let config = cloister_protocol::node::gateway_key_config(seed)
+            .map_err(|e| OuterError::Config(e.to_string()))?;
+        let key_id = cloister_protocol::node::gateway_key_id(seed);
+        let encoded_list =
+            KeyConfig::encode_list(&[&config]).map_err(|e| OuterError::Config(e.to_string()))?;
+        let server = Server::new(config).map_err(|e| OuterError::Config(e.to_string()))?;
+        Ok(OuterKey {
+            server,
+            key_id,
+            encoded_list,
+        })
+    }
+
     /// The `application/ohttp-keys` body (RFC 9540: length-prefixed configs).
     pub fn encoded_list(&self) -> &[u8] {
         &self.encoded_list

@@ -123,6 +123,7 @@ async fn start_until(
         max_body: 1 << 20,
         max_in_flight: 64,
         refresh: Duration::from_secs(3600),
+        outer_seed: None,
     })
     .expect("gateway");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -332,6 +332,73 @@ pub fn logged_issuer_key(
     Ok((key_path, Some(w)))
 }
 
+/// The gateway's outer-key secret for a local stack, kept beside the log in `dir`
+/// (`<dir>.gateway-seed`, hex, owner-only) and its key configuration published in the log as
+/// `gateway`'s (an epoch of 30 days) unless a record with more than a day left is there.
+/// Returns the secret and, when a record was appended, the cosigned log.
+pub fn logged_gateway_key(
+    dir: &Path,
+    gateway: &str,
+) -> Result<(Zeroizing<[u8; 32]>, Option<Witnessed>)> {
+    let seed_path = dir.with_extension("gateway-seed");
+    let mut seed = Zeroizing::new([0u8; 32]);
+    let read = std::fs::read_to_string(&seed_path)
+        .ok()
+        .map(Zeroizing::new)
+        .is_some_and(|t| hex::decode_to_slice(t.trim(), &mut seed[..]).is_ok());
+    if !read {
+        let _ = std::fs::remove_file(&seed_path);
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed[..]);
+        write_private(&seed_path, &Zeroizing::new(hex::encode(&seed[..])))?;
+    }
+    let config = cloister_protocol::node::gateway_key_config(&seed)
+        .and_then(|c| c.encode())
+        .map_err(|e| ReleaseError::Log(LogError::Record(e.to_string())))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let logged = entries(dir)?.iter().any(|e| {
+        cloister_transparency::GatewayKeyRecord::from_bytes(e).is_ok_and(|r| {
+            r.gateway == gateway
+                && r.key_config == hex::encode(&config)
+                && r.is_active(now)
+                && r.not_after > now + 24 * 3600
+        })
+    });
+    if logged {
+        return Ok((seed, None));
+    }
+    let record = cloister_transparency::GatewayKeyRecord {
+        schema: cloister_transparency::gateway_key::GATEWAY_KEY_SCHEMA.to_owned(),
+        gateway: gateway.to_owned(),
+        key_config: hex::encode(&config),
+        not_before: now.saturating_sub(3600),
+        not_after: now.saturating_sub(3600) + 30 * 24 * 3600,
+    };
+    let w = witnessed_append(dir, &[record.to_bytes()?])?;
+    Ok((seed, Some(w)))
+}
+
+/// Every entry of the local log in `dir` (none if it has none yet).
+fn entries(dir: &Path) -> Result<Vec<Vec<u8>>> {
+    if !dir.join("checkpoint").exists() {
+        return Ok(Vec::new());
+    }
+    let skey = Zeroizing::new(
+        std::fs::read_to_string(dir.with_extension("key")).map_err(io(format!(
+            "reading {}",
+            dir.with_extension("key").display()
+        )))?,
+    );
+    let vkey = std::fs::read_to_string(dir.with_extension("pub")).map_err(io(format!(
+        "reading {}",
+        dir.with_extension("pub").display()
+    )))?;
+    let log = Log::open(dir, &skey, vkey.trim())?;
+    let (_, size, _) = log.checkpoint()?;
+    (0..size).map(|i| Ok(log.entry(i)?)).collect()
+}
+
 /// The end of the epoch of `spki`'s current record in the local log in `dir`, if it has one.
 pub fn logged_until(dir: &Path, issuer: &str, spki: &str) -> Result<Option<u64>> {
     if !dir.join("checkpoint").exists() {

@@ -20,6 +20,7 @@ use cloister_issuer::accounts::Accounts;
 use cloister_issuer::{IssuerConfig, IssuerKey};
 use cloister_measurement::{InsecureEmulatedRoot, Policy};
 use cloister_protocol::LogProof;
+use cloister_protocol::access::GATEWAY_AUTHORITY;
 use cloister_protocol::access::NodeId;
 use cloister_relay::RelayConfig;
 use privacypass::TokenType;
@@ -163,7 +164,10 @@ impl WayIn {
         let spki = cloister_protocol::access::encode_token_key(issuer_key.spki());
         let epoch_end = crate::release::logged_until(release.log_dir, ISSUER_NAME, &spki)?
             .ok_or_else(|| WayInError::Config("the issuer key is not in the log".into()))?;
-        let proof = match &appended {
+        let (outer_seed, gateway_appended) =
+            crate::release::logged_gateway_key(release.log_dir, GATEWAY_AUTHORITY)?;
+        // The release's proof, under the checkpoint that holds both keys.
+        let proof = match gateway_appended.as_ref().or(appended.as_ref()) {
             Some(w) => w.proof(release.proof.leaf_index)?,
             None => release.proof,
         };
@@ -197,6 +201,7 @@ impl WayIn {
             max_body: 1 << 20,
             max_in_flight: 64,
             refresh: Duration::from_secs(300),
+            outer_seed: Some(outer_seed),
         })?;
         if gateway.refresh().await != 1 {
             return Err(WayInError::NoEvidence);

@@ -44,6 +44,32 @@ pub fn key_config(key_id: u8) -> Result<KeyConfig, ohttp::Error> {
     )
 }
 
+/// A key configuration of the contract's suites derived from `ikm` (RFC 9180 `DeriveKeyPair`):
+/// the same secret gives the same key, so a gateway's key can be published before it serves.
+pub fn derived_key_config(key_id: u8, ikm: &[u8]) -> Result<KeyConfig, ohttp::Error> {
+    KeyConfig::derive(
+        key_id,
+        KEM,
+        SUITES
+            .iter()
+            .map(|(kdf, aead)| SymmetricSuite::new(*kdf, *aead))
+            .collect(),
+        ikm,
+    )
+}
+
+/// A gateway's outer key configuration, derived from its 32-byte secret `seed`; the key id is
+/// the first byte of SHA-256(seed). What the gateway serves and what its operator logs.
+pub fn gateway_key_config(seed: &[u8; 32]) -> Result<KeyConfig, ohttp::Error> {
+    derived_key_config(gateway_key_id(seed), seed)
+}
+
+/// The key id of the gateway key derived from `seed`.
+pub fn gateway_key_id(seed: &[u8; 32]) -> u8 {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(seed)[0]
+}
+
 /// The path of a bundle bound to `nonce` (the cached bundle when it is empty).
 pub fn evidence_path(nonce: &[u8]) -> String {
     if nonce.is_empty() {

@@ -194,6 +194,22 @@ pub fn issuer_key_record(spki: &str) -> cloister_transparency::IssuerKeyRecord {
     }
 }
 
+/// The log's record of the gateway key derived from `seed`: an epoch of 30 days from an hour
+/// ago.
+pub fn gateway_key_record(seed: &[u8; 32]) -> cloister_transparency::GatewayKeyRecord {
+    let now = cloister_measurement::Clock::now_unix(&cloister_measurement::SystemClock);
+    let config = cloister_protocol::node::gateway_key_config(seed)
+        .and_then(|c| c.encode())
+        .expect("key config");
+    cloister_transparency::GatewayKeyRecord {
+        schema: cloister_transparency::gateway_key::GATEWAY_KEY_SCHEMA.into(),
+        gateway: cloister_protocol::access::GATEWAY_AUTHORITY.into(),
+        key_config: hex::encode(config),
+        not_before: now - 3600,
+        not_after: now - 3600 + 30 * 24 * 3600,
+    }
+}
+
 /// A release record for the development-mode runtime: the emulated measurement and `manifest`.
 pub fn dev_release(manifest: &[u8; 32]) -> ReleaseRecord {
     let h = |b: u8| hex::encode([b; 32]);
@@ -417,22 +433,24 @@ impl Stack {
     ) -> Stack {
         let sp = emulated_machines(dir, specs.len());
         let log_dir = dir.join("log");
-        // The issuer's key and the release, published together.
+        // The issuer's key, the gateway's key and the release, published together.
         let (issuer, spki) = issuer(dir, quota);
-        let witnessed = cloister_guest_image::release::witnessed_append(
-            &log_dir,
-            &[
-                issuer_key_record(&spki)
-                    .to_bytes()
-                    .expect("issuer key record"),
-                dev_release(&LOGGED_MANIFEST)
-                    .to_bytes()
-                    .expect("release record"),
-            ],
-        )
-        .expect("published and cosigned");
+        let seed_file = dir.join("gateway-seed");
+        let seed = [0x5e_u8; 32];
+        std::fs::write(&seed_file, hex::encode(seed)).expect("gateway seed");
+        let records = [
+            issuer_key_record(&spki).to_bytes(),
+            gateway_key_record(&seed).to_bytes(),
+            dev_release(&LOGGED_MANIFEST).to_bytes(),
+        ];
+        let records: Vec<Vec<u8>> = records
+            .into_iter()
+            .map(|r| r.expect("a valid record"))
+            .collect();
+        let witnessed = cloister_guest_image::release::witnessed_append(&log_dir, &records)
+            .expect("published and cosigned");
         let proof = witnessed
-            .proof(witnessed.first + 1)
+            .proof(witnessed.first + 2)
             .expect("the release's proof");
         let proof_file = dir.join("log-proof.json");
         std::fs::write(&proof_file, proof.to_json()).expect("write proof");
@@ -461,8 +479,10 @@ impl Stack {
         // The gateway serves the log's hash tiles from the log's files (the device fetches
         // them on every request).
         let log_dir_arg = log_dir.display().to_string();
+        let seed_arg = seed_file.display().to_string();
         let mut gateway_args: Vec<&str> = gateway_args.to_vec();
         gateway_args.extend(["--log-dir", log_dir_arg.as_str()]);
+        gateway_args.extend(["--outer-key-seed", seed_arg.as_str()]);
         let gateway = gateway(
             dir,
             &addresses,

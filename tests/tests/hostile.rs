@@ -239,7 +239,7 @@ fn an_issuer_key_for_one_account_is_refused() {
         .collect();
     let witnessed =
         cloister_guest_image::release::witnessed_append(&log_dir, &accounts).expect("published");
-    let proof = witnessed.proof(1).expect("the release's proof");
+    let proof = witnessed.proof(2).expect("the release's proof");
     std::fs::write(&stack.gateway_setup.log_proof, proof.to_json()).expect("proof");
     stack.restart_gateway();
     let out = echo(stack.device(), &file);
@@ -251,4 +251,45 @@ fn an_issuer_key_for_one_account_is_refused() {
         "{}",
         stack.gateway.logs()
     );
+}
+
+/// Attack 4, a substituted gateway key: the relay's path (here the gateway itself, restarted
+/// with a key of its own making) serves a key configuration the log does not hold. The device
+/// fetches only public, self-verifying data under it, then refuses before a token is issued or
+/// anything is forwarded.
+#[test]
+fn a_gateway_key_not_in_the_log_gets_no_token_and_no_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut stack = Stack::start(dir.path(), &[spec("a", true)], &[], 20);
+    let file = dir.path().join("hello.txt");
+    std::fs::write(&file, "hello").expect("file");
+    let out = echo(stack.device(), &file);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let issued = stack
+        .issuer
+        .logs()
+        .matches("route=\"token-request\"")
+        .count();
+    assert_eq!(issued, 1);
+
+    // Another secret, another key: not logged.
+    std::fs::write(dir.path().join("gateway-seed"), hex::encode([0x66u8; 32])).expect("seed");
+    stack.restart_gateway();
+    let out = echo(stack.device(), &file);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("gateway's key configuration is not one of its current keys"),
+        "{err}"
+    );
+    assert_eq!(
+        stack
+            .issuer
+            .logs()
+            .matches("route=\"token-request\"")
+            .count(),
+        issued,
+        "a token was issued for a substituted key"
+    );
+    assert!(!stack.gateway.logs().contains("forward"));
 }

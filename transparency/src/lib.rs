@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cosign;
+pub mod gateway_key;
 pub mod issuer_key;
 mod record;
 #[cfg(feature = "server")]
@@ -37,6 +38,7 @@ use std::path::Path;
 use std::path::PathBuf;
 
 pub use cloister_protocol::LogProof;
+pub use gateway_key::{GatewayKeyRecord, GatewayKeysError, current_gateway_keys};
 pub use issuer_key::{IssuerKeyRecord, IssuerKeysError, current_keys};
 pub use record::{Measurement, ReleaseRecord, SCHEMA};
 #[cfg(feature = "store")]

@@ -79,11 +79,12 @@ struct Cli {
     /// no second machine.
     #[arg(long, env = "CLOISTER_MIN_MACHINES", default_value_t = NonZeroUsize::new(cloister_client::choose::DEFAULT_MIN_MACHINES).unwrap_or(NonZeroUsize::MIN), global = true)]
     min_machines: NonZeroUsize,
-    /// INSECURE: use whatever token key the issuer lists, not only its current keys in the
-    /// log. An issuer that gives each account its own key then learns whose every request is.
+    /// INSECURE: use whatever keys the issuer and the relay serve, not only the current keys
+    /// the log holds. An issuer that gives each account its own key then learns whose every
+    /// request is; a relay that substitutes the gateway's key reads the token and the node.
     /// Only for a device that trusts no log.
     #[arg(long, global = true)]
-    insecure_unlogged_issuer_keys: bool,
+    insecure_unlogged_keys: bool,
     /// Where the newest log checkpoint seen is kept [default: $XDG_STATE_HOME/cloister or
     /// $HOME/.local/state/cloister].
     #[arg(long, env = "CLOISTER_STATE", global = true)]
@@ -310,12 +311,13 @@ fn client(cli: &Cli, sending: bool) -> Result<Client> {
         None => Trust::hardware(policy, log, store)?,
     }
     .with_min_machines(cli.min_machines);
-    let trust = if cli.insecure_unlogged_issuer_keys {
+    let trust = if cli.insecure_unlogged_keys {
         eprintln!(
-            "WARNING: accepting unlogged issuer keys: an issuer can give this account a key \
-             of its own and link every request to it"
+            "WARNING: accepting unlogged operator keys: an issuer can give this account a key \
+             of its own and link every request to it, and a relay can substitute the \
+             gateway's key"
         );
-        trust.with_insecure_unlogged_issuer_keys()
+        trust.with_insecure_unlogged_keys()
     } else {
         trust
     };

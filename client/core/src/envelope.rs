@@ -107,6 +107,23 @@ pub fn check_outer_keys(outer_keys: &[u8]) -> Result<(), ClientError> {
         .map_err(|e| ClientError::OuterKey(e.to_string()))
 }
 
+/// The configurations of the gateway's key list (`application/ohttp-keys`, RFC 9540) that are
+/// among `logged` (encoded configurations found current in the log), as a list to seal to.
+/// None: refused — whoever served the list (the relay, anyone on the path) is not the logged
+/// gateway.
+pub fn logged_outer_keys(outer_keys: &[u8], logged: &[Vec<u8>]) -> Result<Vec<u8>, ClientError> {
+    let configs = ohttp::KeyConfig::decode_list(outer_keys)
+        .map_err(|e| ClientError::OuterKey(e.to_string()))?;
+    let found: Vec<&ohttp::KeyConfig> = configs
+        .iter()
+        .filter(|c| c.encode().is_ok_and(|b| logged.contains(&b)))
+        .collect();
+    if found.is_empty() {
+        return Err(ClientError::OuterKeyNotLogged);
+    }
+    ohttp::KeyConfig::encode_list(&found).map_err(|e| ClientError::OuterKey(e.to_string()))
+}
+
 fn encode(
     layer: Layer,
     method: &str,

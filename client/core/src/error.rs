@@ -292,13 +292,23 @@ pub enum ClientError {
          for this account alone would tie every request to it); refused"
     )]
     IssuerKeyNotLogged,
+    /// The gateway's key configuration is not one of its current keys in the log.
+    #[error(
+        "the gateway's key configuration is not one of its current keys in the transparency log \
+         (a relay or a path that substituted it would read the token and the chosen node); \
+         refused"
+    )]
+    OuterKeyNotLogged,
+    /// The log's gateway keys cannot be used: none current, or too many open at once.
+    #[error("gateway keys in the log: {0}")]
+    GatewayKeys(cloister_transparency::GatewayKeysError),
     /// The log's issuer keys cannot be used: none current, or too many open at once.
     #[error("issuer keys in the log: {0}")]
     IssuerKeys(cloister_transparency::IssuerKeysError),
-    /// The device checks issuer keys against a log, and trusts none.
+    /// The device checks the operator's keys against a log, and trusts none.
     #[error(
-        "no transparency log is trusted, so the issuer's key cannot be checked (give --log-key, \
-         or accept unlogged issuer keys by name)"
+        "no transparency log is trusted, so the operator's keys cannot be checked (give --log-key, \
+         or accept unlogged keys by name)"
     )]
     NoLogForIssuerKeys,
     /// The issuer's key is not a valid RSA-PSS SPKI.

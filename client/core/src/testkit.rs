@@ -164,7 +164,7 @@ pub fn emulated_root() -> InsecureEmulatedRoot {
     signer().insecure_root().expect("root")
 }
 
-/// A trust in the emulated processor, accepting [`MEASUREMENT`], no log (so any issuer key,
+/// A trust in the emulated processor, accepting [`MEASUREMENT`], no log (so any operator key,
 /// by name), state in memory.
 pub fn emulated_trust() -> Trust {
     let policy = Policy::default().with_snp_measurement(MEASUREMENT);
@@ -175,7 +175,7 @@ pub fn emulated_trust() -> Trust {
         Box::<crate::trust::MemoryStore>::default(),
     )
     .expect("trust")
-    .with_insecure_unlogged_issuer_keys()
+    .with_insecure_unlogged_keys()
 }
 
 pub fn now() -> u64 {

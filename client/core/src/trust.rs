@@ -82,17 +82,21 @@ pub struct Trust {
     log_key: Option<String>,
     store: Box<dyn SeenStore>,
     min_machines: usize,
-    issuer_keys: IssuerKeys,
+    operator_keys: OperatorKeys,
 }
 
-/// Where the device learns which issuer keys it may use.
+/// Where the device learns which of the operator's keys (the issuer's token key, the
+/// gateway's outer key) it may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IssuerKeys {
+pub enum OperatorKeys {
     /// Only keys published in the trusted log, in their epoch, at most two open at once (the
-    /// default): an issuer cannot give this device a key of its own.
+    /// default): an issuer cannot give this device a key of its own, nor a relay substitute
+    /// the gateway's.
     Logged,
-    /// INSECURE: whatever key the issuer lists. An issuer that gives each account its own key
-    /// learns whose every request is. Only for a device that trusts no log (tests, research).
+    /// INSECURE: whatever keys the issuer and the relay serve. An issuer that gives each
+    /// account its own key learns whose every request is; a relay that substitutes the
+    /// gateway's key reads the token and the chosen node. Only for a device that trusts no log
+    /// (tests, research).
     InsecureUnlogged,
 }
 
@@ -137,19 +141,20 @@ impl Trust {
             log_key,
             store,
             min_machines: crate::choose::DEFAULT_MIN_MACHINES,
-            issuer_keys: IssuerKeys::Logged,
+            operator_keys: OperatorKeys::Logged,
         })
     }
 
-    /// INSECURE: use whatever token key the issuer lists (see [`IssuerKeys::InsecureUnlogged`]).
-    pub fn with_insecure_unlogged_issuer_keys(mut self) -> Self {
-        self.issuer_keys = IssuerKeys::InsecureUnlogged;
+    /// INSECURE: use whatever keys the issuer and the relay serve (see
+    /// [`OperatorKeys::InsecureUnlogged`]).
+    pub fn with_insecure_unlogged_keys(mut self) -> Self {
+        self.operator_keys = OperatorKeys::InsecureUnlogged;
         self
     }
 
-    /// Where issuer keys must be found.
-    pub fn issuer_keys(&self) -> IssuerKeys {
-        self.issuer_keys
+    /// Where the operator's keys must be found.
+    pub fn operator_keys(&self) -> OperatorKeys {
+        self.operator_keys
     }
 
     /// Whether a transparency log is trusted.

@@ -17,6 +17,7 @@ use cloister_protocol::access::{NodeId, decode_token_key};
 use privacypass::TokenType;
 use privacypass::auth::authenticate::TokenChallenge;
 use privacypass::public_tokens::PublicKey;
+use zeroize::Zeroizing;
 
 #[derive(Parser)]
 #[command(about = "Cloister gateway: outer OHTTP, Privacy Pass redemption, forwarding to nodes")]
@@ -53,6 +54,12 @@ struct Cli {
     /// the log's server), whose hash tiles devices fetch through the gateway.
     #[arg(long, env = "CLOISTER_GATEWAY_LOG_DIR")]
     log_dir: Option<PathBuf>,
+    /// A file holding the 32-byte secret (hex) the outer OHTTP key is derived from, created
+    /// (owner-only) when missing. Devices that check the log seal only to a key configuration
+    /// published there (`cloister-gateway-key/v1`); its bytes are what `GET /ohttp-keys`
+    /// lists, also printed at start. Without it the key is fresh at every start.
+    #[arg(long, env = "CLOISTER_GATEWAY_OUTER_KEY_SEED")]
+    outer_key_seed: Option<PathBuf>,
     /// The issuer's name in the token challenge.
     #[arg(
         long,
@@ -105,6 +112,33 @@ fn issuer_key(arg: &str) -> Result<PublicKey> {
     let spki = decode_token_key(&text)
         .with_context(|| format!("issuer key {arg:?} is neither a file nor base64url"))?;
     PublicKey::from_spki(&spki).map_err(|e| anyhow::anyhow!("issuer key {arg:?}: {e}"))
+}
+
+/// The seed in `path` (hex), made and written owner-only when the file does not exist.
+fn outer_seed(path: &std::path::Path) -> Result<Zeroizing<[u8; 32]>> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut seed = Zeroizing::new([0u8; 32]);
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let text = Zeroizing::new(text);
+            hex::decode_to_slice(text.trim(), &mut seed[..])
+                .with_context(|| format!("{} is not a 32-byte hex secret", path.display()))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            getrandom::fill(&mut seed[..]).map_err(|e| anyhow::anyhow!("random source: {e}"))?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            f.write_all(Zeroizing::new(hex::encode(&seed[..])).as_bytes())?;
+            f.sync_all()?;
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    Ok(seed)
 }
 
 async fn config(cli: Cli) -> Result<GatewayConfig> {
@@ -165,6 +199,10 @@ async fn config(cli: Cli) -> Result<GatewayConfig> {
         max_body: cli.max_body,
         max_in_flight: cli.max_in_flight,
         refresh: Duration::from_secs(cli.refresh.max(1)),
+        outer_seed: match &cli.outer_key_seed {
+            Some(p) => Some(outer_seed(p)?),
+            None => None,
+        },
     })
 }
 
@@ -180,6 +218,9 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     let listen = cli.listen.clone();
     let gw = Gateway::new(config(cli).await?)?;
+    for config in ohttp::KeyConfig::decode_list(gw.key_configs()).unwrap_or_default() {
+        tracing::info!(key_config = %hex::encode(config.encode().unwrap_or_default()), "outer key");
+    }
     let listed = gw.refresh().await;
     tracing::info!(nodes = listed, "directory ready");
     let listener = tokio::net::TcpListener::bind(&listen)
