@@ -40,6 +40,65 @@ pub struct Args {
     /// The operator's API key file for `--log-url`.
     #[arg(long, env = "CLOISTER_LOG_API_KEY_FILE", requires = "log_url")]
     api_key_file: Option<PathBuf>,
+    /// Also publish this issuer token key (base64url SPKI, or a file holding it, as
+    /// `cloister-issuer init` prints it) for an epoch starting now (local log only).
+    #[arg(long, conflicts_with = "log_url")]
+    issuer_key: Option<String>,
+    /// The issuer's name in the gateway's token challenge.
+    #[arg(long, default_value = "cloister-issuer")]
+    issuer_name: String,
+    /// Also publish the outer key configuration derived from this gateway secret (the file
+    /// `cloister-gateway --outer-key-seed` reads) for an epoch starting now (local log only).
+    #[arg(long, conflicts_with = "log_url")]
+    gateway_key_seed: Option<PathBuf>,
+    /// Length of a published key's epoch, days (7 to 90).
+    #[arg(long, default_value_t = 30)]
+    epoch_days: u64,
+}
+
+/// The key records asked for, before the release (so that the release's proof covers them).
+fn key_records(args: &Args) -> Result<Vec<Vec<u8>>> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let (from, to) = (now, now + args.epoch_days * 86_400);
+    let mut out = Vec::new();
+    if let Some(k) = &args.issuer_key {
+        let text = std::fs::read_to_string(k).unwrap_or_else(|_| k.clone());
+        out.push(
+            cloister_transparency::IssuerKeyRecord {
+                schema: cloister_transparency::issuer_key::ISSUER_KEY_SCHEMA.into(),
+                issuer: args.issuer_name.clone(),
+                token_type: 2,
+                token_key: text.trim().to_owned(),
+                not_before: from,
+                not_after: to,
+            }
+            .to_bytes()?,
+        );
+    }
+    if let Some(p) = &args.gateway_key_seed {
+        let text = Zeroizing::new(
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        );
+        let mut seed = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(text.trim(), &mut seed[..])
+            .with_context(|| format!("{} is not a 32-byte hex secret", p.display()))?;
+        let config = cloister_protocol::node::gateway_key_config(&seed)
+            .and_then(|c| c.encode())
+            .map_err(|e| anyhow::anyhow!("gateway key: {e}"))?;
+        out.push(
+            cloister_transparency::GatewayKeyRecord {
+                schema: cloister_transparency::gateway_key::GATEWAY_KEY_SCHEMA.into(),
+                gateway: cloister_protocol::access::GATEWAY_AUTHORITY.into(),
+                key_config: hex::encode(config),
+                not_before: from,
+                not_after: to,
+            }
+            .to_bytes()?,
+        );
+    }
+    Ok(out)
 }
 
 /// `cargo xtask publish`.
@@ -47,7 +106,13 @@ pub fn run(args: &Args) -> Result<std::process::ExitCode> {
     let record = release_record(&args.image)?;
     let entry = record.to_bytes()?;
     let proof = match &args.log_url {
-        None => publish_local(&args.log, &args.origin, &entry)?.1,
+        None => {
+            for key in key_records(args)? {
+                let (_, p) = publish_local(&args.log, &args.origin, &key)?;
+                println!("key record        entry {}", p.leaf_index);
+            }
+            publish_local(&args.log, &args.origin, &entry)?.1
+        }
         Some(url) => {
             let key_file = args
                 .api_key_file
