@@ -30,9 +30,11 @@ use crate::error::{ClientError, Stage};
 use crate::http::{self, BaseUrl, HttpRequest, HttpResponse, MAX_RESPONSE};
 use crate::nodes::{self, NodeReport};
 use crate::secret::{SecretBytes, SecretString};
+use crate::token_file::SealedTokenFile;
 use crate::trust::OperatorKeys;
 use crate::trust::{self, Trust};
-use crate::{choose, tokens};
+use crate::{choose, token_store, tokens};
+use cloister_device_core::token_store::TokenStore;
 use cloister_transparency::{
     TileSet, VerifiedCheckpoint, bundles_of, current_gateway_keys, current_keys, tiles_of,
 };
@@ -96,26 +98,11 @@ impl InnerResponse {
 #[derive(Debug)]
 pub struct Client {
     config: ClientConfig,
-    /// Tokens fetched ahead (memory only), for the challenge they were made for.
-    reserve: std::sync::Mutex<TokenReserve>,
-}
-
-/// Tokens fetched ahead of use, so that an issuance is not followed at once by its redemption
-/// (an issuer and a gateway run by one operator could join the two by time).
-#[derive(Default)]
-struct TokenReserve {
+    /// Tokens fetched ahead, for the challenge each was made for (see [`TokenStore`]): in
+    /// memory, and sealed on disk when a [`SealedTokenFile`] is given.
+    tokens: std::sync::Mutex<TokenStore>,
+    token_file: Option<SealedTokenFile>,
     batch: usize,
-    challenge: String,
-    tokens: Vec<SecretString>,
-}
-
-impl std::fmt::Debug for TokenReserve {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenReserve")
-            .field("batch", &self.batch)
-            .field("tokens", &self.tokens.len())
-            .finish_non_exhaustive()
-    }
 }
 
 /// The stage an operation is in, readable when its deadline cuts it off.
@@ -156,26 +143,78 @@ impl Client {
     pub fn new(config: ClientConfig) -> Self {
         Client {
             config,
-            reserve: std::sync::Mutex::new(TokenReserve {
-                batch: 1,
-                ..TokenReserve::default()
-            }),
+            tokens: std::sync::Mutex::new(TokenStore::default()),
+            token_file: None,
+            batch: 1,
         }
     }
 
-    /// Fetches tokens `batch` at a time and keeps the spare ones in memory (never on disk;
-    /// zeroized when dropped), so that most redemptions follow no issuance of their own. A
-    /// long-lived device process should use this; the default (1) fetches one per request.
-    pub fn with_token_batch(self, batch: usize) -> Self {
-        if let Ok(mut r) = self.reserve.lock() {
-            r.batch = batch.clamp(1, 64);
-        }
+    /// When the store has no token for the challenge, fetches `batch` and keeps the spare
+    /// ones, so that most redemptions follow no issuance of their own (the default, 1, fetches
+    /// one per request unless the store was filled ahead, [`Client::fill_tokens`]).
+    pub fn with_token_batch(mut self, batch: usize) -> Self {
+        self.batch = batch.clamp(1, 64);
         self
     }
 
-    /// Tokens held in memory for later requests.
+    /// Keeps the token store sealed in `file` (read before each request, written after each
+    /// change), so that tokens fetched ahead outlive this process.
+    pub fn with_token_file(mut self, file: SealedTokenFile) -> Self {
+        self.token_file = Some(file);
+        self
+    }
+
+    /// Whether the token store is kept in a sealed file.
+    pub fn has_token_file(&self) -> bool {
+        self.token_file.is_some()
+    }
+
+    /// Tokens held for later requests.
     pub fn reserved_tokens(&self) -> usize {
-        self.reserve.lock().map_or(0, |r| r.tokens.len())
+        match &self.token_file {
+            Some(f) => f.load().map_or(0, |s| s.len()),
+            None => self.tokens.lock().map_or(0, |r| r.len()),
+        }
+    }
+
+    /// Fetches `count` tokens for the directory's current challenge, under the issuer's logged
+    /// key, into the store (run at random times, `token_store::refill_delay`); returns the tokens held
+    /// for that challenge afterwards.
+    pub async fn fill_tokens(&self, count: usize) -> Result<usize, ClientError> {
+        let progress = Progress::default();
+        let run = async {
+            let session = self.session(&progress).await?;
+            progress.set(Stage::Token);
+            let logged = self.logged_keys(&session).await?;
+            let issuer_spkis = logged.as_ref().map(|l| l.issuer_spkis.as_slice());
+            let challenge = &session.directory.token_challenge;
+            let mut fresh = Vec::with_capacity(count);
+            for _ in 0..count.min(token_store::MAX_TOKENS) {
+                fresh.push(self.issue(challenge, issuer_spkis).await?);
+            }
+            self.update_store(|store| {
+                for t in fresh {
+                    store.add(challenge, t);
+                }
+                store.count(challenge)
+            })
+        };
+        self.deadline(&progress, run).await
+    }
+
+    /// Applies `f` to the token store: the sealed file's when there is one (read, changed,
+    /// written back), else the one in memory.
+    fn update_store<T>(&self, f: impl FnOnce(&mut TokenStore) -> T) -> Result<T, ClientError> {
+        let mut memory = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        match &self.token_file {
+            Some(file) => {
+                let mut store = file.load()?;
+                let out = f(&mut store);
+                file.save(&store)?;
+                Ok(out)
+            }
+            None => Ok(f(&mut memory)),
+        }
     }
 
     /// The configuration.
@@ -469,32 +508,27 @@ impl Client {
         sealed.open(&r.body)
     }
 
-    /// Step 5: one token for `challenge` (issued right before it is spent; see [`tokens`]).
+    /// One token for `challenge`: from the store when it holds one (no issuance right before
+    /// this redemption), else a batch fetched now, the spare ones stored.
     async fn token(
         &self,
         challenge_b64: &str,
         logged: Option<&[Vec<u8>]>,
     ) -> Result<SecretString, ClientError> {
-        let batch = {
-            let mut r = self.reserve.lock().unwrap_or_else(|p| p.into_inner());
-            if r.challenge != challenge_b64 {
-                // Another challenge (another gateway or issuer key): the reserve is useless.
-                r.tokens.clear();
-                r.challenge = challenge_b64.to_owned();
-            }
-            if let Some(t) = r.tokens.pop() {
-                return Ok(t);
-            }
-            r.batch.max(1)
-        };
-        let mut fresh = Vec::with_capacity(batch);
-        for _ in 0..batch {
+        if let Some(t) = self.update_store(|s| s.take(challenge_b64))? {
+            return Ok(t);
+        }
+        let mut fresh = Vec::with_capacity(self.batch);
+        for _ in 0..self.batch {
             fresh.push(self.issue(challenge_b64, logged).await?);
         }
         let token = fresh.pop().ok_or(ClientError::NoIssuer)?;
-        let mut r = self.reserve.lock().unwrap_or_else(|p| p.into_inner());
-        if r.challenge == challenge_b64 {
-            r.tokens.extend(fresh);
+        if !fresh.is_empty() {
+            self.update_store(|s| {
+                for t in fresh {
+                    s.add(challenge_b64, t);
+                }
+            })?;
         }
         Ok(token)
     }

@@ -15,12 +15,13 @@
 pub mod client;
 pub mod http;
 pub mod state;
+pub mod token_file;
 
 pub use client::{Client, ClientConfig, InnerResponse, IssuerAccount, Timings};
 pub use cloister_device_core::{
     BaseUrl, ChatInput, ChatMessage, CheckpointInfo, ClientError, InputError, Layer, LogKeys,
     MemoryStore, NodeFailure, NodeReport, SecretBytes, SecretString, SeenStore, Stage,
-    SummarizeRequest, Tone, Trust, chat, choose, envelope, error, nodes, secret, tokens, trust,
-    workload,
+    SummarizeRequest, Tone, Trust, chat, choose, envelope, error, nodes, secret, token_store,
+    tokens, trust, workload,
 };
 pub use state::FileStore;

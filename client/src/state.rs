@@ -58,7 +58,7 @@ impl SeenStore for FileStore {
     }
 }
 
-fn state_error(path: &Path, reason: impl std::fmt::Display) -> ClientError {
+pub(crate) fn state_error(path: &Path, reason: impl std::fmt::Display) -> ClientError {
     ClientError::State {
         path: path.to_path_buf(),
         reason: reason.to_string(),
@@ -87,6 +87,13 @@ fn read_state(path: &Path) -> Result<StateFile, ClientError> {
 }
 
 fn write_state(path: &Path, state: &StateFile) -> Result<(), ClientError> {
+    let bytes = serde_json::to_vec_pretty(state).map_err(|e| state_error(path, e))?;
+    write_private(path, &bytes)
+}
+
+/// Writes `bytes` to `path` (mode 0600, in a 0700 directory made if missing) through a synced
+/// temporary file and a rename.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<(), ClientError> {
     use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::DirBuilder::new()
@@ -94,8 +101,10 @@ fn write_state(path: &Path, state: &StateFile) -> Result<(), ClientError> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| state_error(dir, e))?;
-    let bytes = serde_json::to_vec_pretty(state).map_err(|e| state_error(path, e))?;
-    let tmp = dir.join(format!("{STATE_FILE}.{}.tmp", std::process::id()));
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let tmp = dir.join(format!("{name}.{}.tmp", std::process::id()));
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -103,7 +112,7 @@ fn write_state(path: &Path, state: &StateFile) -> Result<(), ClientError> {
         .mode(0o600)
         .open(&tmp)
         .and_then(|mut f| {
-            f.write_all(&bytes)?;
+            f.write_all(bytes)?;
             f.sync_all()
         })
         .and_then(|()| std::fs::rename(&tmp, path));

@@ -293,3 +293,44 @@ fn a_gateway_key_not_in_the_log_gets_no_token_and_no_request() {
     );
     assert!(!stack.gateway.logs().contains("forward"));
 }
+
+/// Attack 3, issuance time: with tokens filled ahead (at a time of the device's choosing), a
+/// request spends a stored token and the issuer sees nothing at the time of the redemption;
+/// the store on disk is sealed, and gone with its key.
+#[test]
+fn a_request_spends_a_token_fetched_ahead_and_the_issuer_sees_nothing_then() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stack = Stack::start(dir.path(), &[spec("a", true)], &[], 20);
+    let file = dir.path().join("hello.txt");
+    std::fs::write(&file, "hello").expect("file");
+    let key = dir.path().join("runtime/cloister/token-store.key");
+    let device = |args: &[&str]| {
+        let mut c = stack.device();
+        c.arg("--token-key-file").arg(&key).args(args);
+        c.output().expect("run cloister")
+    };
+    let issued = || {
+        stack
+            .issuer
+            .logs()
+            .matches("route=\"token-request\"")
+            .count()
+    };
+
+    let out = device(&["tokens", "fill", "--count", "3"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(issued(), 3);
+    assert_eq!(text(&device(&["tokens", "count"]).stdout).trim(), "3");
+
+    let out = device(&["echo", "--file", file.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello");
+    assert_eq!(issued(), 3, "an issuance right before the redemption");
+    assert_eq!(text(&device(&["tokens", "count"]).stdout).trim(), "2");
+
+    let sealed = std::fs::read(stack.state.join("tokens.sealed")).expect("sealed store");
+    assert!(!sealed.windows(12).any(|w| w == b"PrivateToken"));
+    // The key gone (a reboot clears the runtime directory): the tokens are dropped unread.
+    std::fs::remove_file(&key).expect("rm key");
+    assert_eq!(text(&device(&["tokens", "count"]).stdout).trim(), "0");
+}

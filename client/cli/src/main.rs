@@ -20,6 +20,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use cloister_client::nodes::NodeReport;
+use cloister_client::token_file::SealedTokenFile;
 use cloister_client::workload::{rewrite_body, rewrite_text, summary_text};
 use cloister_client::{
     BaseUrl, ChatInput as _, Client, ClientConfig, FileStore, InnerResponse, IssuerAccount,
@@ -85,6 +86,14 @@ struct Cli {
     /// Only for a device that trusts no log.
     #[arg(long, global = true)]
     insecure_unlogged_keys: bool,
+    /// The file holding the key the token store is sealed under [default:
+    /// $XDG_RUNTIME_DIR/cloister/token-store.key: memory, gone at logout or reboot, and the
+    /// tokens with it]. Without either, tokens are kept in memory for this run only.
+    #[arg(long, env = "CLOISTER_TOKEN_KEY_FILE", global = true)]
+    token_key_file: Option<PathBuf>,
+    /// Tokens to fetch at once when the store has none (the spare ones are stored).
+    #[arg(long, env = "CLOISTER_TOKEN_BATCH", default_value_t = 1, global = true)]
+    token_batch: usize,
     /// Where the newest log checkpoint seen is kept [default: $XDG_STATE_HOME/cloister or
     /// $HOME/.local/state/cloister].
     #[arg(long, env = "CLOISTER_STATE", global = true)]
@@ -134,6 +143,26 @@ enum Command {
         #[arg(long)]
         file: Option<PathBuf>,
     },
+    /// The token store: tokens fetched ahead, sealed in the state directory under a key kept
+    /// in memory (`--token-key-file`). Run `fill` from a timer at random times (for example a
+    /// systemd timer with `RandomizedDelaySec`), so that a request spends a token fetched long
+    /// before it rather than one fetched right then.
+    Tokens {
+        #[command(subcommand)]
+        action: TokensAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokensAction {
+    /// Fetch tokens for the gateway's current challenge into the store.
+    Fill {
+        /// How many.
+        #[arg(long, default_value_t = 8)]
+        count: usize,
+    },
+    /// Print how many tokens the store holds.
+    Count,
 }
 
 fn main() -> ExitCode {
@@ -229,6 +258,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let r = client.send(ECHO_PATH, media::OCTET_STREAM, &input).await?;
             write_out(answered(r)?.body.expose(), false)?;
         }
+        Command::Tokens { action } => {
+            let client = client(&cli, matches!(action, TokensAction::Fill { .. }))?;
+            if !client.has_token_file() {
+                bail!(
+                    "no token store: it needs a state directory (--log-key) and a key file \
+                     (--token-key-file or XDG_RUNTIME_DIR)"
+                );
+            }
+            match action {
+                TokensAction::Fill { count } => {
+                    let held = client.fill_tokens(*count).await?;
+                    println!("{held} tokens held for the gateway's current challenge");
+                }
+                TokensAction::Count => println!("{}", client.reserved_tokens()),
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -278,7 +323,7 @@ fn client(cli: &Cli, sending: bool) -> Result<Client> {
         )?,
         None => Policy::default(),
     };
-    let (log, state) = match &cli.log_key {
+    let (log, state): (Option<LogKeys>, Option<PathBuf>) = match &cli.log_key {
         Some(p) => {
             let key = std::fs::read_to_string(p)
                 .with_context(|| format!("reading the log key {}", p.display()))?;
@@ -296,9 +341,19 @@ fn client(cli: &Cli, sending: bool) -> Result<Client> {
     };
     // With a trusted log the seen checkpoint is kept on disk; without one there is nothing to
     // keep between runs.
-    let store: Box<dyn SeenStore> = match state {
-        Some(dir) => Box::new(FileStore::new(&dir)),
+    let store: Box<dyn SeenStore> = match &state {
+        Some(dir) => Box::new(FileStore::new(dir)),
         None => Box::<MemoryStore>::default(),
+    };
+    let token_key = cli.token_key_file.clone().or_else(|| {
+        std::env::var_os("XDG_RUNTIME_DIR")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .map(|p| p.join("cloister/token-store.key"))
+    });
+    let token_file = match (&state, token_key) {
+        (Some(dir), Some(key)) => Some(SealedTokenFile::new(dir, &key)),
+        _ => None,
     };
     let trust = match &cli.insecure_emulated {
         Some(p) => {
@@ -321,12 +376,17 @@ fn client(cli: &Cli, sending: bool) -> Result<Client> {
     } else {
         trust
     };
-    Ok(Client::new(ClientConfig {
+    let client = Client::new(ClientConfig {
         relay,
         issuer,
         trust,
         deadline: Duration::from_secs(cli.deadline),
-    }))
+    })
+    .with_token_batch(cli.token_batch);
+    Ok(match token_file {
+        Some(f) => client.with_token_file(f),
+        None => client,
+    })
 }
 
 /// `--state`, else `$XDG_STATE_HOME/cloister`, else `$HOME/.local/state/cloister`.

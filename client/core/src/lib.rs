@@ -26,6 +26,7 @@ pub mod error;
 pub mod nodes;
 pub mod report;
 pub mod secret;
+pub mod token_store;
 pub mod tokens;
 pub mod trust;
 pub mod url;
