@@ -30,6 +30,7 @@ use crate::error::{ClientError, Stage};
 use crate::http::{self, BaseUrl, HttpRequest, HttpResponse, MAX_RESPONSE};
 use crate::nodes::{self, NodeReport};
 use crate::secret::{SecretBytes, SecretString};
+use crate::tls::{Tls, TlsRoots};
 use crate::token_file::SealedTokenFile;
 use crate::trust::OperatorKeys;
 use crate::trust::{self, Trust};
@@ -59,6 +60,8 @@ pub struct ClientConfig {
     pub trust: Trust,
     /// Deadline of one whole operation.
     pub deadline: Duration,
+    /// The roots an `https://` relay's or issuer's certificate must chain to.
+    pub tls_roots: TlsRoots,
 }
 
 /// A node's answer, opened.
@@ -98,6 +101,7 @@ impl InnerResponse {
 #[derive(Debug)]
 pub struct Client {
     config: ClientConfig,
+    tls: Tls,
     /// Tokens fetched ahead, for the challenge each was made for (see [`TokenStore`]): in
     /// memory, and sealed on disk when a [`SealedTokenFile`] is given.
     tokens: std::sync::Mutex<TokenStore>,
@@ -139,14 +143,15 @@ struct Session {
 }
 
 impl Client {
-    /// A client.
-    pub fn new(config: ClientConfig) -> Self {
-        Client {
+    /// A client (refused: TLS roots it cannot use).
+    pub fn new(config: ClientConfig) -> Result<Self, ClientError> {
+        Ok(Client {
+            tls: Tls::new(&config.tls_roots)?,
             config,
             tokens: std::sync::Mutex::new(TokenStore::default()),
             token_file: None,
             batch: 1,
-        }
+        })
     }
 
     /// When the store has no token for the challenge, fetches `batch` and keeps the spare
@@ -465,7 +470,7 @@ impl Client {
             authorization: None,
             body: Bytes::new(),
         };
-        let r = http::exchange(relay, req, MAX_RESPONSE).await?;
+        let r = http::exchange(relay, req, MAX_RESPONSE, &self.tls).await?;
         if r.status != 200 {
             return Err(relay_error(&r));
         }
@@ -498,7 +503,7 @@ impl Client {
             authorization: None,
             body: Bytes::from(std::mem::take(&mut sealed.bytes)),
         };
-        let r = http::exchange(relay, req, MAX_RESPONSE).await?;
+        let r = http::exchange(relay, req, MAX_RESPONSE, &self.tls).await?;
         if r.status != 200 {
             return Err(relay_error(&r));
         }
@@ -549,7 +554,7 @@ impl Client {
             authorization: None,
             body: Bytes::new(),
         };
-        let r = http::exchange(issuer, req, 64 << 10).await?;
+        let r = http::exchange(issuer, req, 64 << 10, &self.tls).await?;
         if r.status != 200 {
             return Err(issuer_error(&r));
         }
@@ -565,7 +570,7 @@ impl Client {
             authorization: Some(&bearer),
             body: Bytes::from(request),
         };
-        let r = http::exchange(issuer, req, 64 << 10).await?;
+        let r = http::exchange(issuer, req, 64 << 10, &self.tls).await?;
         if r.status != 200 {
             return Err(issuer_error(&r));
         }

@@ -1,13 +1,11 @@
-//! A minimal HTTP/1.1 client over TCP (hyper 1's connection API): one fresh connection per
-//! exchange, no cookies, no user agent, no `Accept`, nothing but `Host`, `Content-Type`,
-//! `Content-Length` and, when asked, `Authorization` — so that the requests of all devices look
-//! alike to the relay and the issuer. Answers are read up to a cap.
+//! A minimal HTTP/1.1 client over TCP, or TLS for `https://` (rustls, [`crate::tls`]): one
+//! fresh connection per exchange, no cookies, no user agent, no `Accept`, nothing but `Host`,
+//! `Content-Type`, `Content-Length` and, when asked, `Authorization` — so that the requests of
+//! all devices look alike to the relay and the issuer. Answers are read up to a cap.
 //!
-//! Plain `http://` only. What the client sends through the relay is OHTTP-encapsulated end to
-//! end (RFC 9458), so the relay and the network see only ciphertext; the issuer exchange
-//! carries the account's bearer token and a blinded token request. TLS to the relay or the
-//! issuer (which would also hide the metadata from the network) is not part of this client:
-//! point it at `http://` endpoints, e.g. a local TLS-originating proxy.
+//! What the client sends through the relay is OHTTP-encapsulated end to end (RFC 9458); the
+//! issuer exchange carries the account's bearer token, which only TLS keeps from the network:
+//! give the issuer an `https://` URL.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
@@ -50,25 +48,44 @@ impl HttpResponse {
     }
 }
 
-/// Sends `req` to `base` on a new connection and reads the answer (at most `max_body` bytes).
+/// Sends `req` to `base` on a new connection (TLS under `tls` for `https://`) and reads the
+/// answer (at most `max_body` bytes).
 pub(crate) async fn exchange(
     base: &BaseUrl,
     req: HttpRequest<'_>,
     max_body: usize,
+    tls: &crate::tls::Tls,
 ) -> Result<HttpResponse, ClientError> {
+    let stream = tokio::net::TcpStream::connect((base.host(), base.port()))
+        .await
+        .map_err(|source| ClientError::Connect {
+            authority: base.authority().to_owned(),
+            source,
+        })?;
+    // Small requests: do not wait for Nagle.
+    let _ = stream.set_nodelay(true);
+    if base.is_tls() {
+        let stream = tls.connect(base, stream).await?;
+        exchange_on(stream, base, req, max_body).await
+    } else {
+        exchange_on(stream, base, req, max_body).await
+    }
+}
+
+async fn exchange_on<S>(
+    stream: S,
+    base: &BaseUrl,
+    req: HttpRequest<'_>,
+    max_body: usize,
+) -> Result<HttpResponse, ClientError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let authority = || base.authority().to_owned();
     let http_err = |e: &dyn std::fmt::Display| ClientError::Http {
         authority: authority(),
         reason: e.to_string(),
     };
-    let stream = tokio::net::TcpStream::connect((base.host(), base.port()))
-        .await
-        .map_err(|source| ClientError::Connect {
-            authority: authority(),
-            source,
-        })?;
-    // Small requests: do not wait for Nagle.
-    let _ = stream.set_nodelay(true);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| http_err(&e))?;
@@ -125,6 +142,10 @@ pub(crate) async fn exchange(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plain() -> crate::tls::Tls {
+        crate::tls::Tls::new(&crate::tls::TlsRoots::Platform).expect("tls")
+    }
     use std::convert::Infallible;
     use tokio::sync::mpsc;
 
@@ -176,7 +197,7 @@ mod tests {
     #[tokio::test]
     async fn sends_no_identifying_headers() {
         let (base, mut seen) = server().await;
-        let r = exchange(&base, post("/5", Some("Bearer acct")), 1024)
+        let r = exchange(&base, post("/5", Some("Bearer acct")), 1024, &plain())
             .await
             .expect("exchange");
         assert_eq!((r.status, r.body.len()), (200, 5));
@@ -194,7 +215,7 @@ mod tests {
             authorization: None,
             body: Bytes::new(),
         };
-        exchange(&base, get, 1024).await.expect("get");
+        exchange(&base, get, 1024, &plain()).await.expect("get");
         let names = seen.recv().await.expect("a request");
         assert!(
             names.iter().all(|n| n == "host" || n == "content-length"),
@@ -205,10 +226,10 @@ mod tests {
     #[tokio::test]
     async fn enforces_the_body_cap() {
         let (base, _seen) = server().await;
-        exchange(&base, post("/1024", None), 1024)
+        exchange(&base, post("/1024", None), 1024, &plain())
             .await
             .expect("exactly the cap is read");
-        let e = exchange(&base, post("/1025", None), 1024)
+        let e = exchange(&base, post("/1025", None), 1024, &plain())
             .await
             .expect_err("over the cap");
         assert!(matches!(e, ClientError::TooLarge { max: 1024, .. }), "{e}");
@@ -220,7 +241,7 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         drop(listener);
         let base: BaseUrl = format!("http://{addr}").parse().expect("url");
-        let e = exchange(&base, post("/", None), 10)
+        let e = exchange(&base, post("/", None), 10, &plain())
             .await
             .expect_err("nothing listens");
         assert!(matches!(e, ClientError::Connect { .. }), "{e}");

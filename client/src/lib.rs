@@ -15,6 +15,7 @@
 pub mod client;
 pub mod http;
 pub mod state;
+pub mod tls;
 pub mod token_file;
 
 pub use client::{Client, ClientConfig, InnerResponse, IssuerAccount, Timings};

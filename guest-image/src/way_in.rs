@@ -265,7 +265,10 @@ impl WayIn {
             }),
             trust,
             deadline,
-        });
+            // Plain HTTP on loopback inside one process (tests/tests/hostile.rs runs the
+            // servers over TLS).
+            tls_roots: Default::default(),
+        })?;
         Ok(WayIn {
             client: Arc::new(client),
             tasks,

@@ -40,6 +40,7 @@ pub fn initrd_plus_one_byte(image: &Image, dir: &Path) -> PathBuf {
 pub mod soak;
 pub mod stack;
 pub mod stand_in;
+pub mod tls;
 
 /// Every regular file under `dir` (recursively) whose bytes contain `needle`.
 pub fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {

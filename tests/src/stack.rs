@@ -79,9 +79,11 @@ impl Service {
         Service { child, url, log }
     }
 
-    /// `HOST:PORT` of an `http://` URL.
+    /// `HOST:PORT` of an `http://` or `https://` URL.
     pub fn authority(&self) -> &str {
-        self.url.trim_start_matches("http://")
+        self.url
+            .strip_prefix("https://")
+            .unwrap_or_else(|| self.url.trim_start_matches("http://"))
     }
 
     /// Its process id.
@@ -553,11 +555,17 @@ impl Stack {
 
     /// [`Stack::device_defaults`] for another device: its own state directory.
     pub fn device_at(&self, state: &Path) -> Command {
+        self.device_via(state, &self.relay.url, &self.issuer.url)
+    }
+
+    /// [`Stack::device_at`] reaching the relay and the issuer at other URLs (a TLS front, a
+    /// recorder).
+    pub fn device_via(&self, state: &Path, relay: &str, issuer: &str) -> Command {
         let mut cmd = Command::new(bin("cloister"));
         cmd.arg("--relay")
-            .arg(&self.relay.url)
+            .arg(relay)
             .arg("--issuer")
-            .arg(&self.issuer.url)
+            .arg(issuer)
             .arg("--account-token-file")
             .arg(&self.account)
             .arg("--insecure-emulated")
@@ -605,7 +613,9 @@ impl Stack {
             }),
             trust,
             deadline: Duration::from_secs(120),
+            tls_roots: Default::default(),
         })
+        .expect("client")
     }
 
     /// Every server process, named: the runtimes by id, then issuer, gateway, relay.

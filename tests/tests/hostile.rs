@@ -334,3 +334,75 @@ fn a_request_spends_a_token_fetched_ahead_and_the_issuer_sees_nothing_then() {
     std::fs::remove_file(&key).expect("rm key");
     assert_eq!(text(&device(&["tokens", "count"]).stdout).trim(), "0");
 }
+
+/// Attack 4, the path to the issuer and the relay: both serve HTTPS themselves, the device
+/// trusts only the pinned root, and a recorder on the issuer's path (the network) sees no
+/// bearer token; a server whose certificate does not chain to the pinned root is refused by
+/// name before anything is sent.
+#[test]
+fn the_bearer_token_travels_under_tls_and_an_unknown_certificate_is_refused() {
+    use cloister_tests::stack::{Service, bin};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut stack = Stack::start(dir.path(), &[spec("a", true)], &[], 20);
+    let pki = cloister_tests::tls::test_pki(dir.path());
+    // The issuer again, on the same key and accounts, now over TLS; and a relay over TLS.
+    stack.issuer.kill();
+    let mut issuer = std::process::Command::new(bin("cloister-issuer"));
+    issuer
+        .arg("serve")
+        .arg("--key")
+        .arg(dir.path().join("issuer.pem"))
+        .arg("--db")
+        .arg(dir.path().join("issuer.redb"))
+        .args(["--listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&pki.cert)
+        .arg("--tls-key")
+        .arg(&pki.key);
+    let issuer = Service::spawn(issuer, dir.path().join("issuer-tls.log"));
+    assert!(issuer.url.starts_with("https://"), "{}", issuer.url);
+    let mut relay = std::process::Command::new(bin("cloister-relay"));
+    relay
+        .args(["--listen", "127.0.0.1:0", "--gateway"])
+        .arg(format!("{}/gateway", stack.gateway.url))
+        .arg("--tls-cert")
+        .arg(&pki.cert)
+        .arg("--tls-key")
+        .arg(&pki.key);
+    let relay = Service::spawn(relay, dir.path().join("relay-tls.log"));
+    assert!(relay.url.starts_with("https://"), "{}", relay.url);
+    let (recorded_at, seen) = cloister_tests::tls::recorder(issuer.authority());
+    let file = dir.path().join("hello.txt");
+    std::fs::write(&file, "hello").expect("file");
+
+    let run = |root: &Path| {
+        let mut c = stack.device_via(
+            &dir.path().join("tls-state"),
+            &relay.url,
+            &format!("https://{recorded_at}"),
+        );
+        c.args(["--min-machines", "1"]).arg("--tls-root").arg(root);
+        echo(c, &file)
+    };
+    let out = run(&pki.ca);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello");
+    let sent = seen.lock().expect("lock").clone();
+    let bearer = std::fs::read_to_string(&stack.account).expect("account token");
+    assert!(sent.len() > 100, "the recorder saw the exchange");
+    assert_eq!(sent[0], 0x16, "a TLS handshake record first");
+    assert!(
+        !sent
+            .windows(bearer.trim().len())
+            .any(|w| w == bearer.trim().as_bytes()),
+        "the bearer token crossed the network in clear"
+    );
+
+    // Another root: refused by name, nothing sent.
+    let other_dir = dir.path().join("other");
+    std::fs::create_dir_all(&other_dir).expect("dir");
+    let other = cloister_tests::tls::test_pki(&other_dir);
+    let out = run(&other.ca);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("TLS with 127.0.0.1"), "{err}");
+}

@@ -2,7 +2,7 @@
 //! sends chats to summarise, drafts to rewrite, or bytes to echo, to a node it verified.
 //!
 //! ```text
-//! cloister --relay http://relay:8080 nodes [--json]
+//! cloister --relay https://relay.example nodes [--json]
 //! cloister --relay URL --issuer URL --account-token-file F summarize [--file F] [--json]
 //! cloister … rewrite --tone friendly [--file F] [--json]
 //! cloister … echo [--file F]
@@ -86,6 +86,10 @@ struct Cli {
     /// Only for a device that trusts no log.
     #[arg(long, global = true)]
     insecure_unlogged_keys: bool,
+    /// Trust only this root (PEM) for an `https://` relay or issuer, instead of the operating
+    /// system's store.
+    #[arg(long, env = "CLOISTER_TLS_ROOT", global = true)]
+    tls_root: Option<PathBuf>,
     /// The file holding the key the token store is sealed under [default:
     /// $XDG_RUNTIME_DIR/cloister/token-store.key: memory, gone at logout or reboot, and the
     /// tokens with it]. Without either, tokens are kept in memory for this run only.
@@ -381,7 +385,13 @@ fn client(cli: &Cli, sending: bool) -> Result<Client> {
         issuer,
         trust,
         deadline: Duration::from_secs(cli.deadline),
-    })
+        tls_roots: match &cli.tls_root {
+            Some(p) => cloister_client::tls::TlsRoots::pinned_pem(
+                &std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+            )?,
+            None => cloister_client::tls::TlsRoots::Platform,
+        },
+    })?
     .with_token_batch(cli.token_batch);
     Ok(match token_file {
         Some(f) => client.with_token_file(f),

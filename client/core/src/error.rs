@@ -161,6 +161,18 @@ pub enum ClientError {
         /// The deadline.
         deadline: Duration,
     },
+    /// The TLS handshake with the relay or the issuer failed (an untrusted certificate, another
+    /// host's, an old protocol).
+    #[error("TLS with {authority}: {reason}")]
+    Tls {
+        /// `HOST:PORT`.
+        authority: String,
+        /// Why.
+        reason: String,
+    },
+    /// The TLS roots the device was given are unusable.
+    #[error("TLS roots: {0}")]
+    TlsRoots(String),
     /// The relay (or the gateway behind it) refused in plaintext.
     #[error("relay answered {status} ({})", kind_or_none(kind))]
     Relay {

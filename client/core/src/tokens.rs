@@ -121,8 +121,8 @@ fn check_modulus(pk: &PublicKey) -> Result<(), ClientError> {
     Ok(())
 }
 
-/// Where to send the token request: a path under the issuer's URL, or an `http://` URL on the
-/// issuer's own host and port (the bearer token goes nowhere else).
+/// Where to send the token request: a path under the issuer's URL, or a URL of the issuer's
+/// own scheme, host and port (the bearer token goes nowhere else).
 pub fn request_target(issuer: &BaseUrl, uri: &str) -> Result<String, ClientError> {
     let refuse = || ClientError::IssuerRequestUri(uri.chars().take(100).collect());
     if uri.starts_with('/') && !uri.starts_with("//") {
@@ -132,7 +132,8 @@ pub fn request_target(issuer: &BaseUrl, uri: &str) -> Result<String, ClientError
         return Ok(issuer.join(uri));
     }
     let absolute: BaseUrl = uri.parse().map_err(|_| refuse())?;
-    if absolute.authority() != issuer.authority() {
+    // The same host and port, and never from HTTPS down to HTTP.
+    if absolute.authority() != issuer.authority() || absolute.is_tls() != issuer.is_tls() {
         return Err(refuse());
     }
     let target = absolute.join("");

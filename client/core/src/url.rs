@@ -1,17 +1,15 @@
-//! Where the relay and the issuer are: `http://HOST[:PORT][/PREFIX]`, parsed strictly (no user
+//! Where the relay and the issuer are: `https://HOST[:PORT][/PREFIX]` (or `http://`, for a
+//! loopback test or a TLS-originating proxy in front of the driver), parsed strictly (no user
 //! information, query or fragment), and the media type of a `Content-Type` value.
-//!
-//! Plain `http://` only: what goes through the relay is OHTTP-encapsulated end to end (RFC
-//! 9458), so the relay and the network see only ciphertext. TLS to the relay or the issuer is a
-//! proxy's job in front of the driver.
 
 use std::str::FromStr;
 
 use crate::error::ClientError;
 
-/// A base URL, `http://HOST[:PORT][/PREFIX]`: where the relay or the issuer is.
+/// A base URL, `https://HOST[:PORT][/PREFIX]` or `http://…`: where the relay or the issuer is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseUrl {
+    tls: bool,
     host: String,
     port: u16,
     host_header: String,
@@ -26,15 +24,18 @@ impl FromStr for BaseUrl {
             url: url.chars().take(100).collect(),
             reason,
         };
-        if url
+        let (tls, rest) = if url
             .get(..8)
             .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
         {
-            return Err(bad("only http:// URLs are supported by this client"));
-        }
-        let rest = match url.get(..7) {
-            Some(s) if s.eq_ignore_ascii_case("http://") => &url[7..],
-            _ => return Err(bad("expected http://HOST[:PORT][/PREFIX]")),
+            (true, &url[8..])
+        } else if url
+            .get(..7)
+            .is_some_and(|s| s.eq_ignore_ascii_case("http://"))
+        {
+            (false, &url[7..])
+        } else {
+            return Err(bad("expected https://HOST[:PORT][/PREFIX] or http://…"));
         };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -46,8 +47,11 @@ impl FromStr for BaseUrl {
         if path.contains(['?', '#', ' ', '\t', '\r', '\n']) {
             return Err(bad("the path prefix has a query, fragment or whitespace"));
         }
-        let (host, port) = split_host_port(authority).ok_or_else(|| bad("bad host or port"))?;
+        let default_port = if tls { 443 } else { 80 };
+        let (host, port) =
+            split_host_port(authority, default_port).ok_or_else(|| bad("bad host or port"))?;
         Ok(BaseUrl {
+            tls,
             host,
             port,
             host_header: authority.to_owned(),
@@ -56,8 +60,8 @@ impl FromStr for BaseUrl {
     }
 }
 
-/// `host[:port]` or `[v6][:port]`; port 80 when absent.
-fn split_host_port(authority: &str) -> Option<(String, u16)> {
+/// `host[:port]` or `[v6][:port]`; `default` when absent.
+fn split_host_port(authority: &str, default: u16) -> Option<(String, u16)> {
     let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
         let (host, after) = v6.split_once(']')?;
         match after {
@@ -71,7 +75,7 @@ fn split_host_port(authority: &str) -> Option<(String, u16)> {
         }
     };
     let port = match port {
-        None => 80,
+        None => default,
         Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0)?,
     };
     (!host.is_empty()).then(|| (host.to_owned(), port))
@@ -79,17 +83,23 @@ fn split_host_port(authority: &str) -> Option<(String, u16)> {
 
 impl std::fmt::Display for BaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}{}", self.host_header, self.prefix)
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.host_header, self.prefix)
     }
 }
 
 impl BaseUrl {
+    /// Whether the URL is `https://`.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
     /// The host (without brackets for IPv6).
     pub fn host(&self) -> &str {
         &self.host
     }
 
-    /// The port (80 when the URL gives none).
+    /// The port (443 or 80 when the URL gives none).
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -126,9 +136,11 @@ mod tests {
         assert_eq!((b.host.as_str(), b.port), ("::1", 9));
         assert_eq!(b.join("/"), "/");
         let b: BaseUrl = "HTTP://h".parse().expect("no port");
-        assert_eq!(b.port, 80);
+        assert_eq!((b.port, b.is_tls()), (80, false));
+        let b: BaseUrl = "https://relay.example/r".parse().expect("https");
+        assert_eq!((b.port, b.is_tls()), (443, true));
+        assert_eq!(b.to_string(), "https://relay.example/r");
         for bad in [
-            "https://relay.example",
             "ftp://x",
             "relay.example:80",
             "http://",
@@ -140,8 +152,8 @@ mod tests {
         ] {
             assert!(bad.parse::<BaseUrl>().is_err(), "{bad}");
         }
-        let e = "https://x".parse::<BaseUrl>().expect_err("https");
-        assert!(e.to_string().contains("only http://"), "{e}");
+        let e = "ftp://x".parse::<BaseUrl>().expect_err("ftp");
+        assert!(e.to_string().contains("https://"), "{e}");
     }
 
     #[test]

@@ -296,7 +296,9 @@ fn client(url: &BaseUrl, account: &str) -> Client {
         // (`a_directory_the_device_cannot_use_whole_is_refused`).
         trust: emulated_trust().with_min_machines(std::num::NonZeroUsize::MIN),
         deadline: Duration::from_secs(60),
+        tls_roots: Default::default(),
     })
+    .expect("client")
 }
 
 #[tokio::test]
@@ -310,7 +312,9 @@ async fn requests_reach_a_random_verified_node_and_come_back() {
         }),
         trust: emulated_trust(),
         deadline: Duration::from_secs(60),
-    });
+        tls_roots: Default::default(),
+    })
+    .expect("client");
     let mut chosen = std::collections::BTreeSet::new();
     for i in 0..30 {
         let plaintext = format!("MARKER-{i}");
@@ -373,7 +377,9 @@ async fn a_directory_the_device_cannot_use_whole_is_refused() {
         }),
         trust: emulated_trust(),
         deadline: Duration::from_secs(60),
-    });
+        tls_roots: Default::default(),
+    })
+    .expect("client");
     assert!(matches!(
         strict.send("/v1/echo", "text/plain", b"hi").await,
         Err(ClientError::TooFewMachines {
@@ -488,7 +494,9 @@ async fn the_deadline_names_the_stage_it_cut() {
         )
         .expect("trust"),
         deadline: Duration::from_millis(200),
-    });
+        tls_roots: Default::default(),
+    })
+    .expect("client");
     let e = client
         .send("/v1/echo", "text/plain", b"x")
         .await
@@ -615,7 +623,9 @@ async fn a_relay_that_cuts_its_answer_short_is_an_http_error() {
         issuer: None,
         trust: emulated_trust(),
         deadline: Duration::from_secs(30),
-    });
+        tls_roots: Default::default(),
+    })
+    .expect("client");
     let e = client.nodes().await.expect_err("truncated");
     assert!(matches!(e, ClientError::Http { .. }), "{e}");
     server.abort();

@@ -270,6 +270,22 @@ pub async fn serve_until(
     cloister_http::serve(listener, handler, Options::default(), shutdown, drain).await
 }
 
+/// [`serve_until`] over TLS (see `cloister_http::tls`).
+pub async fn serve_tls_until(
+    config: IssuerConfig,
+    listener: tokio::net::TcpListener,
+    tls: cloister_http::tls::TlsAcceptor,
+    shutdown: impl std::future::Future<Output = ()>,
+    drain: Duration,
+) -> std::io::Result<()> {
+    let config = Arc::new(config);
+    let handler = move |req| {
+        let config = config.clone();
+        async move { handle(&config, req).await }
+    };
+    cloister_http::serve_tls(listener, tls, handler, Options::default(), shutdown, drain).await
+}
+
 async fn handle(config: &IssuerConfig, req: hyper::Request<Incoming>) -> Reply {
     let started = std::time::Instant::now();
     let (route, reply) = match (req.method(), req.uri().path()) {

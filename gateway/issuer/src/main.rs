@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use cloister_http::shutdown_signal;
 use cloister_issuer::accounts::Accounts;
-use cloister_issuer::{IssuerConfig, IssuerKey, serve_until};
+use cloister_issuer::{IssuerConfig, IssuerKey, serve_tls_until, serve_until};
 use cloister_protocol::access::encode_token_key;
 
 #[derive(Parser)]
@@ -55,6 +55,14 @@ enum Command {
         /// Address to listen on (port 0: any free port; the READY line names it).
         #[arg(long, env = "CLOISTER_ISSUER_LISTEN", default_value = "127.0.0.1:8702")]
         listen: String,
+        /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key. The
+        /// account's bearer token travels in this exchange: without TLS here, put the issuer
+        /// behind a TLS terminator.
+        #[arg(long, env = "CLOISTER_ISSUER_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(long, env = "CLOISTER_ISSUER_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
 }
 
@@ -80,7 +88,17 @@ async fn main() -> Result<()> {
             let token = Accounts::open(&db)?.add(&name, quota)?;
             println!("{}", token.0.as_str());
         }
-        Command::Serve { key, db, listen } => {
+        Command::Serve {
+            key,
+            db,
+            listen,
+            tls_cert,
+            tls_key,
+        } => {
+            let tls = match (&tls_cert, &tls_key) {
+                (Some(cert), Some(key)) => Some(cloister_http::tls::acceptor(cert, key)?),
+                _ => None,
+            };
             let config = IssuerConfig {
                 key: IssuerKey::load(&key)?,
                 accounts: Accounts::open(&db)?,
@@ -88,10 +106,17 @@ async fn main() -> Result<()> {
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await
                 .with_context(|| format!("binding {listen}"))?;
-            println!("READY http://{}", listener.local_addr()?);
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            println!("READY {scheme}://{}", listener.local_addr()?);
             tracing::info!("issuer listening");
             // On Ctrl-C or SIGTERM: stop accepting, let requests in flight finish (up to 30 s).
-            serve_until(config, listener, shutdown_signal(), Duration::from_secs(30)).await?;
+            let drain = Duration::from_secs(30);
+            match tls {
+                Some(tls) => {
+                    serve_tls_until(config, listener, tls, shutdown_signal(), drain).await?
+                }
+                None => serve_until(config, listener, shutdown_signal(), drain).await?,
+            }
         }
     }
     Ok(())

@@ -67,6 +67,23 @@ pub async fn serve_until(
     cloister_http::serve(listener, handler, Options::default(), shutdown, drain).await
 }
 
+/// [`serve_until`] over TLS (see `cloister_http::tls`).
+pub async fn serve_tls_until(
+    config: RelayConfig,
+    listener: tokio::net::TcpListener,
+    tls: cloister_http::tls::TlsAcceptor,
+    shutdown: impl std::future::Future<Output = ()>,
+    drain: Duration,
+) -> std::io::Result<()> {
+    let pool = Pool::new(&config.upstream.authority, 64);
+    let state = Arc::new((config.clone(), Semaphore::new(config.max_in_flight), pool));
+    let handler = move |req| {
+        let state = state.clone();
+        async move { handle(&state.0, &state.1, &state.2, req).await }
+    };
+    cloister_http::serve_tls(listener, tls, handler, Options::default(), shutdown, drain).await
+}
+
 async fn handle(
     config: &RelayConfig,
     permits: &Semaphore,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use cloister_http::shutdown_signal;
-use cloister_relay::{RelayConfig, Upstream, serve_until};
+use cloister_relay::{RelayConfig, Upstream, serve_tls_until, serve_until};
 
 #[derive(Parser)]
 #[command(about = "An OHTTP relay: forwards message/ohttp-req to one gateway, adds nothing")]
@@ -26,6 +26,13 @@ struct Cli {
     /// Requests in flight at once (503 beyond).
     #[arg(long, env = "CLOISTER_RELAY_MAX_IN_FLIGHT", default_value_t = 512)]
     max_in_flight: usize,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key. Without it
+    /// the relay speaks plain HTTP (behind a TLS terminator).
+    #[arg(long, env = "CLOISTER_RELAY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "CLOISTER_RELAY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -37,8 +44,13 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    let tls = match (&cli.tls_cert, &cli.tls_key) {
+        (Some(cert), Some(key)) => Some(cloister_http::tls::acceptor(cert, key)?),
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(&cli.listen).await?;
-    println!("READY http://{}", listener.local_addr()?);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("READY {scheme}://{}", listener.local_addr()?);
     tracing::info!("relay listening");
     let config = RelayConfig {
         upstream: cli.gateway,
@@ -47,6 +59,10 @@ async fn main() -> anyhow::Result<()> {
         max_in_flight: cli.max_in_flight,
     };
     // On Ctrl-C or SIGTERM: stop accepting, let requests in flight finish (up to 30 s).
-    serve_until(config, listener, shutdown_signal(), Duration::from_secs(30)).await?;
+    let drain = Duration::from_secs(30);
+    match tls {
+        Some(tls) => serve_tls_until(config, listener, tls, shutdown_signal(), drain).await?,
+        None => serve_until(config, listener, shutdown_signal(), drain).await?,
+    }
     Ok(())
 }

@@ -90,7 +90,41 @@ where
 
 /// Serves `handler` on `listener` until `shutdown` resolves, then drains for at most `drain`.
 pub async fn serve<L, H, Fut>(
+    listener: L,
+    handler: H,
+    options: Options,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) -> std::io::Result<()>
+where
+    L: Accept,
+    H: Fn(hyper::Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Reply> + Send + 'static,
+{
+    serve_with(listener, None, handler, options, shutdown, drain).await
+}
+
+/// [`serve`] over TLS: each connection's handshake (within the header-read timeout) runs in
+/// its own task, so a slow client holds up no other.
+pub async fn serve_tls<L, H, Fut>(
+    listener: L,
+    tls: tokio_rustls::TlsAcceptor,
+    handler: H,
+    options: Options,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) -> std::io::Result<()>
+where
+    L: Accept,
+    H: Fn(hyper::Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Reply> + Send + 'static,
+{
+    serve_with(listener, Some(tls), handler, options, shutdown, drain).await
+}
+
+async fn serve_with<L, H, Fut>(
     mut listener: L,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     handler: H,
     options: Options,
     shutdown: impl Future<Output = ()>,
@@ -126,10 +160,30 @@ where
                     let handler = handler.clone();
                     async move { Ok::<_, Infallible>(handler(req).await) }
                 });
-                let conn = builder(&options).serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
+                let Some(tls) = tls.clone() else {
+                    let conn = builder(&options).serve_connection(TokioIo::new(stream), service);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                        drop(permit);
+                    });
+                    continue;
+                };
+                let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    let handshake = tokio::time::timeout(
+                        options.header_read_timeout,
+                        tls.accept(stream),
+                    );
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            let conn =
+                                builder(&options).serve_connection(TokioIo::new(stream), service);
+                            let _ = watcher.watch(conn).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
                     drop(permit);
                 });
             }
