@@ -13,15 +13,16 @@
 
 pub mod pool;
 pub mod serve;
+#[cfg(feature = "tls")]
 pub mod tls;
 pub mod upstream;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 
-pub use serve::{
-    Accept, Options, no_core_dumps, serve, serve_connection, serve_tls, shutdown_signal,
-};
+#[cfg(feature = "tls")]
+pub use serve::serve_tls;
+pub use serve::{Accept, Options, no_core_dumps, serve, serve_connection, shutdown_signal};
 pub use upstream::{Upstream, UpstreamError, Upstreamed, exchange_tcp};
 
 /// Every server's answer type.

@@ -104,8 +104,17 @@ where
     serve_with(listener, None, handler, options, shutdown, drain).await
 }
 
+/// What accepts TLS connections: rustls's acceptor with feature `tls`; without it, nothing
+/// (an empty type: the TLS branch of the loop cannot be reached).
+#[cfg(feature = "tls")]
+type Acceptor = tokio_rustls::TlsAcceptor;
+#[cfg(not(feature = "tls"))]
+#[derive(Clone)]
+enum Acceptor {}
+
 /// [`serve`] over TLS: each connection's handshake (within the header-read timeout) runs in
 /// its own task, so a slow client holds up no other.
+#[cfg(feature = "tls")]
 pub async fn serve_tls<L, H, Fut>(
     listener: L,
     tls: tokio_rustls::TlsAcceptor,
@@ -124,7 +133,7 @@ where
 
 async fn serve_with<L, H, Fut>(
     mut listener: L,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Acceptor>,
     handler: H,
     options: Options,
     shutdown: impl Future<Output = ()>,
@@ -169,23 +178,7 @@ where
                     });
                     continue;
                 };
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let handshake = tokio::time::timeout(
-                        options.header_read_timeout,
-                        tls.accept(stream),
-                    );
-                    match handshake.await {
-                        Ok(Ok(stream)) => {
-                            let conn =
-                                builder(&options).serve_connection(TokioIo::new(stream), service);
-                            let _ = watcher.watch(conn).await;
-                        }
-                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
-                    }
-                    drop(permit);
-                });
+                tls_connection(tls, stream, service, options, graceful.watcher(), permit);
             }
             () = &mut shutdown => break,
         }
@@ -196,6 +189,49 @@ where
         () = tokio::time::sleep(drain) => tracing::warn!("stopped with requests still in flight"),
     }
     Ok(())
+}
+
+/// Serves one TLS connection in its own task: the handshake within the header-read timeout,
+/// then HTTP/1.1, watched for the graceful stop.
+#[cfg(feature = "tls")]
+fn tls_connection<S, Svc>(
+    tls: Acceptor,
+    stream: S,
+    service: Svc,
+    options: Options,
+    watcher: hyper_util::server::graceful::Watcher,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    Svc: hyper::service::Service<hyper::Request<Incoming>, Response = Reply, Error = Infallible>
+        + Send
+        + 'static,
+    Svc::Future: Send + 'static,
+{
+    tokio::spawn(async move {
+        let handshake = tokio::time::timeout(options.header_read_timeout, tls.accept(stream));
+        match handshake.await {
+            Ok(Ok(stream)) => {
+                let conn = builder(&options).serve_connection(TokioIo::new(stream), service);
+                let _ = watcher.watch(conn).await;
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!("TLS handshake timed out"),
+        }
+        drop(permit);
+    });
+}
+
+#[cfg(not(feature = "tls"))]
+fn tls_connection<S, Svc>(
+    tls: Acceptor,
+    _stream: S,
+    _service: Svc,
+    _options: Options,
+    _watcher: hyper_util::server::graceful::Watcher,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    match tls {}
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
