@@ -84,7 +84,9 @@ impl SealedTokenFile {
         let key = self
             .key(true)?
             .ok_or_else(|| state_error(&self.key_path, "no key"))?;
-        let sealed = store.seal(&key, &mut cloister_device_core::choose::os_rng()?);
+        let sealed = store
+            .seal(&key, &mut cloister_device_core::choose::os_rng()?)
+            .map_err(|e| state_error(&self.path, e))?;
         write_private(&self.path, &sealed)
     }
 }

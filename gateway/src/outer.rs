@@ -62,6 +62,10 @@ impl OuterKey {
     pub fn generate(key_id: u8) -> Result<Self, OuterError> {
         let config = cloister_protocol::node::key_config(key_id)
             .map_err(|e| OuterError::Config(e.to_string()))?;
+        Self::from_config(config, key_id)
+    }
+
+    fn from_config(config: KeyConfig, key_id: u8) -> Result<Self, OuterError> {
         let encoded_list =
             KeyConfig::encode_list(&[&config]).map_err(|e| OuterError::Config(e.to_string()))?;
         let server = Server::new(config).map_err(|e| OuterError::Config(e.to_string()))?;
@@ -77,15 +81,7 @@ impl OuterKey {
     pub fn from_seed(seed: &[u8; 32]) -> Result<Self, OuterError> {
         let config = cloister_protocol::node::gateway_key_config(seed)
             .map_err(|e| OuterError::Config(e.to_string()))?;
-        let key_id = cloister_protocol::node::gateway_key_id(seed);
-        let encoded_list =
-            KeyConfig::encode_list(&[&config]).map_err(|e| OuterError::Config(e.to_string()))?;
-        let server = Server::new(config).map_err(|e| OuterError::Config(e.to_string()))?;
-        Ok(OuterKey {
-            server,
-            key_id,
-            encoded_list,
-        })
+        Self::from_config(config, cloister_protocol::node::gateway_key_id(seed))
     }
 
     /// The `application/ohttp-keys` body (RFC 9540: length-prefixed configs).

@@ -270,10 +270,7 @@ pub fn witnessed_append(dir: &Path, entries: &[Vec<u8>]) -> Result<Witnessed> {
             seed
         }
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let signer = CosignatureSigner::new(WITNESS, &seed, now)?;
+    let signer = CosignatureSigner::new(WITNESS, &seed, unix_now())?;
     let witness_key = signer.verifier_key();
     let witness = Witness::new(signer, &local.vkey, &state)?;
     let seen = witness.seen()?;
@@ -310,23 +307,21 @@ pub fn logged_issuer_key(
     generate: impl Fn(&Path) -> Result<String>,
 ) -> Result<(std::path::PathBuf, Option<Witnessed>)> {
     let key_path = dir.with_extension("issuer.pem");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     if let Some(spki) = spki_of(&key_path)
-        && logged_until(dir, issuer, &spki)?.is_some_and(|end| end > now + 24 * 3600)
+        && logged_until(dir, issuer, &spki)?.is_some_and(|end| end > unix_now() + REUSE_MARGIN_SECS)
     {
         return Ok((key_path, None));
     }
     let _ = std::fs::remove_file(&key_path);
     let spki = generate(&key_path)?;
+    let (not_before, not_after) = stack_epoch();
     let record = cloister_transparency::IssuerKeyRecord {
         schema: cloister_transparency::issuer_key::ISSUER_KEY_SCHEMA.to_owned(),
         issuer: issuer.to_owned(),
         token_type: 2,
         token_key: spki,
-        not_before: now.saturating_sub(3600),
-        not_after: now.saturating_sub(3600) + 30 * 24 * 3600,
+        not_before,
+        not_after,
     };
     let w = witnessed_append(dir, &[record.to_bytes()?])?;
     Ok((key_path, Some(w)))
@@ -354,26 +349,25 @@ pub fn logged_gateway_key(
     let config = cloister_protocol::node::gateway_key_config(&seed)
         .and_then(|c| c.encode())
         .map_err(|e| ReleaseError::Log(LogError::Record(e.to_string())))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = unix_now();
     let logged = entries(dir)?.iter().any(|e| {
         cloister_transparency::GatewayKeyRecord::from_bytes(e).is_ok_and(|r| {
             r.gateway == gateway
                 && r.key_config == hex::encode(&config)
                 && r.is_active(now)
-                && r.not_after > now + 24 * 3600
+                && r.not_after > now + REUSE_MARGIN_SECS
         })
     });
     if logged {
         return Ok((seed, None));
     }
+    let (not_before, not_after) = stack_epoch();
     let record = cloister_transparency::GatewayKeyRecord {
         schema: cloister_transparency::gateway_key::GATEWAY_KEY_SCHEMA.to_owned(),
         gateway: gateway.to_owned(),
         key_config: hex::encode(&config),
-        not_before: now.saturating_sub(3600),
-        not_after: now.saturating_sub(3600) + 30 * 24 * 3600,
+        not_before,
+        not_after,
     };
     let w = witnessed_append(dir, &[record.to_bytes()?])?;
     Ok((seed, Some(w)))
@@ -401,35 +395,28 @@ fn entries(dir: &Path) -> Result<Vec<Vec<u8>>> {
 
 /// The end of the epoch of `spki`'s current record in the local log in `dir`, if it has one.
 pub fn logged_until(dir: &Path, issuer: &str, spki: &str) -> Result<Option<u64>> {
-    if !dir.join("checkpoint").exists() {
-        return Ok(None);
-    }
-    let skey = Zeroizing::new(
-        std::fs::read_to_string(dir.with_extension("key")).map_err(io(format!(
-            "reading {}",
-            dir.with_extension("key").display()
-        )))?,
-    );
-    let vkey = std::fs::read_to_string(dir.with_extension("pub")).map_err(io(format!(
-        "reading {}",
-        dir.with_extension("pub").display()
-    )))?;
-    let log = Log::open(dir, &skey, vkey.trim())?;
-    let (_, size, _) = log.checkpoint()?;
-    let now = std::time::SystemTime::now()
+    let now = unix_now();
+    Ok(entries(dir)?
+        .iter()
+        .filter_map(|e| cloister_transparency::IssuerKeyRecord::from_bytes(e).ok())
+        .filter(|r| r.issuer == issuer && r.token_key == spki && r.is_active(now))
+        .map(|r| r.not_after)
+        .max())
+}
+
+/// The epoch a local stack's key record gets: from an hour ago (clocks) for 30 days.
+fn stack_epoch() -> (u64, u64) {
+    let from = unix_now().saturating_sub(3600);
+    (from, from + 30 * 24 * 3600)
+}
+
+/// A key whose epoch ends within this margin is replaced rather than reused.
+const REUSE_MARGIN_SECS: u64 = 24 * 3600;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let mut until = None;
-    for i in 0..size {
-        if let Ok(r) = cloister_transparency::IssuerKeyRecord::from_bytes(&log.entry(i)?)
-            && r.issuer == issuer
-            && r.token_key == spki
-            && r.is_active(now)
-        {
-            until = until.max(Some(r.not_after));
-        }
-    }
-    Ok(until)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The verifier key of the local witness beside the log in `dir` (after [`witnessed_release`]).
@@ -448,4 +435,39 @@ pub fn witness_key(dir: &Path) -> Result<String> {
 fn write_private(path: &Path, secret: &str) -> Result<()> {
     cloister_transparency::write_secret(path, secret)
         .map_err(io(format!("creating {}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A local stack's keys are published once and reused while their epoch has a day left.
+    #[test]
+    fn stack_keys_are_logged_once_and_reused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("log");
+        let spki_of = |p: &Path| std::fs::read_to_string(p).ok();
+        let generate = |p: &Path| -> Result<String> {
+            std::fs::write(p, "AAAA").map_err(io("key"))?;
+            Ok("AAAA".to_owned())
+        };
+        let (_, first) =
+            logged_issuer_key(&log, "cloister-issuer", spki_of, generate).expect("published");
+        assert_eq!(first.expect("appended").first, 0);
+        let (_, again) =
+            logged_issuer_key(&log, "cloister-issuer", spki_of, generate).expect("reused");
+        assert!(again.is_none());
+        let until = logged_until(&log, "cloister-issuer", "AAAA").expect("read");
+        assert!(until.is_some_and(|end| end > unix_now() + 29 * 24 * 3600));
+        assert_eq!(
+            logged_until(&log, "someone-else", "AAAA").expect("read"),
+            None
+        );
+
+        let (seed, first) = logged_gateway_key(&log, "cloister-gateway").expect("published");
+        assert_eq!(first.expect("appended").first, 1);
+        let (seed_again, again) = logged_gateway_key(&log, "cloister-gateway").expect("reused");
+        assert!(again.is_none());
+        assert_eq!(*seed, *seed_again);
+    }
 }

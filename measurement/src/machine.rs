@@ -15,15 +15,6 @@ pub enum MachineId {
     TdxPlatform(Vec<u8>),
 }
 
-impl MachineId {
-    /// The identity's bytes.
-    pub fn bytes(&self) -> &[u8] {
-        match self {
-            MachineId::SnpChip(b) | MachineId::TdxPlatform(b) => b,
-        }
-    }
-}
-
 impl fmt::Display for MachineId {
     /// `snp-chip:` or `tdx-ppid:` and the first 8 bytes in hex (enough to tell machines
     /// apart when reading a report; comparisons use every byte).

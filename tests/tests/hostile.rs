@@ -31,13 +31,23 @@ fn spec(id: &str, logged: bool) -> NodeSpec<'_> {
 /// Requests the runtimes opened, tokens the issuer issued, requests the gateway forwarded.
 fn traffic(stack: &Stack) -> (usize, usize, usize) {
     let opened = stack.nodes.iter().map(|n| n.answered("ohttp", 200)).sum();
-    let issued = stack
+    let forwarded = stack.gateway.logs().matches("forward").count();
+    (opened, issued(stack), forwarded)
+}
+
+/// Tokens the issuer issued, from its request log.
+fn issued(stack: &Stack) -> usize {
+    stack
         .issuer
         .logs()
         .matches("route=\"token-request\"")
-        .count();
-    let forwarded = stack.gateway.logs().matches("forward").count();
-    (opened, issued, forwarded)
+        .count()
+}
+
+/// The stderr of a run that must have failed.
+fn refused(out: &Output) -> String {
+    assert!(!out.status.success(), "succeeded: {}", text(&out.stdout));
+    text(&out.stderr)
 }
 
 /// The gateway restarted listing `nodes` (`(id, index of the stack's node)`).
@@ -67,8 +77,7 @@ fn a_directory_that_steers_the_device_is_refused() {
 
     // A mixed directory: two verified nodes and one the device cannot verify.
     let out = echo(stack.device_defaults(), &file);
-    let err = text(&out.stderr);
-    assert!(!out.status.success());
+    let err = refused(&out);
     assert!(
         err.contains("mixes 2 verified nodes") && err.contains("unlogged"),
         "{err}"
@@ -79,8 +88,7 @@ fn a_directory_that_steers_the_device_is_refused() {
     // machine.
     relist(&mut stack, &[("a", 0), ("b", 1), ("a-again", 0)]);
     let out = echo(stack.device(), &file);
-    let err = text(&out.stderr);
-    assert!(!out.status.success());
+    let err = refused(&out);
     assert!(
         err.contains("a and a-again are one node") || err.contains("listed twice"),
         "{err}"
@@ -90,8 +98,7 @@ fn a_directory_that_steers_the_device_is_refused() {
     // One machine only: refused under the default policy.
     relist(&mut stack, &[("a", 0)]);
     let out = echo(stack.device_defaults(), &file);
-    let err = text(&out.stderr);
-    assert!(!out.status.success());
+    let err = refused(&out);
     assert!(
         err.contains("1 distinct machine(s)") && err.contains("at least 2"),
         "{err}"
@@ -211,18 +218,13 @@ fn an_issuer_key_for_one_account_is_refused() {
         .args(["--listen", "127.0.0.1:0"]);
     stack.issuer = cloister_tests::stack::Service::spawn(serve, dir.path().join("issuer-2.log"));
     let out = echo(stack.device(), &file);
-    let err = text(&out.stderr);
-    assert!(!out.status.success());
+    let err = refused(&out);
     assert!(
         err.contains("not one of its current keys in the transparency log"),
         "{err}"
     );
     assert_eq!(
-        stack
-            .issuer
-            .logs()
-            .matches("route=\"token-request\"")
-            .count(),
+        issued(&stack),
         0,
         "a blinded request reached the hostile issuer"
     );
@@ -243,8 +245,7 @@ fn an_issuer_key_for_one_account_is_refused() {
     std::fs::write(&stack.gateway_setup.log_proof, proof.to_json()).expect("proof");
     stack.restart_gateway();
     let out = echo(stack.device(), &file);
-    let err = text(&out.stderr);
-    assert!(!out.status.success());
+    let err = refused(&out);
     assert!(err.contains("3 keys open at once"), "{err}");
     assert!(
         !stack.gateway.logs().contains("forward"),
@@ -265,30 +266,21 @@ fn a_gateway_key_not_in_the_log_gets_no_token_and_no_request() {
     std::fs::write(&file, "hello").expect("file");
     let out = echo(stack.device(), &file);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let issued = stack
-        .issuer
-        .logs()
-        .matches("route=\"token-request\"")
-        .count();
-    assert_eq!(issued, 1);
+    let before = issued(&stack);
+    assert_eq!(before, 1);
 
     // Another secret, another key: not logged.
     std::fs::write(dir.path().join("gateway-seed"), hex::encode([0x66u8; 32])).expect("seed");
     stack.restart_gateway();
     let out = echo(stack.device(), &file);
-    let err = text(&out.stderr);
-    assert!(!out.status.success());
+    let err = refused(&out);
     assert!(
         err.contains("gateway's key configuration is not one of its current keys"),
         "{err}"
     );
     assert_eq!(
-        stack
-            .issuer
-            .logs()
-            .matches("route=\"token-request\"")
-            .count(),
-        issued,
+        issued(&stack),
+        before,
         "a token was issued for a substituted key"
     );
     assert!(!stack.gateway.logs().contains("forward"));
@@ -309,23 +301,16 @@ fn a_request_spends_a_token_fetched_ahead_and_the_issuer_sees_nothing_then() {
         c.arg("--token-key-file").arg(&key).args(args);
         c.output().expect("run cloister")
     };
-    let issued = || {
-        stack
-            .issuer
-            .logs()
-            .matches("route=\"token-request\"")
-            .count()
-    };
 
     let out = device(&["tokens", "fill", "--count", "3"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(issued(), 3);
+    assert_eq!(issued(&stack), 3);
     assert_eq!(text(&device(&["tokens", "count"]).stdout).trim(), "3");
 
     let out = device(&["echo", "--file", file.to_str().expect("utf-8")]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "hello");
-    assert_eq!(issued(), 3, "an issuance right before the redemption");
+    assert_eq!(issued(&stack), 3, "an issuance right before the redemption");
     assert_eq!(text(&device(&["tokens", "count"]).stdout).trim(), "2");
 
     let sealed = std::fs::read(stack.state.join("tokens.sealed")).expect("sealed store");
@@ -402,7 +387,6 @@ fn the_bearer_token_travels_under_tls_and_an_unknown_certificate_is_refused() {
     std::fs::create_dir_all(&other_dir).expect("dir");
     let other = cloister_tests::tls::test_pki(&other_dir);
     let out = run(&other.ca);
-    let err = text(&out.stderr);
-    assert!(!out.status.success());
+    let err = refused(&out);
     assert!(err.contains("TLS with 127.0.0.1"), "{err}");
 }

@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::LogError;
-use crate::issuer_key::{MAX_ACTIVE_KEYS, MAX_EPOCH_SECS, MIN_EPOCH_SECS};
+use crate::issuer_key::{MAX_ACTIVE_KEYS, check_epoch};
 
 /// The record format of a gateway key.
 pub const GATEWAY_KEY_SCHEMA: &str = "cloister-gateway-key/v1";
@@ -41,12 +41,7 @@ impl GatewayKeyRecord {
 
     /// Parses a record, refusing any encoding but the canonical one.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, LogError> {
-        let record: GatewayKeyRecord =
-            serde_json::from_slice(bytes).map_err(|e| LogError::Record(e.to_string()))?;
-        if record.to_bytes()? != bytes {
-            return Err(LogError::NonCanonical);
-        }
-        Ok(record)
+        crate::record::from_canonical(bytes, GatewayKeyRecord::to_bytes)
     }
 
     /// Whether `now` is in the key's epoch.
@@ -75,13 +70,7 @@ impl GatewayKeyRecord {
         if !hex_ok {
             return refuse("key_config is not lower-case hex".into());
         }
-        let epoch = self.not_after.saturating_sub(self.not_before);
-        if !(MIN_EPOCH_SECS..=MAX_EPOCH_SECS).contains(&epoch) {
-            return refuse(format!(
-                "an epoch of {epoch} s; {MIN_EPOCH_SECS}..={MAX_EPOCH_SECS} s allowed"
-            ));
-        }
-        Ok(())
+        check_epoch(self.not_before, self.not_after)
     }
 }
 

@@ -49,12 +49,7 @@ impl IssuerKeyRecord {
 
     /// Parses a record, refusing any encoding but the canonical one.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, LogError> {
-        let record: IssuerKeyRecord =
-            serde_json::from_slice(bytes).map_err(|e| LogError::Record(e.to_string()))?;
-        if record.to_bytes()? != bytes {
-            return Err(LogError::NonCanonical);
-        }
-        Ok(record)
+        crate::record::from_canonical(bytes, IssuerKeyRecord::to_bytes)
     }
 
     /// Whether `now` is in the key's epoch.
@@ -85,13 +80,19 @@ impl IssuerKeyRecord {
         if !key_ok {
             return refuse("token_key is not base64url".into());
         }
-        let epoch = self.not_after.saturating_sub(self.not_before);
-        if !(MIN_EPOCH_SECS..=MAX_EPOCH_SECS).contains(&epoch) {
-            return refuse(format!(
-                "an epoch of {epoch} s; {MIN_EPOCH_SECS}..={MAX_EPOCH_SECS} s allowed"
-            ));
-        }
+        check_epoch(self.not_before, self.not_after)
+    }
+}
+
+/// An operator key's epoch must last [`MIN_EPOCH_SECS`] to [`MAX_EPOCH_SECS`].
+pub(crate) fn check_epoch(not_before: u64, not_after: u64) -> Result<(), LogError> {
+    let epoch = not_after.saturating_sub(not_before);
+    if (MIN_EPOCH_SECS..=MAX_EPOCH_SECS).contains(&epoch) {
         Ok(())
+    } else {
+        Err(LogError::Record(format!(
+            "an epoch of {epoch} s; {MIN_EPOCH_SECS}..={MAX_EPOCH_SECS} s allowed"
+        )))
     }
 }
 

@@ -60,12 +60,7 @@ impl ReleaseRecord {
 
     /// Parses a record, refusing any encoding but the canonical one.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, LogError> {
-        let record: ReleaseRecord =
-            serde_json::from_slice(bytes).map_err(|e| LogError::Record(e.to_string()))?;
-        if record.to_bytes()? != bytes {
-            return Err(LogError::NonCanonical);
-        }
-        Ok(record)
+        from_canonical(bytes, ReleaseRecord::to_bytes)
     }
 
     fn check(&self) -> Result<(), LogError> {
@@ -116,6 +111,19 @@ impl ReleaseRecord {
             .iter()
             .any(|m| m.platform == platform && m.digest == digest)
     }
+}
+
+/// Parses an entry of any kind, refusing any encoding but the one `to_bytes` writes (one entry,
+/// one leaf hash).
+pub(crate) fn from_canonical<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    to_bytes: impl Fn(&T) -> Result<Vec<u8>, LogError>,
+) -> Result<T, LogError> {
+    let record: T = serde_json::from_slice(bytes).map_err(|e| LogError::Record(e.to_string()))?;
+    if to_bytes(&record)? != bytes {
+        return Err(LogError::NonCanonical);
+    }
+    Ok(record)
 }
 
 #[cfg(test)]

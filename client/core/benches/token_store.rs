@@ -27,7 +27,7 @@ fn bench(c: &mut Criterion) {
     let mut rng = os_rng().expect("rng");
     let key = SealKey::generate(&mut rng);
     for n in [8, 64] {
-        let sealed = store(n).seal(&key, &mut rng);
+        let sealed = store(n).seal(&key, &mut rng).expect("sealed");
         eprintln!(
             "a store of {n} tokens: {} bytes sealed ({} per token)",
             sealed.len(),
@@ -37,7 +37,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 let mut s = TokenStore::open(&sealed, &key).expect("opens");
                 let t = s.take("AAIAD2Nsb2lzdGVyLWlzc3Vlcg");
-                let again = s.seal(&key, &mut rng);
+                let again = s.seal(&key, &mut rng).expect("sealed");
                 (t.is_some(), again.len())
             })
         });

@@ -34,6 +34,9 @@ pub enum TokenStoreError {
     /// It opened but does not hold a store.
     #[error("the token store's contents are malformed")]
     Malformed,
+    /// The store could not be encoded or sealed.
+    #[error("the token store could not be sealed")]
+    Sealing,
 }
 
 /// The key a store is sealed under (never printed).
@@ -123,7 +126,11 @@ impl TokenStore {
     }
 
     /// The store sealed under `key`: a random 24-byte nonce, then the ciphertext and tag.
-    pub fn seal<R: Rng + ?Sized>(&self, key: &SealKey, rng: &mut R) -> Vec<u8> {
+    pub fn seal<R: Rng + ?Sized>(
+        &self,
+        key: &SealKey,
+        rng: &mut R,
+    ) -> Result<Vec<u8>, TokenStoreError> {
         let stored: Vec<Stored> = self
             .tokens
             .iter()
@@ -132,11 +139,12 @@ impl TokenStore {
                 token: t.expose().to_owned(),
             })
             .collect();
-        let plain = Zeroizing::new(serde_json::to_vec(&stored).unwrap_or_default());
-        // The JSON copies of the tokens are zeroized here, field by field.
+        let encoded = serde_json::to_vec(&stored).map(Zeroizing::new);
+        // The copies of the tokens are zeroized here, field by field.
         for s in stored {
             drop(Zeroizing::new(s.token));
         }
+        let plain = encoded.map_err(|_| TokenStoreError::Sealing)?;
         let mut nonce = [0u8; 24];
         rng.fill_bytes(&mut nonce);
         let sealed = key
@@ -148,10 +156,10 @@ impl TokenStore {
                     aad: AAD,
                 },
             )
-            .unwrap_or_default();
+            .map_err(|_| TokenStoreError::Sealing)?;
         let mut out = nonce.to_vec();
         out.extend(sealed);
-        out
+        Ok(out)
     }
 
     /// Opens a store sealed under `key`.
@@ -219,7 +227,7 @@ mod tests {
     fn a_sealed_store_opens_only_with_its_key_and_shows_no_token() {
         let mut rng = os_rng().expect("rng");
         let key = SealKey::generate(&mut rng);
-        let sealed = store().seal(&key, &mut rng);
+        let sealed = store().seal(&key, &mut rng).expect("sealed");
         for needle in [&b"PrivateToken"[..], b"AAAA", b"challenge-a"] {
             assert!(!sealed.windows(needle.len()).any(|w| w == needle));
         }
@@ -243,7 +251,10 @@ mod tests {
             Some(TokenStoreError::Truncated)
         );
         // Two seals of one store differ (a fresh nonce each time).
-        assert_ne!(store().seal(&key, &mut rng), store().seal(&key, &mut rng));
+        assert_ne!(
+            store().seal(&key, &mut rng).expect("sealed"),
+            store().seal(&key, &mut rng).expect("sealed")
+        );
         assert_eq!(format!("{key:?}"), "SealKey([redacted])");
         assert_eq!(format!("{opened:?}"), "TokenStore { tokens: 3 }");
     }

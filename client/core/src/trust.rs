@@ -157,11 +157,6 @@ impl Trust {
         self.operator_keys
     }
 
-    /// Whether a transparency log is trusted.
-    pub fn has_log(&self) -> bool {
-        self.log_key.is_some()
-    }
-
     /// Accept directories spanning at least `n` distinct machines (default
     /// [`crate::choose::DEFAULT_MIN_MACHINES`]). One machine means the operator knows where
     /// every request goes: only for a deployment that has no second machine, asked for by name.

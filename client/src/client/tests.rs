@@ -286,15 +286,24 @@ impl Stack {
 }
 
 fn client(url: &BaseUrl, account: &str) -> Client {
+    // Stacks of one node (one machine) are asked for by name; the default refuses them
+    // (`a_directory_the_device_cannot_use_whole_is_refused`).
+    client_trusting(
+        url,
+        account,
+        emulated_trust().with_min_machines(std::num::NonZeroUsize::MIN),
+    )
+}
+
+/// A client of the stand-in at `url` for `account`, under `trust`.
+fn client_trusting(url: &BaseUrl, account: &str, trust: Trust) -> Client {
     Client::new(ClientConfig {
         relay: url.clone(),
         issuer: Some(IssuerAccount {
             url: url.clone(),
             account_token: SecretString::new(account.to_owned()),
         }),
-        // Stacks of one node (one machine) are asked for by name; the default refuses them
-        // (`a_directory_the_device_cannot_use_whole_is_refused`).
-        trust: emulated_trust().with_min_machines(std::num::NonZeroUsize::MIN),
+        trust,
         deadline: Duration::from_secs(60),
         tls_roots: Default::default(),
     })
@@ -304,17 +313,7 @@ fn client(url: &BaseUrl, account: &str) -> Client {
 #[tokio::test]
 async fn requests_reach_a_random_verified_node_and_come_back() {
     let (stack, url) = Stack::start(&[("good-a", Kind::Good), ("good-b", Kind::Good)]).await;
-    let client = Client::new(ClientConfig {
-        relay: url.clone(),
-        issuer: Some(IssuerAccount {
-            url: url.clone(),
-            account_token: SecretString::new(ACCOUNT.to_owned()),
-        }),
-        trust: emulated_trust(),
-        deadline: Duration::from_secs(60),
-        tls_roots: Default::default(),
-    })
-    .expect("client");
+    let client = client_trusting(&url, ACCOUNT, emulated_trust());
     let mut chosen = std::collections::BTreeSet::new();
     for i in 0..30 {
         let plaintext = format!("MARKER-{i}");
@@ -369,17 +368,7 @@ async fn a_directory_the_device_cannot_use_whole_is_refused() {
 
     // One machine, under the default policy: refused before any token is fetched.
     let (stack, url) = Stack::start(&[("good-a", Kind::Good)]).await;
-    let strict = Client::new(ClientConfig {
-        relay: url.clone(),
-        issuer: Some(IssuerAccount {
-            url: url.clone(),
-            account_token: SecretString::new(ACCOUNT.to_owned()),
-        }),
-        trust: emulated_trust(),
-        deadline: Duration::from_secs(60),
-        tls_roots: Default::default(),
-    })
-    .expect("client");
+    let strict = client_trusting(&url, ACCOUNT, emulated_trust());
     assert!(matches!(
         strict.send("/v1/echo", "text/plain", b"hi").await,
         Err(ClientError::TooFewMachines {

@@ -262,12 +262,7 @@ pub async fn serve_until(
     shutdown: impl std::future::Future<Output = ()>,
     drain: Duration,
 ) -> std::io::Result<()> {
-    let config = Arc::new(config);
-    let handler = move |req| {
-        let config = config.clone();
-        async move { handle(&config, req).await }
-    };
-    cloister_http::serve(listener, handler, Options::default(), shutdown, drain).await
+    serve_over(config, listener, None, shutdown, drain).await
 }
 
 /// [`serve_until`] over TLS (see `cloister_http::tls`).
@@ -278,12 +273,28 @@ pub async fn serve_tls_until(
     shutdown: impl std::future::Future<Output = ()>,
     drain: Duration,
 ) -> std::io::Result<()> {
+    serve_over(config, listener, Some(tls), shutdown, drain).await
+}
+
+async fn serve_over(
+    config: IssuerConfig,
+    listener: tokio::net::TcpListener,
+    tls: Option<cloister_http::tls::TlsAcceptor>,
+    shutdown: impl std::future::Future<Output = ()>,
+    drain: Duration,
+) -> std::io::Result<()> {
     let config = Arc::new(config);
     let handler = move |req| {
         let config = config.clone();
         async move { handle(&config, req).await }
     };
-    cloister_http::serve_tls(listener, tls, handler, Options::default(), shutdown, drain).await
+    let options = Options::default();
+    match tls {
+        Some(tls) => {
+            cloister_http::serve_tls(listener, tls, handler, options, shutdown, drain).await
+        }
+        None => cloister_http::serve(listener, handler, options, shutdown, drain).await,
+    }
 }
 
 async fn handle(config: &IssuerConfig, req: hyper::Request<Incoming>) -> Reply {

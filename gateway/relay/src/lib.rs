@@ -58,13 +58,7 @@ pub async fn serve_until(
     shutdown: impl std::future::Future<Output = ()>,
     drain: Duration,
 ) -> std::io::Result<()> {
-    let pool = Pool::new(&config.upstream.authority, 64);
-    let state = Arc::new((config.clone(), Semaphore::new(config.max_in_flight), pool));
-    let handler = move |req| {
-        let state = state.clone();
-        async move { handle(&state.0, &state.1, &state.2, req).await }
-    };
-    cloister_http::serve(listener, handler, Options::default(), shutdown, drain).await
+    serve_over(config, listener, None, shutdown, drain).await
 }
 
 /// [`serve_until`] over TLS (see `cloister_http::tls`).
@@ -75,13 +69,29 @@ pub async fn serve_tls_until(
     shutdown: impl std::future::Future<Output = ()>,
     drain: Duration,
 ) -> std::io::Result<()> {
+    serve_over(config, listener, Some(tls), shutdown, drain).await
+}
+
+async fn serve_over(
+    config: RelayConfig,
+    listener: tokio::net::TcpListener,
+    tls: Option<cloister_http::tls::TlsAcceptor>,
+    shutdown: impl std::future::Future<Output = ()>,
+    drain: Duration,
+) -> std::io::Result<()> {
     let pool = Pool::new(&config.upstream.authority, 64);
     let state = Arc::new((config.clone(), Semaphore::new(config.max_in_flight), pool));
     let handler = move |req| {
         let state = state.clone();
         async move { handle(&state.0, &state.1, &state.2, req).await }
     };
-    cloister_http::serve_tls(listener, tls, handler, Options::default(), shutdown, drain).await
+    let options = Options::default();
+    match tls {
+        Some(tls) => {
+            cloister_http::serve_tls(listener, tls, handler, options, shutdown, drain).await
+        }
+        None => cloister_http::serve(listener, handler, options, shutdown, drain).await,
+    }
 }
 
 async fn handle(
