@@ -7,16 +7,15 @@
 #![no_main]
 
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cloister_device_core::envelope;
 use cloister_fuzz::{bhttp_request, bhttp_response, tagged, write_seeds};
 use cloister_runtime::inner;
-use cloister_runtime::keys::KeyRing;
+use cloister_runtime::keys::{KeyRing, Now};
 use cloister_runtime::workload::Router;
 use libfuzzer_sys::fuzz_target;
 
-const NOW: u64 = 1_767_225_600;
 
 struct Fixture {
     ring: KeyRing,
@@ -26,7 +25,7 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| Fixture {
-        ring: KeyRing::new(Duration::from_secs(3600), Duration::from_secs(600), NOW).expect("keys"),
+        ring: KeyRing::new(Duration::from_secs(3600), Duration::from_secs(600), Now::read()).expect("keys"),
         router: Router::with_echo(),
     })
 }
@@ -57,12 +56,12 @@ fuzz_target!(init: write_seeds(seeds), |data: &[u8]| {
     let epoch = f.ring.current();
     match mode % 3 {
         0 => {
-            let _ = inner::handle(&f.ring, &f.router, body, NOW);
+            let _ = inner::handle(&f.ring, &f.router, body, Instant::now());
         }
         1 => {
             let client = ohttp::ClientRequest::from_encoded_config(epoch.config()).expect("config");
             let (sealed, ctx) = client.encapsulate(body).expect("seals");
-            if let Ok((answer, _)) = inner::handle(&f.ring, &f.router, &sealed, NOW) {
+            if let Ok((answer, _)) = inner::handle(&f.ring, &f.router, &sealed, Instant::now()) {
                 let plain = ctx.decapsulate(&answer).expect("the guest's answer opens");
                 bhttp::Message::read_bhttp(&mut std::io::Cursor::new(&plain[..]))
                     .expect("the guest answers in Binary HTTP");

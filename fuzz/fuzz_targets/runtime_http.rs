@@ -10,7 +10,7 @@ use std::time::Duration;
 use cloister_fuzz::{block_on, write_seeds};
 use cloister_runtime::attest::emulated::{EmulatedSnpAttester, SpAddress};
 use cloister_runtime::evidence::EvidenceService;
-use cloister_runtime::keys::KeyRing;
+use cloister_runtime::keys::{KeyRing, Now};
 use cloister_runtime::server::{self, AppState, Limits};
 use cloister_runtime::workload::Router;
 use libfuzzer_sys::fuzz_target;
@@ -19,9 +19,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 fn state() -> Arc<AppState> {
     static S: OnceLock<Arc<AppState>> = OnceLock::new();
     Arc::clone(S.get_or_init(|| {
-        let now = server::now_unix();
-        let keys =
-            KeyRing::new(Duration::from_secs(3600), Duration::from_secs(600), now).expect("keys");
+        let keys = KeyRing::new(Duration::from_secs(3600), Duration::from_secs(600), Now::read())
+            .expect("keys");
         // No secure processor listens here: evidence requests fail as they would on a
         // host that withholds the attestation channel.
         let attester = EmulatedSnpAttester::new(SpAddress::Unix("/nonexistent/sp.sock".into()));

@@ -163,6 +163,36 @@ pub fn read_cmdline() -> Result<String, InitError> {
     std::fs::read_to_string("/proc/cmdline").map_err(InitError::Cmdline)
 }
 
+/// What a panic prints: where it happened and a fixed sentence, never its message. A panic's
+/// message can quote what the panicking code held (a request's text, a header, a key's bytes),
+/// and the console is the host's.
+pub fn panic_line(location: Option<&std::panic::Location<'_>>) -> String {
+    match location {
+        Some(l) => format!(
+            "cloister: FATAL: panic at {}:{}:{} (message withheld)",
+            l.file(),
+            l.line(),
+            l.column()
+        ),
+        None => "cloister: FATAL: panic (location unknown, message withheld)".to_owned(),
+    }
+}
+
+/// Replaces the default panic hook (which prints the panic's message) with one that prints
+/// [`panic_line`] and then, in PID 1, powers the VM off at once — a guest whose thread
+/// panicked holding request state does not limp on. Outside PID 1 (development mode) the
+/// process aborts, so no unwinding code runs with the withheld message either.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("{}", panic_line(info.location()));
+        if std::process::id() == 1 {
+            nix::unistd::sync();
+            let _ = reboot(RebootMode::RB_POWER_OFF);
+        }
+        std::process::abort();
+    }));
+}
+
 /// Prints one line on the console and powers the VM off. Never returns.
 pub fn fatal(message: &str) -> ! {
     eprintln!("cloister: FATAL: {message}");
@@ -170,4 +200,43 @@ pub fn fatal(message: &str) -> ! {
     let _ = reboot(RebootMode::RB_POWER_OFF);
     // Power-off failed (not PID 1?): stop the process instead of hanging.
     std::process::exit(70)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Set in the child process the test below starts.
+    const CHILD: &str = "CLOISTER_PANIC_HOOK_CHILD";
+
+    #[test]
+    fn a_panic_prints_its_place_and_never_its_message() {
+        if std::env::var_os(CHILD).is_some() {
+            install_panic_hook();
+            let text = String::from("SECRET-REQUEST-TEXT");
+            panic!("the request said {text}");
+        }
+        let exe = std::env::current_exe().expect("test binary");
+        let out = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "init::tests::a_panic_prints_its_place_and_never_its_message",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .expect("child runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "the child must die: {stderr}");
+        assert!(
+            stderr.contains("FATAL: panic at runtime/src/init.rs:"),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("SECRET") && !stdout.contains("SECRET"),
+            "the message leaked: {stderr} {stdout}"
+        );
+    }
 }

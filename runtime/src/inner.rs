@@ -12,7 +12,7 @@ use cloister_protocol::padding::{self, Layer};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::keys::{KeyEpoch, KeyRing};
+use crate::keys::{Admission, KeyEpoch, KeyRing};
 use crate::workload::{Request, Response, Router};
 
 /// Why an inner request could not be answered inside the encrypted channel.
@@ -28,6 +28,13 @@ pub enum GatewayError {
     /// HPKE decapsulation failed (wrong key, tampered or truncated ciphertext, bad suite).
     #[error("OHTTP decapsulation failed")]
     Decapsulation,
+    /// This key has opened a request with the same encapsulated key before: a replay (the
+    /// device seals every request afresh). The workload does not run.
+    #[error("this request was opened before (replay)")]
+    Replayed,
+    /// The key has opened all the requests it may; a new one is being made.
+    #[error("key id {0} takes no more requests")]
+    KeyExhausted(u8),
     /// The decrypted content is not a Binary HTTP request.
     #[error("decrypted content is not a valid Binary HTTP request")]
     BinaryHttp,
@@ -41,9 +48,12 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
             // RFC 9458 §5.2: a request that cannot be decapsulated is a client error.
-            GatewayError::Truncated | GatewayError::Decapsulation | GatewayError::BinaryHttp => 400,
+            GatewayError::Truncated
+            | GatewayError::Decapsulation
+            | GatewayError::BinaryHttp
+            | GatewayError::Replayed => 400,
             // Distinct from 400 so that a client knows to refetch the key and evidence.
-            GatewayError::UnknownKeyId(_) => 422,
+            GatewayError::UnknownKeyId(_) | GatewayError::KeyExhausted(_) => 422,
             GatewayError::Encapsulation => 500,
         }
     }
@@ -54,6 +64,8 @@ impl GatewayError {
             GatewayError::Truncated => "ohttp-truncated",
             GatewayError::UnknownKeyId(_) => "ohttp-unknown-key-id",
             GatewayError::Decapsulation => "ohttp-decapsulation",
+            GatewayError::Replayed => "ohttp-replayed",
+            GatewayError::KeyExhausted(_) => "ohttp-unknown-key-id",
             GatewayError::BinaryHttp => "bhttp-malformed",
             GatewayError::Encapsulation => "ohttp-encapsulation",
         }
@@ -101,12 +113,12 @@ fn encode_response(r: &Response) -> Result<zeroize::Zeroizing<Vec<u8>>, GatewayE
     padding::write_padded(&msg, Layer::Inner).map_err(|_| GatewayError::Encapsulation)
 }
 
-/// Handles one `message/ohttp-req` at time `now` (Unix seconds).
+/// Handles one `message/ohttp-req` at `now` on the monotonic clock.
 pub fn handle(
     ring: &KeyRing,
     router: &Router,
     body: &[u8],
-    now: u64,
+    now: Instant,
 ) -> Result<(Vec<u8>, Outcome), GatewayError> {
     handle_with(|key_id| ring.find(key_id, now), router, body, None)
 }
@@ -126,6 +138,17 @@ pub fn handle_with(
         .server()
         .decapsulate(body)
         .map_err(|_| GatewayError::Decapsulation)?;
+    match epoch.admit(body) {
+        Admission::Fresh => {}
+        Admission::Replayed => {
+            zeroize::Zeroize::zeroize(&mut plain);
+            return Err(GatewayError::Replayed);
+        }
+        Admission::Exhausted => {
+            zeroize::Zeroize::zeroize(&mut plain);
+            return Err(GatewayError::KeyExhausted(key_id));
+        }
+    }
     let request = decode_request(&plain);
     zeroize::Zeroize::zeroize(&mut plain);
     let mut request = request?;

@@ -17,7 +17,7 @@ use cloister_runtime::attest::sev_guest::SevGuestAttester;
 use cloister_runtime::attest::tsm::{self, TsmAttester};
 use cloister_runtime::evidence::EvidenceService;
 use cloister_runtime::init;
-use cloister_runtime::keys::KeyRing;
+use cloister_runtime::keys::{KeyRing, Now};
 use cloister_runtime::memory;
 use cloister_runtime::server::{self, AppState, Limits, Listen};
 use cloister_runtime::weights;
@@ -62,6 +62,7 @@ struct Dev {
 }
 
 fn main() -> ExitCode {
+    init::install_panic_hook();
     if std::process::id() == 1 {
         if let Err(e) = guest() {
             init::fatal(&format!("{e:#}"));
@@ -154,7 +155,7 @@ fn state(
     manifest: [u8; 32],
     router: Router,
 ) -> Result<Arc<AppState>> {
-    let keys = KeyRing::new(cfg.key_lifetime, KEY_OVERLAP, server::now_unix())?;
+    let keys = KeyRing::new(cfg.key_lifetime, KEY_OVERLAP, Now::read())?;
     let limits = Limits {
         max_body: cfg.max_body,
         max_concurrent: cfg.max_concurrent,

@@ -27,7 +27,7 @@ use cloister_protocol::{media, node};
 
 use crate::evidence::EvidenceService;
 use crate::inner;
-use crate::keys::KeyRing;
+use crate::keys::{KeyRing, Now};
 use crate::workload::Router;
 
 pub use cloister_http::now_unix;
@@ -157,7 +157,7 @@ async fn ohttp(state: Arc<AppState>, req: hyper::Request<Incoming>) -> Reply {
             s.keys
                 .read()
                 .ok()
-                .and_then(|ring| ring.find(key_id, now_unix()))
+                .and_then(|ring| ring.find(key_id, Instant::now()))
         };
         inner::handle_with(find, &s.router, &body, Some(deadline))
     });
@@ -240,7 +240,7 @@ pub fn spawn_rotation(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
         loop {
             tick.tick().await;
             if let Ok(mut ring) = state.keys.write() {
-                match ring.rotate_if_due(now_unix()) {
+                match ring.rotate_if_due(Now::read()) {
                     Ok(true) => tracing::info!(keys = ?ring.key_ids(), "rotated the OHTTP key"),
                     Ok(false) => {}
                     Err(e) => tracing::error!(error = %e, "key rotation failed"),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cloister_runtime::attest::emulated::{EmulatedSnpAttester, SpAddress};
 use cloister_runtime::evidence::EvidenceService;
-use cloister_runtime::keys::KeyRing;
+use cloister_runtime::keys::{KeyRing, Now};
 use cloister_runtime::server::{self, AppState, Limits, Listen};
 use cloister_runtime::workload::{Request, Response, Router, Workload};
 use common::{attested_key, bhttp_request, call, http, sp, verifier};
@@ -43,7 +43,7 @@ async fn start_guest(limits: Limits) -> Guest {
     let keys = KeyRing::new(
         Duration::from_secs(24 * 3600),
         Duration::from_secs(3600),
-        server::now_unix(),
+        Now::read(),
     )
     .expect("keys");
     let router = Router::with_echo().route(
@@ -174,17 +174,22 @@ async fn tampered_requests_get_their_errors_and_the_server_keeps_serving() {
         Some((200, b"still here".to_vec()))
     );
 
-    // Replay after the key was rotated away (and revoked): refused as an unknown key.
-    assert_eq!(
-        post(enc.clone()).await.0,
-        200,
-        "replay before rotation is answered"
+    // A host replaying a sealed request (to time the workload again, or watch its memory
+    // again): the first copy is answered, every later one refused before the workload runs.
+    assert_eq!(post(enc.clone()).await.0, 200, "the first copy is answered");
+    let (status, _, problem) = post(enc.clone()).await;
+    assert_eq!(status, 400, "a replay is refused");
+    assert!(
+        String::from_utf8_lossy(&problem).contains("ohttp-replayed"),
+        "{}",
+        String::from_utf8_lossy(&problem)
     );
+    // Replay after the key was rotated away (and revoked): refused as an unknown key.
     g.state
         .keys
         .write()
         .expect("keys")
-        .rotate_now(server::now_unix(), true)
+        .rotate_now(Now::read(), true)
         .expect("rotate");
     assert_eq!(post(enc).await.0, 422, "replay after rotation");
     let new_key = attested_key(&g.socket).await;
