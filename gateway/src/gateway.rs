@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use bhttp::Message;
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, header::CONTENT_TYPE};
 use privacypass::auth::authenticate::TokenChallenge;
@@ -58,6 +57,11 @@ pub struct GatewayConfig {
     pub max_in_flight: usize,
     /// How often node evidence is fetched again.
     pub refresh: Duration,
+    /// Deadline of one evidence fetch (all nodes are asked at once, so this bounds a whole
+    /// refresh).
+    pub evidence_timeout: Duration,
+    /// How fast a device's request body must arrive (read before a slot is taken).
+    pub body_pace: cloister_http::BodyPace,
     /// The secret the outer key is derived from (a key its operator has logged); `None`: a
     /// fresh key, which devices that check the log refuse.
     pub outer_seed: Option<zeroize::Zeroizing<[u8; 32]>>,
@@ -157,14 +161,28 @@ impl Gateway {
         }
     }
 
-    /// Fetches every node's evidence, attaches its log proof, and publishes the directory.
-    /// A node that does not answer, or answers no valid bundle, is left out (and logged by id).
+    /// Fetches every node's evidence — all nodes at once, each within `evidence_timeout`, so
+    /// a refresh takes at most that long whatever the nodes do — attaches its log proof, and
+    /// publishes the directory. A node that does not answer in time, or answers no valid
+    /// bundle, is left out (and logged by id).
     pub async fn refresh(&self) -> usize {
-        let mut entries = Vec::new();
+        let mut asked = tokio::task::JoinSet::new();
         for (id, address) in &self.config.nodes {
-            match self.fetch_evidence(address).await {
+            let (id, address) = (id.clone(), address.clone());
+            let (timeout, max_body) = (self.config.evidence_timeout, self.config.max_body);
+            asked.spawn(async move { (id, fetch_evidence(&address, timeout, max_body).await) });
+        }
+        let mut fetched = BTreeMap::new();
+        while let Some(done) = asked.join_next().await {
+            if let Ok((id, result)) = done {
+                fetched.insert(id, result);
+            }
+        }
+        let mut entries = Vec::new();
+        for (id, result) in fetched {
+            match result.map(|bundle| self.with_log_proof(bundle)) {
                 Ok(bundle) => entries.push(cloister_protocol::access::NodeEntry {
-                    id: id.clone(),
+                    id,
                     evidence: serde_json::from_slice(&bundle.to_json())
                         .unwrap_or(serde_json::Value::Null),
                 }),
@@ -176,21 +194,7 @@ impl Gateway {
         n
     }
 
-    async fn fetch_evidence(&self, address: &NodeAddress) -> Result<EvidenceBundle, String> {
-        let r = address
-            .exchange(
-                "GET",
-                node::EVIDENCE_PATH,
-                None,
-                self.config.node_timeout,
-                self.config.max_body,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        if r.status != 200 {
-            return Err(format!("evidence answered {}", r.status));
-        }
-        let mut bundle = EvidenceBundle::from_json(&r.body).map_err(|e| e.to_string())?;
+    fn with_log_proof(&self, mut bundle: EvidenceBundle) -> EvidenceBundle {
         let manifest = hex::encode(bundle.image_manifest_digest);
         bundle.log_proof = self
             .config
@@ -201,24 +205,29 @@ impl Gateway {
                     .is_ok_and(|r| r.manifest_sha256 == manifest)
             })
             .cloned();
-        Ok(bundle)
+        bundle
     }
 
     /// A node could not open a request sealed to a key from the directory: it restarted, or
     /// the key was rotated away and revoked, and the directory the device used may be stale.
     /// Fetch it again now rather than at the next interval, at most once per
-    /// [`KEY_REFRESH_SPACING`] (answers arriving together wait for one refresh).
-    async fn refresh_after_stale_key(&self) {
-        let mut last = self.key_refreshed.lock().await;
-        if last.is_some_and(|t| t.elapsed() < KEY_REFRESH_SPACING) {
-            return;
-        }
-        let n = self.refresh().await;
-        tracing::info!(
-            nodes = n,
-            "directory refreshed: a node could not open a request sealed to a key it listed"
-        );
-        *last = Some(Instant::now());
+    /// [`KEY_REFRESH_SPACING`] (answers arriving together share one refresh) — in the
+    /// background: the device's answer does not wait for it (the device asks again for the
+    /// directory, and gets the new one once the refresh, bounded by `evidence_timeout`, ends).
+    fn refresh_after_stale_key(self: &Arc<Self>) {
+        let gw = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut last = gw.key_refreshed.lock().await;
+            if last.is_some_and(|t| t.elapsed() < KEY_REFRESH_SPACING) {
+                return;
+            }
+            let n = gw.refresh().await;
+            tracing::info!(
+                nodes = n,
+                "directory refreshed: a node could not open a request sealed to a key it listed"
+            );
+            *last = Some(Instant::now());
+        });
     }
 
     /// Refreshes the directory every `refresh` until the task is dropped.
@@ -228,6 +237,22 @@ impl Gateway {
             self.refresh().await;
         }
     }
+}
+
+/// One node's evidence bundle, within `timeout`.
+async fn fetch_evidence(
+    address: &NodeAddress,
+    timeout: Duration,
+    max_body: usize,
+) -> Result<EvidenceBundle, String> {
+    let r = address
+        .exchange("GET", node::EVIDENCE_PATH, None, timeout, max_body)
+        .await
+        .map_err(|e| e.to_string())?;
+    if r.status != 200 {
+        return Err(format!("evidence answered {}", r.status));
+    }
+    EvidenceBundle::from_json(&r.body).map_err(|e| e.to_string())
 }
 
 /// Serves the gateway on `listener` until the task is dropped.
@@ -251,7 +276,7 @@ pub async fn serve_until(
 
 type Reply = hyper::Response<http_body_util::Full<Bytes>>;
 
-async fn handle(gw: &Gateway, req: hyper::Request<Incoming>) -> Reply {
+async fn handle(gw: &Arc<Gateway>, req: hyper::Request<Incoming>) -> Reply {
     let started = Instant::now();
     let (route, reply) = match (req.method(), req.uri().path()) {
         (&Method::GET, HEALTH_PATH) => ("health", reply(200, media::TEXT, &b"ok\n"[..])),
@@ -271,10 +296,7 @@ async fn handle(gw: &Gateway, req: hyper::Request<Incoming>) -> Reply {
     reply
 }
 
-async fn gateway(gw: &Gateway, req: hyper::Request<Incoming>) -> (&'static str, Reply) {
-    let Ok(_permit) = gw.permits.try_acquire() else {
-        return ("ohttp", overloaded());
-    };
+async fn gateway(gw: &Arc<Gateway>, req: hyper::Request<Incoming>) -> (&'static str, Reply) {
     let typed = req
         .headers()
         .get(CONTENT_TYPE)
@@ -284,17 +306,21 @@ async fn gateway(gw: &Gateway, req: hyper::Request<Incoming>) -> (&'static str, 
         let r = problem(415, "unsupported-media-type", "expected message/ohttp-req");
         return ("ohttp", r);
     }
-    let body = match Limited::new(req.into_body(), gw.config.max_body)
-        .collect()
-        .await
+    // The body is read before a slot is taken, under a deadline and a minimum rate: a slow
+    // device holds its connection (bounded, and ended within the pace's deadline), never a
+    // slot that forwarding needs.
+    let body = match cloister_http::read_body_paced(
+        req.into_body(),
+        gw.config.max_body,
+        gw.config.body_pace,
+    )
+    .await
     {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return (
-                "ohttp",
-                problem(413, "too-large", "the request exceeds the limit"),
-            );
-        }
+        Ok(b) => b,
+        Err(e) => return ("ohttp", e.problem()),
+    };
+    let Ok(_permit) = gw.permits.try_acquire() else {
+        return ("ohttp", overloaded());
     };
     let (message, ctx) = match gw.key.open(&body) {
         Ok(opened) => opened,
@@ -316,7 +342,7 @@ async fn gateway(gw: &Gateway, req: hyper::Request<Incoming>) -> (&'static str, 
     }
 }
 
-async fn route(gw: &Gateway, m: &Message) -> (&'static str, Answer) {
+async fn route(gw: &Arc<Gateway>, m: &Message) -> (&'static str, Answer) {
     let (method, path) = request_parts(m);
     if method == "GET" && path == NODES_PATH {
         let directory = gw
@@ -397,7 +423,7 @@ async fn log_tile(gw: &Gateway, path: &str) -> Answer {
 }
 
 async fn forward(
-    gw: &Gateway,
+    gw: &Arc<Gateway>,
     m: &Message,
     id: Result<NodeId, cloister_protocol::BundleError>,
 ) -> Answer {
@@ -438,12 +464,12 @@ async fn forward(
                 // directory the device trusted is stale.
                 422 => {
                     gw.redeemer.refund(&nonce).await;
-                    gw.refresh_after_stale_key().await;
+                    gw.refresh_after_stale_key();
                 }
                 // It could not open the request: tampered — or sealed to a key that a restarted
                 // node's new key now shares the id of (one restart in 255). The token stays
                 // spent (a tampering device pays), but the directory may be stale too.
-                400 => gw.refresh_after_stale_key().await,
+                400 => gw.refresh_after_stale_key(),
                 _ => {}
             }
             Answer {

@@ -201,6 +201,8 @@ impl WayIn {
             max_body: 1 << 20,
             max_in_flight: 64,
             refresh: Duration::from_secs(300),
+            evidence_timeout: deadline.min(Duration::from_secs(120)),
+            body_pace: cloister_http::BodyPace::default(),
             outer_seed: Some(outer_seed),
         })?;
         if gateway.refresh().await != 1 {
@@ -215,6 +217,7 @@ impl WayIn {
             max_body: 1 << 20,
             timeout: deadline,
             max_in_flight: 64,
+            body_pace: cloister_http::BodyPace::default(),
         };
         let tasks = vec![
             tokio::spawn(async move {

@@ -24,7 +24,9 @@ use hyper::header::CONTENT_TYPE;
 use tokio::sync::Semaphore;
 
 use cloister_http::pool::Pool;
-use cloister_http::{Options, Reply, Upstreamed, overloaded, problem, read_body, reply};
+use cloister_http::{
+    BodyPace, Options, Reply, Upstreamed, overloaded, problem, read_body_paced, reply,
+};
 use cloister_protocol::access::{
     HEALTH_PATH, OHTTP_KEYS_MEDIA, OHTTP_KEYS_PATH, OHTTP_REQ_MEDIA, OHTTP_RES_MEDIA,
     PROBLEM_MEDIA, RELAY_PATH,
@@ -44,6 +46,8 @@ pub struct RelayConfig {
     pub timeout: Duration,
     /// Requests in flight at once; more get 503.
     pub max_in_flight: usize,
+    /// How fast a request body must arrive (read before a slot is taken).
+    pub body_pace: BodyPace,
 }
 
 /// Serves the relay on `listener` until the task is dropped.
@@ -122,9 +126,6 @@ async fn relay(
     pool: &Pool,
     req: hyper::Request<Incoming>,
 ) -> Reply {
-    let Ok(_permit) = permits.try_acquire() else {
-        return overloaded();
-    };
     let is_ohttp = req
         .headers()
         .get(CONTENT_TYPE)
@@ -133,9 +134,15 @@ async fn relay(
     if !is_ohttp {
         return problem(415, "unsupported-media-type", "expected message/ohttp-req");
     }
-    let body = match read_body(req.into_body(), config.max_body).await {
+    // The body is read before a slot is taken, under a deadline and a minimum rate: slow
+    // clients hold connections (bounded, and each ended within the pace's deadline), never
+    // the slots that exchanges with the gateway need.
+    let body = match read_body_paced(req.into_body(), config.max_body, config.body_pace).await {
         Ok(b) => b,
-        Err(_) => return problem(413, "too-large", "the request exceeds the relay's limit"),
+        Err(e) => return e.problem(),
+    };
+    let Ok(_permit) = permits.try_acquire() else {
+        return overloaded();
     };
     let answer = pool
         .exchange(

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use clap::Parser;
+use cloister_http::BodyPace;
 use cloister_http::shutdown_signal;
 use cloister_relay::{RelayConfig, Upstream, serve_tls_until, serve_until};
 
@@ -26,6 +27,13 @@ struct Cli {
     /// Requests in flight at once (503 beyond).
     #[arg(long, env = "CLOISTER_RELAY_MAX_IN_FLIGHT", default_value_t = 512)]
     max_in_flight: usize,
+    /// Time a request's whole body may take to arrive, seconds.
+    #[arg(long, env = "CLOISTER_RELAY_BODY_DEADLINE", default_value_t = 10)]
+    body_deadline: u64,
+    /// Slowest average rate a request body may arrive at after its first two seconds, bytes
+    /// a second.
+    #[arg(long, env = "CLOISTER_RELAY_BODY_MIN_RATE", default_value_t = 4096)]
+    body_min_rate: u64,
     /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key. Without it
     /// the relay speaks plain HTTP (behind a TLS terminator).
     #[arg(long, env = "CLOISTER_RELAY_TLS_CERT", requires = "tls_key")]
@@ -57,6 +65,11 @@ async fn main() -> anyhow::Result<()> {
         max_body: cli.max_body,
         timeout: Duration::from_secs(cli.timeout),
         max_in_flight: cli.max_in_flight,
+        body_pace: BodyPace {
+            deadline: Duration::from_secs(cli.body_deadline.max(1)),
+            min_rate: cli.body_min_rate,
+            ..BodyPace::default()
+        },
     };
     // On Ctrl-C or SIGTERM: stop accepting, let requests in flight finish (up to 30 s).
     let drain = Duration::from_secs(30);

@@ -82,6 +82,7 @@ async fn relay(gateway: u16, path: &str) -> u16 {
         max_body: 1 << 20,
         timeout: Duration::from_secs(1),
         max_in_flight: 64,
+        body_pace: cloister_http::BodyPace::default(),
     };
     tokio::spawn(serve(config, listener));
     port
@@ -188,6 +189,7 @@ async fn shutdown_lets_the_exchange_in_flight_finish_and_accepts_no_more() {
         max_body: 1 << 20,
         timeout: Duration::from_secs(30),
         max_in_flight: 64,
+        body_pace: cloister_http::BodyPace::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(cloister_relay::serve_until(
@@ -234,4 +236,62 @@ async fn sequential_requests_share_one_warm_connection_to_the_gateway() {
         1,
         "one keep-alive connection carried all five"
     );
+}
+
+/// Sends a request head, then one body byte every 200 ms; the status and when it came.
+async fn trickler(port: u16) -> (u16, std::time::Duration) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let started = std::time::Instant::now();
+    let s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let (mut read, mut write) = s.into_split();
+    let head = "POST / HTTP/1.1\r\nHost: relay.example\r\nContent-Type: message/ohttp-req\r\n\
+                Content-Length: 4000\r\n\r\n";
+    write.write_all(head.as_bytes()).await.expect("head");
+    let trickle = tokio::spawn(async move {
+        for _ in 0..4000 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if write.write_all(b"x").await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 512];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        match read.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    trickle.abort();
+    let status = std::str::from_utf8(&answer)
+        .ok()
+        .and_then(|a| a.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickling_clients_hold_no_slot_and_are_ended_within_the_pace() {
+    let (gw, _seen) = gateway().await;
+    let port = relay(gw, "/ok").await;
+    // More tricklers than the relay has slots (64).
+    let tricklers: Vec<_> = (0..96).map(|_| tokio::spawn(trickler(port))).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let (status, _, body) = post(port, "message/ohttp-req", vec![1, 2]).await;
+    assert_eq!(
+        (status, body),
+        (200, vec![2, 1]),
+        "served while they trickle"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    for t in tricklers {
+        let (status, took) = t.await.expect("trickler");
+        assert_eq!(status, 408, "after {took:?}");
+        assert!(took < Duration::from_secs(6), "{took:?}");
+    }
 }

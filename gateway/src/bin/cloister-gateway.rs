@@ -102,6 +102,17 @@ struct Cli {
     /// How often node evidence is fetched again, seconds.
     #[arg(long, env = "CLOISTER_GATEWAY_REFRESH", default_value_t = 60)]
     refresh: u64,
+    /// Deadline of one evidence fetch, seconds (every node is asked at once; a node that has
+    /// not answered by then is left out of this refresh).
+    #[arg(long, env = "CLOISTER_GATEWAY_EVIDENCE_TIMEOUT", default_value_t = 30)]
+    evidence_timeout: u64,
+    /// Time a request's whole body may take to arrive, seconds.
+    #[arg(long, env = "CLOISTER_GATEWAY_BODY_DEADLINE", default_value_t = 10)]
+    body_deadline: u64,
+    /// Slowest average rate a request body may arrive at after its first two seconds, bytes
+    /// a second.
+    #[arg(long, env = "CLOISTER_GATEWAY_BODY_MIN_RATE", default_value_t = 4096)]
+    body_min_rate: u64,
 }
 
 fn issuer_key(arg: &str) -> Result<PublicKey> {
@@ -199,6 +210,12 @@ async fn config(cli: Cli) -> Result<GatewayConfig> {
         max_body: cli.max_body,
         max_in_flight: cli.max_in_flight,
         refresh: Duration::from_secs(cli.refresh.max(1)),
+        evidence_timeout: Duration::from_secs(cli.evidence_timeout.max(1)),
+        body_pace: cloister_http::BodyPace {
+            deadline: Duration::from_secs(cli.body_deadline.max(1)),
+            min_rate: cli.body_min_rate,
+            ..cloister_http::BodyPace::default()
+        },
         outer_seed: match &cli.outer_key_seed {
             Some(p) => Some(outer_seed(p)?),
             None => None,

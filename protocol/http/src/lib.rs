@@ -11,6 +11,7 @@
 //!   connections to one upstream.
 #![forbid(unsafe_code)]
 
+pub mod body;
 pub mod pool;
 pub mod serve;
 #[cfg(feature = "tls")]
@@ -20,6 +21,7 @@ pub mod upstream;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 
+pub use body::{BodyError, BodyPace, read_body_paced};
 #[cfg(feature = "tls")]
 pub use serve::serve_tls;
 pub use serve::{Accept, Options, no_core_dumps, serve, serve_connection, shutdown_signal};
