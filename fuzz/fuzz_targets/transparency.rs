@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use cloister_device_core::trust;
 use cloister_fuzz::{release_record, tagged, write_seeds};
 use cloister_transparency::{
-    Log, LogProof, SeenCheckpoint, TileSet, TrustedLog, VerifiedCheckpoint, storage,
+    Log, LogProof, Quorum, SeenCheckpoint, TileSet, TrustedLog, VerifiedCheckpoint, storage,
 };
 use libfuzzer_sys::fuzz_target;
 use zeroize::Zeroizing;
@@ -42,7 +42,7 @@ fn fixture() -> &'static Fixture {
         let seen = SeenCheckpoint { size, root: root.0 };
         log.append(&entries[1..], |_| {}).expect("append");
         let (checkpoint, _, _) = log.checkpoint().expect("checkpoint");
-        let trusted = TrustedLog::new(VKEY, &[], 0).expect("trusted log");
+        let trusted = TrustedLog::new(VKEY, &[], Quorum::InsecureLogSignatureOnly).expect("trusted log");
         let three = trusted
             .verify_checkpoint(&checkpoint)
             .expect("own checkpoint verifies");

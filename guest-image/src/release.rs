@@ -9,7 +9,7 @@ use std::process::Command;
 use cloister_protocol::{GuestConfig, LogProof};
 use cloister_transparency::cosign::CosignatureSigner;
 use cloister_transparency::{
-    Log, LogError, Measurement, ReleaseRecord, SCHEMA, TrustedLog, Witness,
+    Log, LogError, Measurement, Quorum, ReleaseRecord, SCHEMA, TrustedLog, Witness,
 };
 use serde_json::Value;
 use zeroize::Zeroizing;
@@ -286,7 +286,7 @@ pub fn witnessed_append(dir: &Path, entries: &[Vec<u8>]) -> Result<Witnessed> {
             "the witness's cosigned checkpoint is not UTF-8".to_owned(),
         ))
     })?;
-    let trusted = TrustedLog::new(&local.vkey, &[witness_key], 1)?;
+    let trusted = TrustedLog::new(&local.vkey, &[witness_key], Quorum::ONE)?;
     Ok(Witnessed {
         log: local.log,
         checkpoint: proof.checkpoint,

@@ -248,7 +248,7 @@ impl WayIn {
         let keys = LogKeys {
             log_key: log_key.trim().to_owned(),
             witness_keys: vec![crate::release::witness_key(release.log_dir)?],
-            quorum: 1,
+            quorum: cloister_client::trust::Quorum::ONE,
         };
         let state = scratch.join("device-state");
         let _ = std::fs::remove_dir_all(&state);

@@ -7,7 +7,7 @@ mod common;
 use cloister_measurement::{Policy, Step, VerifyError};
 use cloister_protocol::LogProof;
 use cloister_transparency::cosign::CosignatureSigner;
-use cloister_transparency::{Log, Measurement, ReleaseRecord, TrustedLog, Witness};
+use cloister_transparency::{Log, Measurement, Quorum, ReleaseRecord, TrustedLog, Witness};
 use common::*;
 use zeroize::Zeroizing;
 
@@ -53,7 +53,7 @@ fn logged(records: &[Vec<u8>], index: u64, cosign: bool) -> (LogProof, TrustedLo
             .expect("test value");
         proof.checkpoint = String::from_utf8(cp).expect("test value");
     }
-    let trusted = TrustedLog::new(&vkey, &[wkey], 1).expect("test value");
+    let trusted = TrustedLog::new(&vkey, &[wkey], Quorum::ONE).expect("test value");
     (proof, trusted)
 }
 

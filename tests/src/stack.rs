@@ -594,7 +594,7 @@ impl Stack {
                 .trim()
                 .to_owned(),
             witness_keys: vec![self.witness_key.clone()],
-            quorum: 1,
+            quorum: cloister_client::trust::Quorum::ONE,
         };
         let trust = Trust::insecure_emulated(
             root,

@@ -47,7 +47,7 @@ pub use tiles::{
     MAX_TILED_TREE, TileSet, bundles_of, c2sp_path, read_bundle, tile_path, tiles_of,
     unverified_checkpoint_size,
 };
-pub use verify::{SeenCheckpoint, TrustedLog, VerifiedCheckpoint};
+pub use verify::{Quorum, SeenCheckpoint, TrustedLog, VerifiedCheckpoint};
 #[cfg(feature = "store")]
 pub use witness::{Witness, WitnessRefusal};
 

@@ -132,7 +132,12 @@ fn fixture() -> Fixture {
     assert_eq!(bundle.leaf_index, 13);
     assert_eq!(size, 20);
     bundle.checkpoint = String::from_utf8(cp).expect("test value");
-    let trusted = TrustedLog::new(&vkey, &[k1, k2, k3], 2).expect("test value");
+    let trusted = TrustedLog::new(
+        &vkey,
+        &[k1, k2, k3],
+        Quorum::Witnesses(2.try_into().expect("nonzero")),
+    )
+    .expect("test value");
     Fixture {
         _dir: dir,
         log,
@@ -224,11 +229,11 @@ fn a_good_bundle_verifies_and_each_tamper_is_refused_by_name() {
     b.checkpoint = b.checkpoint.replace(sig, &STANDARD.encode(raw));
     assert!(matches!(check(&b), Err(VerifyError::BadSignature(n)) if n == "w2.example"));
     assert!(matches!(
-        TrustedLog::new("nonsense", &[], 0),
+        TrustedLog::new("nonsense", &[], Quorum::InsecureLogSignatureOnly),
         Err(VerifyError::Key(_))
     ));
     assert!(matches!(
-        TrustedLog::new(&f.vkey, &[], 1),
+        TrustedLog::new(&f.vkey, &[], Quorum::ONE),
         Err(VerifyError::Quorum { .. })
     ));
 }

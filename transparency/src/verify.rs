@@ -12,6 +12,34 @@ use tlog_tiles::{Checkpoint, Hash};
 use crate::cosign::CosignatureVerifier;
 use crate::{ReleaseRecord, VerifyError};
 
+/// How many of the configured witnesses must cosign a checkpoint.
+///
+/// A log's own signature proves only that the log said so: a log that shows one device a tree
+/// no one else sees (a split view, to hide a release from auditors) signs it just as well.
+/// Witnesses cosign a checkpoint only when it extends every one they saw before, so a device
+/// that demands their cosignatures sees the tree everyone sees. Trusting the log's signature
+/// alone is therefore a named, insecure choice, not a zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quorum {
+    /// At least this many distinct configured witnesses.
+    Witnesses(std::num::NonZeroUsize),
+    /// INSECURE: the log's signature alone; a split view goes unnoticed.
+    InsecureLogSignatureOnly,
+}
+
+impl Quorum {
+    /// One witness: the least a production device accepts.
+    pub const ONE: Quorum = Quorum::Witnesses(std::num::NonZeroUsize::MIN);
+
+    /// Cosignatures required.
+    pub fn count(self) -> usize {
+        match self {
+            Quorum::Witnesses(n) => n.get(),
+            Quorum::InsecureLogSignatureOnly => 0,
+        }
+    }
+}
+
 /// The keys a device trusts: the log's, and the witnesses of which `quorum` must cosign.
 #[derive(Debug, Clone)]
 pub struct TrustedLog {
@@ -35,7 +63,12 @@ pub struct VerifiedCheckpoint {
 impl TrustedLog {
     /// Trust the log with signed-note verifier key `log_key` and origin its key name, and
     /// `witness_keys` (tlog-cosignature verifier keys) of which `quorum` must cosign.
-    pub fn new(log_key: &str, witness_keys: &[String], quorum: usize) -> Result<Self, VerifyError> {
+    pub fn new(
+        log_key: &str,
+        witness_keys: &[String],
+        quorum: Quorum,
+    ) -> Result<Self, VerifyError> {
+        let quorum = quorum.count();
         let v = StandardVerifier::new(log_key)
             .map_err(|_| VerifyError::Key(log_key.chars().take(80).collect()))?;
         let witnesses = witness_keys

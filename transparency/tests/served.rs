@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cloister_transparency::{LogProof, SeenCheckpoint, TrustedLog, VerifyError};
+use cloister_transparency::{LogProof, Quorum, SeenCheckpoint, TrustedLog, VerifyError};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
 
@@ -200,8 +200,8 @@ async fn a_served_log_and_witness_give_a_device_what_it_checks() {
     assert_eq!(s, 200, "{}", String::from_utf8_lossy(&line));
     let (s, size) = http(wp, "POST", "/add-checkpoint", None, req).await;
     assert_eq!((s, size), (409, b"12\n".to_vec()));
-    let trusted =
-        TrustedLog::new(&log_key, &[witness_key.trim().to_owned()], 1).expect("test value");
+    let trusted = TrustedLog::new(&log_key, &[witness_key.trim().to_owned()], Quorum::ONE)
+        .expect("test value");
     let first = trusted
         .verify_checkpoint(&with_cosignature(&cp, &line))
         .expect("cosigned");

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use cloister_transparency::{Log, Measurement, ReleaseRecord, SCHEMA, TrustedLog};
+use cloister_transparency::{Log, Measurement, Quorum, ReleaseRecord, SCHEMA, TrustedLog};
 use ct_merkle::mem_backed_tree::MemoryBackedTree;
 use sha2_011::Sha256;
 use zeroize::Zeroizing;
@@ -93,7 +93,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         root.0.as_slice() == oracle.root().as_bytes().as_slice(),
         "the log's root differs from ct-merkle's"
     );
-    let trusted = TrustedLog::new(&vkey, &[], 0)?;
+    let trusted = TrustedLog::new(&vkey, &[], Quorum::InsecureLogSignatureOnly)?;
 
     // Inclusion proofs: ours from disk, then verified; the peer's from memory.
     let indexes: Vec<u64> = (0..args.proofs).map(|i| spread(i, size)).collect();

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use cloister_device_core::report::{self, AnchorChoice, LogChoice, ReportInput, Status};
 use cloister_measurement::{Clock, SystemClock};
+use cloister_transparency::Quorum;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -35,9 +36,12 @@ pub struct Args {
     /// A witness's tlog-cosignature verifier key (repeatable).
     #[arg(long = "witness-key", requires = "log_key")]
     witness_keys: Vec<String>,
-    /// Witness cosignatures required.
-    #[arg(long, default_value_t = 0, requires = "log_key")]
-    quorum: usize,
+    /// Witness cosignatures required (at least one).
+    #[arg(long, default_value_t = std::num::NonZeroUsize::MIN, requires = "log_key")]
+    quorum: std::num::NonZeroUsize,
+    /// INSECURE: the log's signature alone, no witness (a split view goes unnoticed).
+    #[arg(long, requires = "log_key", conflicts_with = "witness_keys")]
+    insecure_no_witness: bool,
     /// The log proof to attach to the bundle (as the operator does), e.g. an image's
     /// `log-proof.json` from `cargo xtask publish`.
     #[arg(long, requires = "log_key")]
@@ -45,6 +49,20 @@ pub struct Args {
     /// Print one JSON object instead of lines.
     #[arg(long)]
     json: bool,
+}
+
+/// The witnesses demanded: at least one, or none by name.
+fn quorum(args: &Args) -> Result<Quorum> {
+    if args.insecure_no_witness {
+        eprintln!("INSECURE: --insecure-no-witness: the log's signature alone is trusted");
+        return Ok(Quorum::InsecureLogSignatureOnly);
+    }
+    if args.witness_keys.is_empty() {
+        anyhow::bail!(
+            "--log-key needs a witness: give --witness-key KEY, or --insecure-no-witness"
+        );
+    }
+    Ok(Quorum::Witnesses(args.quorum))
 }
 
 pub fn run(args: &Args) -> Result<ExitCode> {
@@ -65,7 +83,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             key: std::fs::read_to_string(path)
                 .with_context(|| format!("reading log key {}", path.display()))?,
             witness_keys: args.witness_keys.clone(),
-            quorum: args.quorum,
+            quorum: quorum(args)?,
         }),
         None => None,
     };

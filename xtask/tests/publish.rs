@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use cloister_protocol::{AttestMode, GuestConfig, LogProof};
-use cloister_transparency::{Log, TrustedLog};
+use cloister_transparency::{Log, Quorum, TrustedLog};
 use zeroize::Zeroizing;
 
 const DIGEST: [u8; 48] = [0x4d; 48];
@@ -68,7 +68,8 @@ fn a_local_log_is_created_once_and_grows() {
         .mode();
     assert_eq!(mode & 0o077, 0, "the log key is private");
     let vkey = std::fs::read_to_string(log.with_extension("pub")).expect("test value");
-    let trusted = TrustedLog::new(vkey.trim(), &[], 0).expect("test value");
+    let trusted =
+        TrustedLog::new(vkey.trim(), &[], Quorum::InsecureLogSignatureOnly).expect("test value");
     let (record, cp) = trusted.verify_proof(&proof_of(&img)).expect("verifies");
     assert_eq!(cp.size, 2);
     assert!(record.has_measurement("emulated-sev-snp", &hex::encode(DIGEST)));
@@ -106,7 +107,8 @@ fn a_served_log_takes_the_record_with_the_operator_key_only() {
     assert!(!ok && out.contains("401"), "{out}");
     let (ok, out) = served(&good);
     assert!(ok, "{out}");
-    let trusted = TrustedLog::new(&vkey, &[], 0).expect("test value");
+    let trusted =
+        TrustedLog::new(&vkey, &[], Quorum::InsecureLogSignatureOnly).expect("test value");
     let (record, cp) = trusted.verify_proof(&proof_of(&img)).expect("verifies");
     assert_eq!((cp.size, record.measurements[0].vcpus), (1, 2));
 }

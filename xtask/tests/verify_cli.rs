@@ -180,15 +180,25 @@ fn verify_with_a_log_needs_the_measurement_logged() {
     let (key, proof) = (f.path("log.pub"), f.path("proof.json"));
     // The allow-list is empty: the log alone accepts the measurement.
     publish(&f, MEASUREMENT);
+    // A log with no witness is trusted only when that is asked for by name.
     let (code, out, err) = f.run_emulated(
         "other-refs.json",
         NOW,
         &["--log-key", &key, "--log-proof", &proof],
     );
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(err.contains("--insecure-no-witness"), "{err}");
+    let no_witness = "--insecure-no-witness";
+    let (code, out, err) = f.run_emulated(
+        "other-refs.json",
+        NOW,
+        &["--log-key", &key, no_witness, "--log-proof", &proof],
+    );
+    assert!(err.contains("INSECURE"), "{err}");
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("is in the log"), "{out}");
     // Without the proof, or with a proof of another release: refused at the measurement.
-    let (code, out, _) = f.run_emulated("other-refs.json", NOW, &["--log-key", &key]);
+    let (code, out, _) = f.run_emulated("other-refs.json", NOW, &["--log-key", &key, no_witness]);
     assert_eq!(code, 1);
     assert!(
         failed_at(&out, "measurement") && out.contains("no transparency-log proof"),
@@ -198,7 +208,7 @@ fn verify_with_a_log_needs_the_measurement_logged() {
     let (code, out, _) = f.run_emulated(
         "other-refs.json",
         NOW,
-        &["--log-key", &key, "--log-proof", &proof],
+        &["--log-key", &key, no_witness, "--log-proof", &proof],
     );
     assert_eq!(code, 1);
     assert!(

@@ -21,6 +21,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 use cloister_client::nodes::NodeReport;
 use cloister_client::token_file::SealedTokenFile;
+use cloister_client::trust::Quorum;
 use cloister_client::workload::{rewrite_body, rewrite_text, summary_text};
 use cloister_client::{
     BaseUrl, ChatInput as _, Client, ClientConfig, FileStore, InnerResponse, IssuerAccount,
@@ -72,9 +73,19 @@ struct Cli {
         global = true
     )]
     witness_keys: Vec<String>,
-    /// Witness cosignatures required on the log's checkpoints.
-    #[arg(long, env = "CLOISTER_QUORUM", default_value_t = 0, global = true)]
-    quorum: usize,
+    /// Witness cosignatures required on the log's checkpoints (at least one: a log's own
+    /// signature cannot show that every device sees the same tree).
+    #[arg(long, env = "CLOISTER_QUORUM", default_value_t = NonZeroUsize::MIN, global = true)]
+    quorum: NonZeroUsize,
+    /// INSECURE: trust the log's signature alone, with no witness. A log that shows this device
+    /// a tree no auditor sees (a split view, hiding a release) then goes unnoticed.
+    #[arg(
+        long,
+        env = "CLOISTER_INSECURE_NO_WITNESS",
+        global = true,
+        conflicts_with = "witness_keys"
+    )]
+    insecure_no_witness: bool,
     /// Distinct machines (SNP chips, TDX platforms) the directory's nodes must span; with one,
     /// the operator knows where every request goes. Lower it only for a deployment that has
     /// no second machine.
@@ -331,15 +342,30 @@ fn client(cli: &Cli, sending: bool) -> Result<Client> {
         Some(p) => {
             let key = std::fs::read_to_string(p)
                 .with_context(|| format!("reading the log key {}", p.display()))?;
+            let quorum = if cli.insecure_no_witness {
+                eprintln!(
+                    "INSECURE: --insecure-no-witness: the log's signature alone is trusted; a \
+                     split view of the log would go unnoticed"
+                );
+                Quorum::InsecureLogSignatureOnly
+            } else if cli.witness_keys.is_empty() {
+                bail!(
+                    "a trusted log needs its witnesses: give --witness-key KEY (the log's own \
+                     signature cannot show that every device sees the same tree), or accept \
+                     that by name with --insecure-no-witness"
+                )
+            } else {
+                Quorum::Witnesses(cli.quorum)
+            };
             let keys = LogKeys {
                 log_key: key.trim().to_owned(),
                 witness_keys: cli.witness_keys.clone(),
-                quorum: cli.quorum,
+                quorum,
             };
             (Some(keys), Some(state_dir(cli.state.as_deref())?))
         }
-        None if !cli.witness_keys.is_empty() || cli.quorum > 0 => {
-            bail!("--witness-key and --quorum need --log-key")
+        None if !cli.witness_keys.is_empty() || cli.insecure_no_witness => {
+            bail!("--witness-key and --insecure-no-witness need --log-key")
         }
         None => (None, None),
     };

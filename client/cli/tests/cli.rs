@@ -69,3 +69,33 @@ fn a_malformed_chat_is_refused_by_line_before_anything_is_sent() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("WARNING"), "{err}");
 }
+
+#[test]
+fn a_trusted_log_without_a_witness_is_refused_unless_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("log.pub");
+    std::fs::write(&key, "log.test+01234567+AQID\n").expect("write");
+    let run = |extra: &[&str]| {
+        let out = cloister()
+            .arg("--relay")
+            .arg(format!("http://127.0.0.1:{}", closed_port()))
+            .arg("--state")
+            .arg(dir.path())
+            .arg("--log-key")
+            .arg(&key)
+            .args(extra)
+            .args(["--deadline", "10", "nodes"])
+            .output()
+            .expect("run");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // No witness, nothing named: refused before anything is sent.
+    let err = run(&[]);
+    assert!(err.contains("--insecure-no-witness"), "{err}");
+    assert!(!err.to_lowercase().contains("connect"), "{err}");
+    // Named: announced, and the run goes on (to the closed relay).
+    let err = run(&["--insecure-no-witness"]);
+    assert!(err.contains("INSECURE"), "{err}");
+    assert!(!err.contains("needs its witnesses"), "{err}");
+}

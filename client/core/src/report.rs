@@ -35,7 +35,7 @@ pub struct LogChoice {
     /// tlog-cosignature verifier keys of the witnesses.
     pub witness_keys: Vec<String>,
     /// Cosignatures required.
-    pub quorum: usize,
+    pub quorum: cloister_transparency::Quorum,
 }
 
 /// What to inspect and how.

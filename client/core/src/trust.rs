@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use cloister_measurement::{InsecureEmulatedRoot, Policy, SystemClock, TrustAnchor, Verifier};
+pub use cloister_transparency::Quorum;
 use cloister_transparency::{SeenCheckpoint, TileSet, TrustedLog, VerifiedCheckpoint, VerifyError};
 
 use crate::error::ClientError;
@@ -22,8 +23,9 @@ pub struct LogKeys {
     pub log_key: String,
     /// The witnesses' verifier keys.
     pub witness_keys: Vec<String>,
-    /// Cosignatures required.
-    pub quorum: usize,
+    /// Cosignatures required ([`Quorum::ONE`] at least, unless the user named the insecure
+    /// choice).
+    pub quorum: Quorum,
 }
 
 /// Where the newest checkpoint seen of each trusted log is kept, by the log's verifier key.
@@ -283,7 +285,7 @@ mod tests {
         let keys = LogKeys {
             log_key: VKEY.into(),
             witness_keys: vec![],
-            quorum: 0,
+            quorum: Quorum::InsecureLogSignatureOnly,
         };
         Trust::hardware(Policy::default(), Some(keys), Box::new(store.clone())).expect("trust")
     }

@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 use cloister_device_core::report::{self, AnchorChoice, LogChoice, Report, ReportInput};
+use cloister_device_core::trust::Quorum;
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::wasm_bindgen;
 
@@ -30,9 +31,12 @@ pub struct Options {
     /// Witness verifier keys.
     #[serde(default)]
     pub witness_keys: Vec<String>,
-    /// Cosignatures required (default: every witness given).
+    /// Cosignatures required (default: every witness given; at least one).
     #[serde(default)]
     pub quorum: Option<usize>,
+    /// INSECURE: trust the log's signature alone (no witness; a split view goes unnoticed).
+    #[serde(default)]
+    pub insecure_no_witness: bool,
 }
 
 /// The anchor named on the page.
@@ -63,6 +67,12 @@ pub enum WebError {
         "an ARK was given but the anchor is hardware: choose the insecure emulated anchor by name"
     )]
     UnexpectedArk,
+    /// A log key without a witness (or a quorum of none), and the insecure choice not named.
+    #[error(
+        "a trusted log needs at least one witness: give its key, or choose insecure-no-witness \
+         by name"
+    )]
+    NoWitness,
     /// A log proof was given without a log key to check it against.
     #[error("a log proof needs the log's key")]
     ProofWithoutLog,
@@ -101,11 +111,22 @@ pub fn inspect(
         (Anchor::InsecureEmulated, None) => return Err(WebError::MissingArk),
     };
     let nonce = hex::decode(o.nonce.trim()).map_err(|_| WebError::Nonce)?;
-    let log = o.log_key.map(|key| LogChoice {
-        quorum: o.quorum.unwrap_or(o.witness_keys.len()),
-        witness_keys: o.witness_keys,
-        key,
-    });
+    let log = match o.log_key {
+        Some(key) => {
+            let wanted = std::num::NonZeroUsize::new(o.quorum.unwrap_or(o.witness_keys.len()));
+            let quorum = match (o.insecure_no_witness, wanted) {
+                (true, _) => Quorum::InsecureLogSignatureOnly,
+                (false, Some(n)) => Quorum::Witnesses(n),
+                (false, None) => return Err(WebError::NoWitness),
+            };
+            Some(LogChoice {
+                quorum,
+                witness_keys: o.witness_keys,
+                key,
+            })
+        }
+        None => None,
+    };
     if log.is_none() && log_proof.is_some() {
         return Err(WebError::ProofWithoutLog);
     }

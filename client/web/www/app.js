@@ -74,6 +74,7 @@ async function run(params) {
       witness_keys: params.witnessKeys,
     };
     if (params.logKey) options.log_key = params.logKey;
+    if (params.insecureNoWitness) options.insecure_no_witness = true;
     if (params.quorum !== '' && params.quorum !== undefined && params.quorum !== null) {
       options.quorum = Number(params.quorum);
     }
@@ -92,6 +93,7 @@ function fromForm() {
     logKey: $('log-key').value.trim(),
     witnessKeys: $('witness-keys').value.split('\n').map((k) => k.trim()).filter(Boolean),
     quorum: $('quorum').value,
+    insecureNoWitness: $('insecure-no-witness').checked,
     logProof: $('log-proof-url').value.trim(),
     nonce: $('nonce').value.trim(),
     at: $('at').value,
@@ -99,7 +101,7 @@ function fromForm() {
 }
 
 // The same inputs from the page's address (?bundle=URL&reference=URL&anchor=…&ark=URL&at=…
-// &nonce=…&log_key=…&witness=…&quorum=…&log_proof=URL): a link that shows one verification.
+// &nonce=…&log_key=…&witness=…&quorum=…&insecure_no_witness=yes&log_proof=URL): a link that shows one verification.
 function fromQuery(q) {
   return {
     bundle: q.get('bundle'),
@@ -109,6 +111,7 @@ function fromQuery(q) {
     logKey: q.get('log_key'),
     witnessKeys: q.getAll('witness'),
     quorum: q.get('quorum'),
+    insecureNoWitness: q.get('insecure_no_witness') === 'yes',
     logProof: q.get('log_proof'),
     nonce: q.get('nonce'),
     at: q.get('at'),
