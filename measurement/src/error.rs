@@ -172,6 +172,79 @@ pub enum VerifyError {
     /// The TD is a debug TD.
     #[error("TD attributes allow debugging")]
     TdxDebug,
+    /// No TCB floor applies (a product without a shipped floor, and none in the policy) under
+    /// the hardware anchor: a node on any firmware would pass.
+    #[error("no TCB floor for {product}: refusing a report no minimum applies to")]
+    NoTcbFloor {
+        /// Product line.
+        product: String,
+    },
+    /// The platform runs with SMT on and the policy refuses it.
+    #[error("the platform has SMT enabled and the policy refuses SMT")]
+    SmtEnabled,
+    /// The guest policy does not require a single socket and the policy demands it.
+    #[error("the guest policy does not require a single socket")]
+    SingleSocketNotRequired,
+    /// Ciphertext hiding is off on the platform and the policy demands it.
+    #[error("the platform does not have ciphertext hiding enabled")]
+    CiphertextHidingOff,
+    /// The TD is migratable (TD attribute MIGRATABLE): a migration TD could export it.
+    #[error("TD attributes allow migration")]
+    TdxMigratable,
+    /// SEPT_VE_DISABLE is clear: the host can inject #VE through the secure EPT.
+    #[error("TD attribute SEPT_VE_DISABLE is not set")]
+    TdxSeptVeNotDisabled,
+    /// PKS is set and the policy does not allow it.
+    #[error("TD attribute PKS is set and not allowed")]
+    TdxPksNotAllowed,
+    /// PERFMON is set and the policy does not allow it.
+    #[error("TD attribute PERFMON is set and not allowed")]
+    TdxPerfmonNotAllowed,
+    /// Key Locker is set and the policy does not allow it.
+    #[error("TD attribute KL is set and not allowed")]
+    TdxKeyLockerNotAllowed,
+    /// Attribute bits no policy allows (profiling, unknown or reserved bits).
+    #[error("TD attributes {bits:#018x} are not allowed")]
+    TdxAttributesNotAllowed {
+        /// The offending bits.
+        bits: u64,
+    },
+    /// MRCONFIGID differs from the reference.
+    #[error("MRCONFIGID {found} is not the reference value")]
+    TdxMrConfigIdMismatch {
+        /// Found, hex.
+        found: String,
+    },
+    /// MROWNER differs from the reference.
+    #[error("MROWNER {found} is not the reference value")]
+    TdxMrOwnerMismatch {
+        /// Found, hex.
+        found: String,
+    },
+    /// MROWNERCONFIG differs from the reference.
+    #[error("MROWNERCONFIG {found} is not the reference value")]
+    TdxMrOwnerConfigMismatch {
+        /// Found, hex.
+        found: String,
+    },
+    /// MRSERVICETD (TDX 1.5) differs from the reference.
+    #[error("MRSERVICETD {found} is not the reference value")]
+    TdxServiceTdMismatch {
+        /// Found, hex.
+        found: String,
+    },
+    /// The TDX module's SVN is below the policy's minimum.
+    #[error("TDX module SVN {major}.{minor} is below the minimum {min_major}.{min_minor}")]
+    TdxModuleTooOld {
+        /// Major SVN found.
+        major: u8,
+        /// Minor SVN found.
+        minor: u8,
+        /// Minimum major.
+        min_major: u8,
+        /// Minimum minor.
+        min_minor: u8,
+    },
     /// The platform's TCB status is not in the allowed list.
     #[error("TDX TCB status {status} is not allowed (allowed: {allowed})")]
     TdxTcbStatusNotAllowed {

@@ -13,10 +13,12 @@ pub mod anchor;
 mod certsig;
 pub mod clock;
 pub mod error;
+pub mod floors;
 mod machine;
 pub mod policy;
 mod snp;
 mod tdx;
+mod tdx_policy;
 pub mod vcek;
 mod verifier;
 
@@ -24,6 +26,9 @@ pub use anchor::{HardwareRoots, InsecureEmulatedRoot, SnpRoot, TrustAnchor};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::{CertRole, VerifyError};
 pub use machine::MachineId;
-pub use policy::{Digest48, MinTcb, Policy, PolicyError, TdxReference};
+pub use policy::{
+    Digest48, MinTcb, Policy, PolicyError, SnpPlatformPolicy, TdxAttributePolicy, TdxModuleSvn,
+    TdxReference,
+};
 pub use snp::{REPORT_LEN as SNP_REPORT_LEN, SIG_ALGO_ECDSA_P384_SHA384};
 pub use verifier::{Check, Inspection, Measurement, Step, Verified, Verifier};

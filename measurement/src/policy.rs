@@ -8,14 +8,19 @@
 //!   "snp_measurements": ["<96 hex digits>", "..."],
 //!   "snp_min_tcb": {"bootloader": 3, "tee": 0, "snp": 8, "microcode": 115},
 //!   "snp_min_report_version": 2,
+//!   "snp_platform": {"allow_smt": true, "require_single_socket": false,
+//!                    "require_ciphertext_hiding": false},
 //!   "tdx": [{"mrtd": "<96 hex>", "rtmr0": "…", "rtmr1": "…", "rtmr2": "…", "rtmr3": "…"}],
 //!   "tdx_allowed_tcb_statuses": ["UpToDate"],
+//!   "tdx_attributes": {"allow_pks": false, "allow_perfmon": false, "allow_key_locker": false},
+//!   "tdx_min_module_svn": {"major": 1, "minor": 5},
 //!   "max_evidence_lifetime_secs": 172800
 //! }
 //! ```
 //!
 //! Everything but the measurements has a safe default. An empty measurement list accepts
-//! nothing: the verifier fails closed.
+//! nothing: the verifier fails closed. `snp_min_tcb` can only raise the floors the device ships
+//! (`crate::floors`, from AMD's bulletins): the verifier enforces the larger of the two.
 
 use std::collections::BTreeSet;
 
@@ -91,10 +96,23 @@ pub struct MinTcb {
     pub fmc: u8,
 }
 
-/// Reference values of one TDX image: MRTD and the four RTMRs.
+/// Reference values of one TDX image: MRTD and the four RTMRs, and the host-chosen TD fields a
+/// production image pins (all zero unless the image uses them: Cloister's does not).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TdxReference {
+    /// MRCONFIGID: a software-defined ID the host sets at TD creation.
+    #[serde(default = "zero48")]
+    pub mr_config_id: Digest48,
+    /// MROWNER: the TD owner's ID, set by the host.
+    #[serde(default = "zero48")]
+    pub mr_owner: Digest48,
+    /// MROWNERCONFIG: the owner's configuration, set by the host.
+    #[serde(default = "zero48")]
+    pub mr_owner_config: Digest48,
+    /// MRSERVICETD (TDX 1.5 reports): the hash of the service TDs bound to this TD; zero: none.
+    #[serde(default = "zero48")]
+    pub mr_service_td: Digest48,
     /// Build-time measurement of the TD (firmware).
     pub mrtd: Digest48,
     /// RTMR0 (firmware configuration).
@@ -119,6 +137,76 @@ pub const DEFAULT_MIN_REPORT_VERSION: u32 = 2;
 /// Default longest evidence lifetime a verifier believes: 48 hours.
 pub const DEFAULT_MAX_LIFETIME_SECS: u64 = 48 * 3600;
 
+fn zero48() -> Digest48 {
+    Digest48([0; 48])
+}
+fn yes() -> bool {
+    true
+}
+
+/// SEV-SNP platform and guest-policy bits a deployment pins beyond debug and migration (always
+/// refused). Each refusal is its own `VerifyError`; the policy step's line shows what was seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnpPlatformPolicy {
+    /// Accept a platform with SMT on (PLATFORM_INFO.SMT_EN). Off narrows cross-thread side
+    /// channels; most clouds run with it on.
+    #[serde(default = "yes")]
+    pub allow_smt: bool,
+    /// Demand that the guest policy requires a single socket (SINGLE_SOCKET).
+    #[serde(default)]
+    pub require_single_socket: bool,
+    /// Demand ciphertext hiding on the platform (PLATFORM_INFO.CIPHERTEXT_HIDING_EN; products
+    /// and firmware that have it), against ciphertext side channels.
+    #[serde(default)]
+    pub require_ciphertext_hiding: bool,
+}
+
+impl Default for SnpPlatformPolicy {
+    fn default() -> Self {
+        SnpPlatformPolicy {
+            allow_smt: true,
+            require_single_socket: false,
+            require_ciphertext_hiding: false,
+        }
+    }
+}
+
+/// TD attributes a TD may have beyond the ones always demanded (SEPT_VE_DISABLE) and always
+/// refused (DEBUG, MIGRATABLE, the profiling bits, any bit this verifier does not know).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TdxAttributePolicy {
+    /// Accept PKS (protection keys for supervisor pages).
+    #[serde(default)]
+    pub allow_pks: bool,
+    /// Accept PERFMON (the TD may use the performance counters).
+    #[serde(default)]
+    pub allow_perfmon: bool,
+    /// Accept KL (Key Locker).
+    #[serde(default)]
+    pub allow_key_locker: bool,
+}
+
+/// A TDX module security version (TEE_TCB_SVN bytes 1 and 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TdxModuleSvn {
+    /// Major SVN.
+    pub major: u8,
+    /// Minor SVN.
+    pub minor: u8,
+}
+
+/// TDX module 1.5.05 (minor SVN 5, major 1): Intel's advisory for the TDX module
+/// (GHSA-gr79-64x9-5p2m, 2024-05) names versions before 1.5.05.46.698 as affected, and Intel's
+/// module release notes give 1.5.05 minor SVN 0x05.
+pub const DEFAULT_TDX_MIN_MODULE_SVN: TdxModuleSvn = TdxModuleSvn { major: 1, minor: 5 };
+
+fn default_tdx_module_svn() -> TdxModuleSvn {
+    DEFAULT_TDX_MIN_MODULE_SVN
+}
+
 fn default_min_report_version() -> u32 {
     DEFAULT_MIN_REPORT_VERSION
 }
@@ -136,9 +224,13 @@ pub struct Policy {
     /// Accepted SNP launch measurements.
     #[serde(default)]
     pub snp_measurements: BTreeSet<Digest48>,
-    /// Minimum reported TCB for SNP.
+    /// Minimum reported TCB for SNP, beyond the shipped per-product floors (it can raise them,
+    /// never lower them).
     #[serde(default)]
     pub snp_min_tcb: MinTcb,
+    /// SNP platform and guest-policy bits.
+    #[serde(default)]
+    pub snp_platform: SnpPlatformPolicy,
     /// Minimum SNP report version.
     #[serde(default = "default_min_report_version")]
     pub snp_min_report_version: u32,
@@ -148,6 +240,12 @@ pub struct Policy {
     /// TCB statuses accepted from dcap-qvl (`UpToDate`, `SWHardeningNeeded`, …).
     #[serde(default = "default_tdx_statuses")]
     pub tdx_allowed_tcb_statuses: Vec<String>,
+    /// TD attributes.
+    #[serde(default)]
+    pub tdx_attributes: TdxAttributePolicy,
+    /// Lowest TDX module SVN accepted.
+    #[serde(default = "default_tdx_module_svn")]
+    pub tdx_min_module_svn: TdxModuleSvn,
     /// Longest lifetime (expiry minus now) the verifier believes, in seconds.
     #[serde(default = "default_max_lifetime")]
     pub max_evidence_lifetime_secs: u64,
@@ -158,9 +256,12 @@ impl Default for Policy {
         Policy {
             snp_measurements: BTreeSet::new(),
             snp_min_tcb: MinTcb::default(),
+            snp_platform: SnpPlatformPolicy::default(),
             snp_min_report_version: DEFAULT_MIN_REPORT_VERSION,
             tdx: Vec::new(),
             tdx_allowed_tcb_statuses: default_tdx_statuses(),
+            tdx_attributes: TdxAttributePolicy::default(),
+            tdx_min_module_svn: DEFAULT_TDX_MIN_MODULE_SVN,
             max_evidence_lifetime_secs: DEFAULT_MAX_LIFETIME_SECS,
         }
     }

@@ -13,7 +13,8 @@ use cloister_protocol::SnpCertificates;
 use crate::anchor::SnpRoot;
 use crate::certsig::{verify_pss_sha384, verify_report_signature};
 use crate::error::{CertRole, VerifyError};
-use crate::policy::{Digest48, Policy};
+use crate::floors;
+use crate::policy::{Digest48, MinTcb, Policy};
 use crate::vcek::VcekClaims;
 
 /// Size of an SNP attestation report.
@@ -139,12 +140,12 @@ fn check_validity(
 }
 
 /// ARK pinned → ARK signs ASK → ASK signs VCEK; every certificate valid now; the VCEK issued
-/// for this chip and reported TCB.
+/// for this chip and reported TCB. Returns the line and the product the root is for.
 pub(crate) fn check_chain(
     roots: &[SnpRoot],
     ev: &SnpEvidence,
     now: u64,
-) -> Result<String, VerifyError> {
+) -> Result<(String, &'static str), VerifyError> {
     let root = select_root(roots, ev)?;
     let ask = match (&ev.ask, &root.ask) {
         (Some(presented), _) => &presented.x509,
@@ -161,11 +162,12 @@ pub(crate) fn check_chain(
     check_validity(CertRole::Ask, ask, now)?;
     check_validity(CertRole::Vcek, &ev.vcek.x509, now)?;
     VcekClaims::from_certificate(&ev.vcek.x509)?.check(&ev.report)?;
-    Ok(format!(
+    let line = format!(
         "{} ARK (pinned) → ASK → VCEK for chip {}…",
         root.product,
         &hex::encode(ev.report.chip_id)[..16]
-    ))
+    );
+    Ok((line, root.product))
 }
 
 /// The VCEK signs the report with ECDSA P-384/SHA-384.
@@ -182,8 +184,35 @@ pub(crate) fn check_signature(ev: &SnpEvidence) -> Result<String, VerifyError> {
     Ok("ECDSA P-384/SHA-384 by the VCEK".to_owned())
 }
 
+/// The floor this report must meet: the shipped one for its product and stepping, raised by the
+/// policy's. Under the hardware anchor a floor that demands nothing is refused.
+pub(crate) fn floor(
+    r: &AttestationReport,
+    policy: &Policy,
+    product: &str,
+    hardware: bool,
+) -> Result<MinTcb, VerifyError> {
+    let cpuid = match (r.cpuid_fam_id, r.cpuid_mod_id, r.cpuid_step) {
+        (Some(f), Some(m), Some(s)) => Some((f, m, s)),
+        _ => None,
+    };
+    let shipped = floors::shipped(product, cpuid).map_or(MinTcb::default(), |f| f.min);
+    let floor = floors::max(shipped, policy.snp_min_tcb);
+    if hardware && floors::is_zero(&floor) {
+        return Err(VerifyError::NoTcbFloor {
+            product: product.to_owned(),
+        });
+    }
+    Ok(floor)
+}
+
 /// Guest policy and platform state the report attests to.
-pub(crate) fn check_policy(ev: &SnpEvidence, policy: &Policy) -> Result<String, VerifyError> {
+pub(crate) fn check_policy(
+    ev: &SnpEvidence,
+    policy: &Policy,
+    product: &str,
+    hardware: bool,
+) -> Result<String, VerifyError> {
     let r = &ev.report;
     if r.version < policy.snp_min_report_version {
         return Err(VerifyError::ReportVersionTooOld {
@@ -200,8 +229,18 @@ pub(crate) fn check_policy(ev: &SnpEvidence, policy: &Policy) -> Result<String, 
     if r.vmpl != 0 {
         return Err(VerifyError::VmplNotZero { found: r.vmpl });
     }
+    let pins = &policy.snp_platform;
+    if !pins.allow_smt && r.plat_info.smt_enabled() {
+        return Err(VerifyError::SmtEnabled);
+    }
+    if pins.require_single_socket && !r.policy.single_socket_required() {
+        return Err(VerifyError::SingleSocketNotRequired);
+    }
+    if pins.require_ciphertext_hiding && !r.plat_info.ciphertext_hiding_enabled() {
+        return Err(VerifyError::CiphertextHidingOff);
+    }
     let t = &r.reported_tcb;
-    let min = &policy.snp_min_tcb;
+    let min = &floor(r, policy, product, hardware)?;
     let mut components = vec![
         ("bootloader", t.bootloader, min.bootloader),
         ("tee", t.tee, min.tee),
@@ -221,9 +260,26 @@ pub(crate) fn check_policy(ev: &SnpEvidence, policy: &Policy) -> Result<String, 
         }
     }
     Ok(format!(
-        "report v{}, debug off, migration agent off, VMPL 0, TCB bl={} tee={} snp={} ucode={}",
-        r.version, t.bootloader, t.tee, t.snp, t.microcode
+        "report v{}, debug off, migration agent off, VMPL 0, SMT {}, single socket {}, \
+         ciphertext hiding {}, TCB bl={} tee={} snp={} ucode={} at or above the floor \
+         bl={} tee={} snp={} ucode={}",
+        r.version,
+        on_off(r.plat_info.smt_enabled()),
+        on_off(r.policy.single_socket_required()),
+        on_off(r.plat_info.ciphertext_hiding_enabled()),
+        t.bootloader,
+        t.tee,
+        t.snp,
+        t.microcode,
+        min.bootloader,
+        min.tee,
+        min.snp,
+        min.microcode
     ))
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
 }
 
 pub(crate) fn check_measurement(

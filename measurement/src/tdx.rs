@@ -9,10 +9,7 @@ use der::Decode as _;
 use crate::error::VerifyError;
 use crate::machine::MachineId;
 use crate::policy::{Digest48, Policy};
-
-/// TD attributes bit 0 (TUD.DEBUG): the TD runs in debug mode and the host can read its state
-/// (Intel TDX Module ABI specification, TDINFO_STRUCT.ATTRIBUTES).
-const TD_ATTRIBUTES_DEBUG: u8 = 0x01;
+use crate::tdx_policy;
 
 /// A parsed, not yet verified TDX bundle.
 pub(crate) struct TdxEvidence {
@@ -126,10 +123,16 @@ pub(crate) fn check_policy(
         });
     }
     let td = td_report(&verified.report).ok_or(VerifyError::TdxNotTdQuote)?;
-    if td.td_attributes[0] & TD_ATTRIBUTES_DEBUG != 0 {
-        return Err(VerifyError::TdxDebug);
-    }
-    Ok(format!("TCB status {}, debug off", verified.status))
+    tdx_policy::check_attributes(td, policy)?;
+    tdx_policy::check_module(&verified.report, td, policy)?;
+    Ok(format!(
+        "TCB status {}, attributes {:#018x} (debug and migration off, SEPT_VE_DISABLE on), \
+         module SVN {}.{}",
+        verified.status,
+        tdx_policy::attributes(td),
+        td.tee_tcb_svn[1],
+        td.tee_tcb_svn[0]
+    ))
 }
 
 /// The verified report's registers.
@@ -149,23 +152,30 @@ pub(crate) fn registers(
     ))
 }
 
-/// MRTD must be a reference value, and the RTMRs must equal that reference's.
+/// MRTD must be a reference value, the RTMRs must equal that reference's, and so must the
+/// host-chosen fields (MRCONFIGID, MROWNER, MROWNERCONFIG, MRSERVICETD).
 pub(crate) fn check_measurement(
+    verified: &VerifiedReport,
     mrtd: &Digest48,
     rtmrs: &[Digest48; 4],
     policy: &Policy,
 ) -> Result<String, VerifyError> {
+    let td = td_report(&verified.report).ok_or(VerifyError::TdxNotTdQuote)?;
     let candidates: Vec<_> = policy.tdx.iter().filter(|r| r.mrtd == *mrtd).collect();
     let Some(first) = candidates.first() else {
         return Err(VerifyError::TdxMrtdMismatch {
             found: mrtd.to_hex(),
         });
     };
-    if candidates
+    if let Some(reference) = candidates
         .iter()
-        .any(|r| r.rtmrs().iter().zip(rtmrs).all(|(a, b)| *a == b))
+        .find(|r| r.rtmrs().iter().zip(rtmrs).all(|(a, b)| *a == b))
     {
-        return Ok(format!("MRTD {}… and RTMR0–3 match", &mrtd.to_hex()[..16]));
+        tdx_policy::check_fields(&verified.report, td, reference)?;
+        return Ok(format!(
+            "MRTD {}…, RTMR0–3, MRCONFIGID, MROWNER, MROWNERCONFIG and MRSERVICETD match",
+            &mrtd.to_hex()[..16]
+        ));
     }
     let index = first
         .rtmrs()

@@ -326,16 +326,17 @@ impl<C: Clock> Verifier<C> {
                 self.anchor.name()
             )
         })?;
-        run.step(
+        let (_, product) = run.step(
             Step::Chain,
             snp::check_chain(roots, &ev, now),
-            String::clone,
+            |(line, _)| line.clone(),
         )?;
         run.step(Step::Signature, snp::check_signature(&ev), String::clone)?;
         run.machine = Some(MachineId::SnpChip(ev.report.chip_id.to_vec()));
+        let hardware = matches!(self.anchor, TrustAnchor::Hardware(_));
         let policy = run.step(
             Step::Policy,
-            snp::check_policy(&ev, &self.policy),
+            snp::check_policy(&ev, &self.policy, product, hardware),
             String::clone,
         );
         let binding = run.step(
@@ -419,9 +420,11 @@ impl<C: Clock> Verifier<C> {
         let expiry = run.step(Step::Expiry, self.check_expiry(bundle, now), String::clone);
         let measurement = run.step(
             Step::Measurement,
-            tdx::check_measurement(&mrtd, &rtmrs, &self.policy).and_then(|found| match &self.log {
-                None => Ok((found, None)),
-                Some(log) => logged(log, bundle, &mrtd.to_hex()).map(|cp| (found, Some(cp))),
+            tdx::check_measurement(&verified, &mrtd, &rtmrs, &self.policy).and_then(|found| {
+                match &self.log {
+                    None => Ok((found, None)),
+                    Some(log) => logged(log, bundle, &mrtd.to_hex()).map(|cp| (found, Some(cp))),
+                }
             }),
             |(found, cp)| match cp {
                 None => found.clone(),

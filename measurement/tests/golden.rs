@@ -15,7 +15,51 @@ fn milan_policy() -> Policy {
 
 /// The real Milan report verifies under AMD's pinned Milan root: chain, signature, policy,
 /// expiry and measurement pass. Its report_data was not made for a Cloister key, so the
-/// binding — and only the binding — refuses it.
+/// binding — and only the binding — refuses it. (It was taken on firmware from before AMD's
+/// fixes, SNP SPL 8 and microcode SPL 115 (0x73): the shipped floors refuse it — see the next
+/// test — so this one lowers nothing but reads the floors' step apart.)
+#[test]
+fn real_milan_report_is_refused_by_the_shipped_tcb_floor_and_passes_everything_else() {
+    let v = Verifier::new(
+        TrustAnchor::hardware().expect("pinned roots"),
+        milan_policy(),
+        FixedClock(NOW),
+    );
+    let inspection = v.inspect(&milan_bundle(false), b"");
+    for c in &inspection.checks {
+        match c.step {
+            Step::Binding => assert_eq!(c.result, Err(VerifyError::ReportDataMismatch)),
+            // AMD-SB-3023's SNP SPL 0x1B (27); the report's firmware has 8.
+            Step::Policy => assert_eq!(
+                c.result,
+                Err(VerifyError::TcbTooLow {
+                    component: "snp",
+                    found: 8,
+                    min: 0x1B
+                })
+            ),
+            _ => assert!(c.result.is_ok(), "{:?}: {:?}", c.step, c.result),
+        }
+    }
+    // A policy file with a zero floor does not lower the shipped one.
+    let zero = Policy {
+        snp_min_tcb: cloister_measurement::MinTcb::default(),
+        ..milan_policy()
+    };
+    let v = Verifier::new(
+        TrustAnchor::hardware().expect("pinned"),
+        zero,
+        FixedClock(NOW),
+    );
+    assert!(matches!(
+        v.verify(&milan_bundle(false), b""),
+        Err(VerifyError::TcbTooLow {
+            component: "snp",
+            ..
+        })
+    ));
+}
+
 #[test]
 fn real_milan_report_verifies_under_the_amd_anchor() {
     for with_ask_ark in [false, true] {
@@ -26,10 +70,14 @@ fn real_milan_report_verifies_under_the_amd_anchor() {
         );
         let inspection = v.inspect(&milan_bundle(with_ask_ark), b"");
         for c in &inspection.checks {
-            if c.step == Step::Binding {
-                assert_eq!(c.result, Err(VerifyError::ReportDataMismatch));
-            } else {
-                assert!(c.result.is_ok(), "{:?}: {:?}", c.step, c.result);
+            match c.step {
+                Step::Binding => assert_eq!(c.result, Err(VerifyError::ReportDataMismatch)),
+                Step::Policy => assert!(
+                    matches!(c.result, Err(VerifyError::TcbTooLow { .. })),
+                    "{:?}",
+                    c.result
+                ),
+                _ => assert!(c.result.is_ok(), "{:?}: {:?}", c.step, c.result),
             }
         }
         assert_eq!(inspection.checks.len(), Step::ALL.len());

@@ -223,6 +223,49 @@ fn rows() -> Vec<Row> {
     long_nonce.nonce = vec![0; 65];
     rows.push(long_nonce);
 
+    // Platform and guest-policy pins (the emulated platform reports SMT on, ciphertext hiding
+    // off, and a guest policy that allows SMT and does not require a single socket).
+    let mut r = row("platform: SMT on, refused by the policy", good(), |e| {
+        matches!(e, VerifyError::SmtEnabled)
+    });
+    r.verifier = policy_with(|p| p.snp_platform.allow_smt = false);
+    rows.push(r);
+    let mut r = row("guest policy: single socket not required", good(), |e| {
+        matches!(e, VerifyError::SingleSocketNotRequired)
+    });
+    r.verifier = policy_with(|p| p.snp_platform.require_single_socket = true);
+    rows.push(r);
+    let mut r = row("platform: ciphertext hiding off", good(), |e| {
+        matches!(e, VerifyError::CiphertextHidingOff)
+    });
+    r.verifier = policy_with(|p| p.snp_platform.require_ciphertext_hiding = true);
+    rows.push(r);
+    let mut r = row(
+        "pins met (ciphertext hiding on, SMT off, single socket): the TCB step is next",
+        emulated_bundle(emulated_report(|r| {
+            r.plat_info = 0x12.into();
+            r.policy.set_single_socket_required(true);
+        })),
+        |e| {
+            matches!(
+                e,
+                VerifyError::TcbTooLow {
+                    component: "snp",
+                    ..
+                }
+            )
+        },
+    );
+    r.verifier = policy_with(|p| {
+        p.snp_platform = cloister_measurement::SnpPlatformPolicy {
+            allow_smt: false,
+            require_single_socket: true,
+            require_ciphertext_hiding: true,
+        };
+        p.snp_min_tcb.snp = 200;
+    });
+    rows.push(r);
+
     let mut r = row("report version below the minimum", good(), |e| {
         matches!(e, VerifyError::ReportVersionTooOld { found: 3, min: 5 })
     });

@@ -142,5 +142,12 @@ pub fn tdx_reference(quote: &str) -> cloister_measurement::TdxReference {
         rtmr1: Digest48(td.rt_mr1),
         rtmr2: Digest48(td.rt_mr2),
         rtmr3: Digest48(td.rt_mr3),
+        mr_config_id: Digest48(td.mr_config_id),
+        mr_owner: Digest48(td.mr_owner),
+        mr_owner_config: Digest48(td.mr_owner_config),
+        mr_service_td: Digest48(match &q.report {
+            dcap_qvl::quote::Report::TD15(r) => r.mr_service_td,
+            _ => [0; 48],
+        }),
     }
 }
