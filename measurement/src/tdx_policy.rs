@@ -264,8 +264,10 @@ mod tests {
         let (report, td) = real();
         // The sample's module is 1.6 (TEE_TCB_SVN 06 01 …).
         assert_eq!(module_svns(&report, &td), vec![(1, 6)]);
-        let mut p = Policy::default();
-        p.tdx_min_module_svn = TdxModuleSvn { major: 1, minor: 7 };
+        let p = Policy {
+            tdx_min_module_svn: TdxModuleSvn { major: 1, minor: 7 },
+            ..Policy::default()
+        };
         assert!(matches!(
             check_module(&report, &td, &p),
             Err(VerifyError::TdxModuleTooOld {
