@@ -51,6 +51,7 @@ fuzz_target!(init: write_seeds(seeds), |data: &[u8]| {
         vcek: f.vcek.clone(),
         ask: Some(f.ask.clone()),
         ark: Some(f.ark.clone()),
+        crl: None,
     };
     match mode % 3 {
         0 => certs.vcek = der.to_vec(),

@@ -42,6 +42,7 @@ fuzz_target!(
                 vcek: f.vcek.clone(),
                 ask: None,
                 ark: None,
+                crl: None,
             }),
             key_config: b"\x01\x00\x20fuzz-key-config".to_vec(),
             expires_at: SNP_NOW + 3600,

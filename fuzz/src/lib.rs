@@ -138,6 +138,7 @@ pub fn real_bundles() -> Vec<cloister_protocol::EvidenceBundle> {
                 vcek: testdata("snp_milan_vcek.der"),
                 ask: Some(ask),
                 ark: Some(ark),
+                crl: None,
             }),
             key_config: b"\x01\x00\x20example-ohttp-key-config-bytes".to_vec(),
             expires_at: SNP_NOW + 3600,

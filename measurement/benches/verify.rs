@@ -1,10 +1,11 @@
 //! Full evidence verification, as a device does it before sending anything.
 //!
 //! * `snp_emulated_bundle_json`: decode the JSON bundle, parse report and three certificates,
-//!   ARK pin, ARK→ASK→VCEK (RSA-4096 PSS), validity, VCEK extensions, report signature (P-384),
-//!   policy, binding, expiry, measurement — every step, accepted.
-//! * `snp_milan_real`: the same on AMD's real Milan report and VCEK under the pinned Milan root
-//!   (refused at the binding, which it was not made for; every step runs).
+//!   ARK pin, ARK→ASK→VCEK (RSA-4096 PSS), validity, VCEK extensions, the ARK's CRL (RSA-4096
+//!   PSS, freshness, the ASK not listed), report signature (P-384), policy, binding, expiry,
+//!   measurement — every step, accepted.
+//! * `snp_milan_real`: the same on AMD's real Milan report, VCEK and CRL under the pinned Milan
+//!   root (refused at the TCB floor and the binding; every step runs).
 use cloister_insecure_emulated_sp::EmulatedSnpSigner;
 use cloister_measurement::{FixedClock, Policy, TrustAnchor, Verifier};
 use cloister_protocol::{Endorsements, EvidenceBundle, Platform, SnpCertificates, report_data};
@@ -12,6 +13,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use sev::parser::ByteParser as _;
 
 const NOW: u64 = 1_767_225_600;
+/// 2026-10-01: inside AMD's real Milan CRL #12's window.
+const CRL_NOW: u64 = 1_790_812_800;
 
 fn bench(c: &mut Criterion) {
     let signer = EmulatedSnpSigner::from_seed(&[7u8; 32]).expect("emulated processor");
@@ -22,7 +25,10 @@ fn bench(c: &mut Criterion) {
     let bundle = EvidenceBundle {
         platform: Platform::EmulatedSevSnp,
         evidence: signer.attest(measurement, rd).expect("signs"),
-        endorsements: Endorsements::Snp(signer.certificates()),
+        endorsements: Endorsements::Snp(SnpCertificates {
+            crl: Some(signer.crl(&[], NOW - 3600, NOW + 86_400).expect("CRL")),
+            ..signer.certificates()
+        }),
         key_config: key_config.clone(),
         expires_at,
         image_manifest_digest: [0; 32],
@@ -54,16 +60,17 @@ fn bench(c: &mut Criterion) {
             vcek: std::fs::read(format!("{dir}/snp_milan_vcek.der")).expect("vector"),
             ask: None,
             ark: None,
+            crl: Some(std::fs::read(format!("{dir}/crl/milan_12.crl")).expect("vector")),
         }),
         key_config,
-        expires_at,
+        expires_at: CRL_NOW + 3600,
         image_manifest_digest: [0; 32],
         log_proof: None,
     };
     let hv = Verifier::new(
         TrustAnchor::hardware().expect("pinned"),
         Policy::default().with_snp_measurement(parsed.measurement),
-        FixedClock(NOW),
+        FixedClock(CRL_NOW),
     );
     c.bench_function("snp_milan_real", |b| {
         b.iter(|| hv.inspect(std::hint::black_box(&milan), b""))

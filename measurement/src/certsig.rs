@@ -29,10 +29,6 @@ pub(crate) fn verify_pss_sha384(
             subject.signature_algorithm.oid
         ));
     }
-    let spki = &issuer.tbs_certificate.subject_public_key_info;
-    if spki.algorithm.oid != RSA_ENCRYPTION {
-        return Err(format!("issuer key {} is not RSA", spki.algorithm.oid));
-    }
     let tbs = subject
         .tbs_certificate
         .to_der()
@@ -41,12 +37,46 @@ pub(crate) fn verify_pss_sha384(
         .signature
         .as_bytes()
         .ok_or_else(|| "signature has unused bits".to_owned())?;
+    verify_pss_sha384_bytes(issuer, &tbs, signature)
+}
+
+/// Checks that `issuer`'s RSA key signed the CRL `crl` with RSASSA-PSS/SHA-384.
+pub(crate) fn verify_crl_pss_sha384(
+    issuer: &x509_cert::Certificate,
+    crl: &x509_cert::crl::CertificateList,
+) -> Result<(), String> {
+    if crl.signature_algorithm.oid != RSASSA_PSS || crl.tbs_cert_list.signature.oid != RSASSA_PSS {
+        return Err(format!(
+            "signature algorithm {} is not RSASSA-PSS",
+            crl.signature_algorithm.oid
+        ));
+    }
+    let tbs = crl
+        .tbs_cert_list
+        .to_der()
+        .map_err(|e| format!("TBS certificate list cannot be encoded: {e}"))?;
+    let signature = crl
+        .signature
+        .as_bytes()
+        .ok_or_else(|| "signature has unused bits".to_owned())?;
+    verify_pss_sha384_bytes(issuer, &tbs, signature)
+}
+
+fn verify_pss_sha384_bytes(
+    issuer: &x509_cert::Certificate,
+    tbs: &[u8],
+    signature: &[u8],
+) -> Result<(), String> {
+    let spki = &issuer.tbs_certificate.subject_public_key_info;
+    if spki.algorithm.oid != RSA_ENCRYPTION {
+        return Err(format!("issuer key {} is not RSA", spki.algorithm.oid));
+    }
     let key = spki
         .subject_public_key
         .as_bytes()
         .ok_or_else(|| "issuer key has unused bits".to_owned())?;
     UnparsedPublicKey::new(&RSA_PSS_2048_8192_SHA384, key)
-        .verify(&tbs, signature)
+        .verify(tbs, signature)
         .map_err(|_| "RSASSA-PSS/SHA-384 signature does not verify".to_owned())
 }
 

@@ -145,6 +145,41 @@ pub enum VerifyError {
     /// The guest policy allows a migration agent.
     #[error("guest policy allows a migration agent")]
     MigrationAgentAllowed,
+    /// The stapled CRL cannot be parsed, or lacks what its check needs.
+    #[error("AMD CRL malformed: {0}")]
+    CrlMalformed(String),
+    /// The stapled CRL is not the chain's ARK's.
+    #[error("the CRL is issued by {issuer}, not by the {product} ARK")]
+    CrlWrongIssuer {
+        /// Its issuer.
+        issuer: String,
+        /// The chain's product.
+        product: String,
+    },
+    /// The stapled CRL's signature does not verify under the pinned ARK.
+    #[error("AMD CRL signature: {0}")]
+    CrlSignature(String),
+    /// The stapled CRL is not current (before its thisUpdate or after its nextUpdate).
+    #[error("AMD CRL valid {this_update}..{next_update}, not at {now}")]
+    CrlStale {
+        /// thisUpdate.
+        this_update: u64,
+        /// nextUpdate.
+        next_update: u64,
+        /// Verifier time.
+        now: u64,
+    },
+    /// No CRL was stapled and the policy requires one.
+    #[error("no AMD CRL stapled to the evidence; revocation cannot be checked")]
+    CrlAbsent,
+    /// A certificate of the chain is on its issuer's revocation list.
+    #[error("the {role} (serial {serial}) is revoked by AMD")]
+    Revoked {
+        /// Which certificate.
+        role: CertRole,
+        /// Its serial, hex.
+        serial: String,
+    },
     /// The report was requested from a VMPL other than 0.
     #[error("report comes from VMPL {found}, only VMPL 0 is accepted")]
     VmplNotZero {

@@ -12,6 +12,7 @@
 pub mod anchor;
 mod certsig;
 pub mod clock;
+mod crl;
 pub mod error;
 pub mod floors;
 mod machine;

@@ -231,6 +231,11 @@ pub struct Policy {
     /// SNP platform and guest-policy bits.
     #[serde(default)]
     pub snp_platform: SnpPlatformPolicy,
+    /// Demand the product's AMD CRL stapled to hardware evidence (revocation checked offline).
+    /// Off only for a deployment whose hosts cannot staple one yet; a stapled CRL is always
+    /// checked.
+    #[serde(default = "yes")]
+    pub snp_require_crl: bool,
     /// Minimum SNP report version.
     #[serde(default = "default_min_report_version")]
     pub snp_min_report_version: u32,
@@ -257,6 +262,7 @@ impl Default for Policy {
             snp_measurements: BTreeSet::new(),
             snp_min_tcb: MinTcb::default(),
             snp_platform: SnpPlatformPolicy::default(),
+            snp_require_crl: true,
             snp_min_report_version: DEFAULT_MIN_REPORT_VERSION,
             tdx: Vec::new(),
             tdx_allowed_tcb_statuses: default_tdx_statuses(),

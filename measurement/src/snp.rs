@@ -12,6 +12,7 @@ use cloister_protocol::SnpCertificates;
 
 use crate::anchor::SnpRoot;
 use crate::certsig::{verify_pss_sha384, verify_report_signature};
+use crate::crl;
 use crate::error::{CertRole, VerifyError};
 use crate::floors;
 use crate::policy::{Digest48, MinTcb, Policy};
@@ -47,6 +48,7 @@ pub(crate) struct SnpEvidence {
     vcek: Cert,
     ask: Option<Cert>,
     ark: Option<Cert>,
+    crl: Option<Vec<u8>>,
 }
 
 pub(crate) fn parse(raw: &[u8], certs: &SnpCertificates) -> Result<SnpEvidence, VerifyError> {
@@ -72,6 +74,7 @@ pub(crate) fn parse(raw: &[u8], certs: &SnpCertificates) -> Result<SnpEvidence, 
             .as_deref()
             .map(|d| Cert::parse(CertRole::Ark, d))
             .transpose()?,
+        crl: certs.crl.clone(),
     })
 }
 
@@ -140,11 +143,13 @@ fn check_validity(
 }
 
 /// ARK pinned → ARK signs ASK → ASK signs VCEK; every certificate valid now; the VCEK issued
-/// for this chip and reported TCB. Returns the line and the product the root is for.
+/// for this chip and reported TCB; the ASK not on the ARK's stapled CRL (a CRL is required when
+/// `require_crl`). Returns the line and the product the root is for.
 pub(crate) fn check_chain(
     roots: &[SnpRoot],
     ev: &SnpEvidence,
     now: u64,
+    require_crl: bool,
 ) -> Result<(String, &'static str), VerifyError> {
     let root = select_root(roots, ev)?;
     let ask = match (&ev.ask, &root.ask) {
@@ -162,8 +167,19 @@ pub(crate) fn check_chain(
     check_validity(CertRole::Ask, ask, now)?;
     check_validity(CertRole::Vcek, &ev.vcek.x509, now)?;
     VcekClaims::from_certificate(&ev.vcek.x509)?.check(&ev.report)?;
+    let revocation = match &ev.crl {
+        Some(der) => {
+            let c = crl::check(root, der, ask.tbs_certificate.serial_number.as_bytes(), now)?;
+            match c.number {
+                Some(n) => format!("; ASK not revoked (CRL #{n}, current to {})", c.next_update),
+                None => format!("; ASK not revoked (CRL current to {})", c.next_update),
+            }
+        }
+        None if require_crl => return Err(VerifyError::CrlAbsent),
+        None => "; no CRL".to_owned(),
+    };
     let line = format!(
-        "{} ARK (pinned) → ASK → VCEK for chip {}…",
+        "{} ARK (pinned) → ASK → VCEK for chip {}…{revocation}",
         root.product,
         &hex::encode(ev.report.chip_id)[..16]
     );

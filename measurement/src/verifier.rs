@@ -326,14 +326,15 @@ impl<C: Clock> Verifier<C> {
                 self.anchor.name()
             )
         })?;
+        let hardware = matches!(self.anchor, TrustAnchor::Hardware(_));
+        let require_crl = hardware && self.policy.snp_require_crl;
         let (_, product) = run.step(
             Step::Chain,
-            snp::check_chain(roots, &ev, now),
+            snp::check_chain(roots, &ev, now, require_crl),
             |(line, _)| line.clone(),
         )?;
         run.step(Step::Signature, snp::check_signature(&ev), String::clone)?;
         run.machine = Some(MachineId::SnpChip(ev.report.chip_id.to_vec()));
-        let hardware = matches!(self.anchor, TrustAnchor::Hardware(_));
         let policy = run.step(
             Step::Policy,
             snp::check_policy(&ev, &self.policy, product, hardware),

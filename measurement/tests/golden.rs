@@ -23,7 +23,7 @@ fn real_milan_report_is_refused_by_the_shipped_tcb_floor_and_passes_everything_e
     let v = Verifier::new(
         TrustAnchor::hardware().expect("pinned roots"),
         milan_policy(),
-        FixedClock(NOW),
+        FixedClock(CRL_NOW),
     );
     let inspection = v.inspect(&milan_bundle(false), b"");
     for c in &inspection.checks {
@@ -49,7 +49,7 @@ fn real_milan_report_is_refused_by_the_shipped_tcb_floor_and_passes_everything_e
     let v = Verifier::new(
         TrustAnchor::hardware().expect("pinned"),
         zero,
-        FixedClock(NOW),
+        FixedClock(CRL_NOW),
     );
     assert!(matches!(
         v.verify(&milan_bundle(false), b""),
@@ -66,7 +66,7 @@ fn real_milan_report_verifies_under_the_amd_anchor() {
         let v = Verifier::new(
             TrustAnchor::hardware().expect("pinned roots"),
             milan_policy(),
-            FixedClock(NOW),
+            FixedClock(CRL_NOW),
         );
         let inspection = v.inspect(&milan_bundle(with_ask_ark), b"");
         for c in &inspection.checks {
@@ -82,7 +82,13 @@ fn real_milan_report_verifies_under_the_amd_anchor() {
         }
         assert_eq!(inspection.checks.len(), Step::ALL.len());
         let chain = &inspection.checks[2];
-        assert!(chain.result.as_ref().is_ok_and(|s| s.starts_with("Milan")));
+        assert!(
+            chain
+                .result
+                .as_ref()
+                .is_ok_and(|s| s.starts_with("Milan") && s.contains("not revoked (CRL #12")),
+            "{chain:?}"
+        );
         // The machine is the report's chip, the one the VCEK's hwID names.
         let r = AttestationReport::from_bytes(&milan_report()).expect("parses");
         assert_eq!(
@@ -90,6 +96,56 @@ fn real_milan_report_verifies_under_the_amd_anchor() {
             Some(&MachineId::SnpChip(r.chip_id.to_vec()))
         );
     }
+}
+
+/// Revocation is checked offline from the stapled CRL: without one, hardware evidence is
+/// refused (unless the policy says otherwise by name); a stale one is refused; another
+/// product's is refused.
+#[test]
+fn real_milan_report_needs_a_current_crl_of_its_own_product() {
+    let v = |policy: Policy, now: u64| {
+        Verifier::new(
+            TrustAnchor::hardware().expect("pinned"),
+            policy,
+            FixedClock(now),
+        )
+    };
+    let chain = |v: &Verifier<FixedClock>, bundle: &cloister_protocol::EvidenceBundle| {
+        v.inspect(bundle, b"")
+            .checks
+            .iter()
+            .find(|c| c.step == Step::Chain)
+            .map(|c| c.result.clone())
+            .expect("chain step")
+    };
+    let with_crl = |crl: Option<Vec<u8>>| {
+        let mut b = milan_bundle(true);
+        if let cloister_protocol::Endorsements::Snp(c) = &mut b.endorsements {
+            c.crl = crl;
+        }
+        b
+    };
+    assert_eq!(
+        chain(&v(milan_policy(), CRL_NOW), &with_crl(None)),
+        Err(VerifyError::CrlAbsent)
+    );
+    let lenient = Policy {
+        snp_require_crl: false,
+        ..milan_policy()
+    };
+    assert!(chain(&v(lenient, CRL_NOW), &with_crl(None)).is_ok_and(|s| s.ends_with("no CRL")));
+    // 2026-12-07: AMD's CRL #12 ran out on 2026-11-09.
+    assert!(matches!(
+        chain(&v(milan_policy(), 1_796_601_600), &milan_bundle(true)),
+        Err(VerifyError::CrlStale { .. })
+    ));
+    assert!(matches!(
+        chain(
+            &v(milan_policy(), CRL_NOW),
+            &with_crl(Some(testdata("crl/genoa_11.crl")))
+        ),
+        Err(VerifyError::CrlWrongIssuer { .. })
+    ));
 }
 
 #[test]

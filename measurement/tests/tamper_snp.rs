@@ -223,6 +223,33 @@ fn rows() -> Vec<Row> {
     long_nonce.nonce = vec![0; 65];
     rows.push(long_nonce);
 
+    // Revocation: a CRL stapled to the evidence is checked even under the emulated anchor
+    // (which does not demand one).
+    let crl = |signer: &cloister_insecure_emulated_sp::EmulatedSnpSigner,
+               revoked: &[u32],
+               from: u64,
+               to: u64| { signer.crl(revoked, from, to).expect("signs a CRL") };
+    rows.push(row(
+        "CRL revokes the ASK",
+        with_certs(|c| c.crl = Some(crl(emulated(), &[7, 2], NOW - 3600, NOW + 86_400))),
+        |e| matches!(e, VerifyError::Revoked { role: CertRole::Ask, serial } if serial == "02"),
+    ));
+    rows.push(row(
+        "CRL past its nextUpdate",
+        with_certs(|c| c.crl = Some(crl(emulated(), &[], NOW - 864_000, NOW - 1))),
+        |e| matches!(e, VerifyError::CrlStale { .. }),
+    ));
+    rows.push(row(
+        "CRL signed by another ARK",
+        with_certs(|c| c.crl = Some(crl(other_emulated(), &[], NOW - 3600, NOW + 86_400))),
+        |e| matches!(e, VerifyError::CrlSignature(_)),
+    ));
+    rows.push(row(
+        "CRL bytes not a CRL",
+        with_certs(|c| c.crl = Some(b"not a CRL".to_vec())),
+        |e| matches!(e, VerifyError::CrlMalformed(_)),
+    ));
+
     // Platform and guest-policy pins (the emulated platform reports SMT on, ciphertext hiding
     // off, and a guest policy that allows SMT and does not require a single socket).
     let mut r = row("platform: SMT on, refused by the policy", good(), |e| {

@@ -203,6 +203,7 @@ impl SpReport {
             vcek: self.vcek.clone(),
             ask: Some(self.ask.clone()),
             ark: Some(self.ark.clone()),
+            crl: None,
         }
     }
 }

@@ -42,6 +42,10 @@ pub struct SnpCertificates {
     pub ask: Option<Vec<u8>>,
     /// ARK certificate (DER), if the host supplied it.
     pub ark: Option<Vec<u8>>,
+    /// The product's certificate revocation list as AMD's key distribution service serves it
+    /// (DER, signed by the ARK), stapled by the host or the gateway: the device checks
+    /// revocation offline.
+    pub crl: Option<Vec<u8>>,
 }
 
 /// What endorses the raw evidence.
@@ -115,6 +119,8 @@ struct WireCertificates {
     ask: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ark: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    crl: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -157,6 +163,7 @@ impl EvidenceBundle {
                 vcek: wire::b64("certificates.vcek", &c.vcek, MAX_CERT_LEN)?,
                 ask: wire::b64_opt("certificates.ask", c.ask.as_deref(), MAX_CERT_LEN)?,
                 ark: wire::b64_opt("certificates.ark", c.ark.as_deref(), MAX_CERT_LEN)?,
+                crl: wire::b64_opt("certificates.crl", c.crl.as_deref(), MAX_CERT_LEN)?,
             }),
             (Platform::Tdx, None, Some(c)) => Endorsements::Tdx {
                 collateral: wire::b64("collateral", &c, MAX_COLLATERAL_LEN)?,
@@ -208,6 +215,7 @@ impl EvidenceBundle {
                     vcek: wire::enc(&c.vcek),
                     ask: c.ask.as_deref().map(wire::enc),
                     ark: c.ark.as_deref().map(wire::enc),
+                    crl: c.crl.as_deref().map(wire::enc),
                 }),
                 None,
             ),

@@ -236,7 +236,7 @@ fn the_page_draws_what_the_device_core_reports_in_a_real_browser() {
     };
     let fx = |name: &str| format!("{base}/fixtures/{name}");
 
-    // Milan: every step but the binding passes.
+    // Milan: every step but the TCB floor (old firmware) and the binding passes.
     let (steps, accepted, state) = page(&format!(
         "bundle={}&reference={}&at={}",
         fx("milan.json"),
@@ -253,9 +253,14 @@ fn the_page_draws_what_the_device_core_reports_in_a_real_browser() {
     );
     assert_same(&steps, &want);
     for s in &steps {
-        let expected = if s.step == "binding" { "failed" } else { "ok" };
+        let expected = if s.step == "binding" || s.step == "policy" {
+            "failed"
+        } else {
+            "ok"
+        };
         assert_eq!(s.status, expected, "{s:?}");
     }
+    assert_eq!(steps[4].refusal, "TcbTooLow");
     assert_eq!(steps[5].refusal, "ReportDataMismatch");
 
     // Tampered: refused at the signature, with the verifier's own words.

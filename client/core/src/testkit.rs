@@ -239,8 +239,9 @@ pub mod milan {
     use cloister_protocol::{Endorsements, EvidenceBundle, Platform, SnpCertificates};
 
     const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../measurement/testdata");
-    /// 2026-01-01T00:00:00Z: inside the Milan VCEK's validity.
-    pub const AT: u64 = 1_767_225_600;
+    /// 2026-10-01T00:00:00Z: inside the Milan VCEK's validity and AMD's Milan CRL #12's window
+    /// (stapled to the bundle).
+    pub const AT: u64 = 1_790_812_800;
     /// Offset of MEASUREMENT in the SNP ATTESTATION_REPORT (SEV-SNP ABI, Table 23: 90h, 48 bytes).
     const MEASUREMENT_AT: usize = 0x90;
 
@@ -264,6 +265,7 @@ pub mod milan {
                 vcek: testdata("snp_milan_vcek.der"),
                 ask: None,
                 ark: None,
+                crl: Some(testdata("crl/milan_12.crl")),
             }),
             key_config: b"\x01\x00\x20example-ohttp-key-config-bytes".to_vec(),
             expires_at: AT + 24 * 3600,

@@ -17,6 +17,7 @@ fn the_entry_point_answers_the_cores_report_as_json() {
     assert_eq!(v["checks"][5]["step"], "binding");
     assert_eq!(v["checks"][5]["status"], "failed");
     assert_eq!(v["checks"][5]["refusal"], "ReportDataMismatch");
+    assert_eq!(v["checks"][4]["refusal"], "TcbTooLow");
     assert_eq!(v["checks"][2]["status"], "ok");
 }
 

@@ -111,6 +111,8 @@ pub struct EmulatedSnpSigner {
     seed: [u8; 32],
     ask_signer: PssSigner,
     ask_name: Name,
+    ark_signer: PssSigner,
+    ark_name: Name,
 }
 
 impl std::fmt::Debug for EmulatedSnpSigner {
@@ -264,7 +266,7 @@ impl EmulatedSnpSigner {
 
         let ask = CertificateBuilder::new(
             Profile::SubCA {
-                issuer: ark_name,
+                issuer: ark_name.clone(),
                 path_len_constraint: Some(0),
             },
             SerialNumber::from(2u32),
@@ -289,6 +291,8 @@ impl EmulatedSnpSigner {
             seed: *seed,
             ask_signer,
             ask_name,
+            ark_signer,
+            ark_name,
         })
     }
 
@@ -315,7 +319,62 @@ impl EmulatedSnpSigner {
             seed: self.seed,
             ask_signer: self.ask_signer.clone(),
             ask_name: self.ask_name.clone(),
+            ark_signer: self.ark_signer.clone(),
+            ark_name: self.ark_name.clone(),
         })
+    }
+
+    /// A CRL in AMD's form (X.509 v2, RSASSA-PSS/SHA-384 by the ARK) valid from `this_update`
+    /// to `next_update` (Unix seconds), revoking the ARK-issued certificates with these serial
+    /// numbers (the emulated ASK's is 2).
+    pub fn crl(
+        &self,
+        revoked: &[u32],
+        this_update: u64,
+        next_update: u64,
+    ) -> Result<Vec<u8>, EmulatedError> {
+        use x509_cert::crl::{CertificateList, RevokedCert, TbsCertList};
+        let t = |s| {
+            UtcTime::from_unix_duration(Duration::from_secs(s))
+                .map(Time::UtcTime)
+                .map_err(cert_err)
+        };
+        let algorithm = self
+            .ark_signer
+            .signature_algorithm_identifier()
+            .map_err(cert_err)?;
+        let entries = revoked
+            .iter()
+            .map(|s| {
+                Ok(RevokedCert {
+                    serial_number: SerialNumber::from(*s),
+                    revocation_date: t(this_update)?,
+                    crl_entry_extensions: None,
+                })
+            })
+            .collect::<Result<Vec<_>, EmulatedError>>()?;
+        let tbs = TbsCertList {
+            version: X509Version::V2,
+            signature: algorithm.clone(),
+            issuer: self.ark_name.clone(),
+            this_update: t(this_update)?,
+            next_update: Some(t(next_update)?),
+            revoked_certificates: (!entries.is_empty()).then_some(entries),
+            crl_extensions: None,
+        };
+        let mut sign_rng = rng(&self.seed, &format!("crl/{this_update}"));
+        let signature: rsa::pss::Signature = self
+            .ark_signer
+            .sign_with_rng(&mut sign_rng, &tbs.to_der().map_err(cert_err)?);
+        let crl = CertificateList {
+            tbs_cert_list: tbs,
+            signature_algorithm: algorithm,
+            signature: BitString::from_bytes(&rsa::signature::SignatureEncoding::to_vec(
+                &signature,
+            ))
+            .map_err(cert_err)?,
+        };
+        crl.to_der().map_err(cert_err)
     }
 
     /// The emulated ARK (DER): what an insecure emulated verifier pins.
@@ -334,6 +393,7 @@ impl EmulatedSnpSigner {
             vcek: self.vcek_der.clone(),
             ask: Some(self.ask_der.clone()),
             ark: Some(self.ark_der.clone()),
+            crl: None,
         }
     }
 

@@ -92,6 +92,12 @@ pub fn milan_ask_ark() -> (Vec<u8>, Vec<u8>) {
     (der(blocks[0]), der(blocks[1]))
 }
 
+/// 2026-10-01T00:00:00Z: inside AMD's real CRLs' window (2026-09-22 to 2026-11-09) and the
+/// Milan VCEK's validity.
+pub const CRL_NOW: u64 = 1_790_812_800;
+
+/// The real Milan report and VCEK (ASK and ARK too when asked), with AMD's real Milan CRL
+/// stapled; its expiry an hour after [`CRL_NOW`].
 pub fn milan_bundle(with_ask_ark: bool) -> EvidenceBundle {
     let (ask, ark) = milan_ask_ark();
     EvidenceBundle {
@@ -101,9 +107,10 @@ pub fn milan_bundle(with_ask_ark: bool) -> EvidenceBundle {
             vcek: testdata("snp_milan_vcek.der"),
             ask: with_ask_ark.then_some(ask),
             ark: with_ask_ark.then_some(ark),
+            crl: Some(testdata("crl/milan_12.crl")),
         }),
         key_config: KEY_CONFIG.to_vec(),
-        expires_at: EXPIRES_AT,
+        expires_at: CRL_NOW + 3600,
         image_manifest_digest: [0x22; 32],
         log_proof: None,
     }

@@ -8,6 +8,7 @@ fn snp_bundle() -> EvidenceBundle {
             vcek: vec![1, 2, 3],
             ask: Some(vec![4, 5]),
             ark: None,
+            crl: None,
         }),
         key_config: vec![9u8; 41],
         expires_at: 1_800_000_000,

@@ -339,7 +339,12 @@ pub fn certificates(entries: Vec<CertEntry>) -> Result<SnpCertificates, CertTabl
         }
     }
     match vcek {
-        Some(vcek) => Ok(SnpCertificates { vcek, ask, ark }),
+        Some(vcek) => Ok(SnpCertificates {
+            vcek,
+            ask,
+            ark,
+            crl: None,
+        }),
         None if vlek => Err(CertTableError::VlekNotSupported),
         None => Err(CertTableError::MissingVcek {
             found: if found.is_empty() {
@@ -431,6 +436,7 @@ mod tests {
                 vcek: b"vcek-der".to_vec(),
                 ask: Some(b"ask-der".to_vec()),
                 ark: Some(b"ark-der".to_vec()),
+                crl: None,
             })
         );
     }
@@ -448,6 +454,7 @@ mod tests {
                 vcek: b"vcek-der".to_vec(),
                 ask: None,
                 ark: None,
+                crl: None,
             })
         );
     }

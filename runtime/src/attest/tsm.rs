@@ -429,6 +429,7 @@ mod tests {
                 vcek: b"vcek-der".to_vec(),
                 ask: Some(b"ask-der".to_vec()),
                 ark: Some(b"ark-der".to_vec()),
+                crl: None,
             })
         );
         assert_eq!(r.inblob.as_deref(), Some(&RD[..]));
