@@ -62,6 +62,8 @@ pub struct GatewayConfig {
     pub evidence_timeout: Duration,
     /// How fast a device's request body must arrive (read before a slot is taken).
     pub body_pace: cloister_http::BodyPace,
+    /// AMD CRL files (one per product) stapled to SNP evidence; read at every refresh.
+    pub snp_crls: Vec<std::path::PathBuf>,
     /// The secret the outer key is derived from (a key its operator has logged); `None`: a
     /// fresh key, which devices that check the log refuse.
     pub outer_seed: Option<zeroize::Zeroizing<[u8; 32]>>,
@@ -178,9 +180,14 @@ impl Gateway {
                 fetched.insert(id, result);
             }
         }
+        let crls = crate::crl::load(&self.config.snp_crls);
         let mut entries = Vec::new();
         for (id, result) in fetched {
-            match result.map(|bundle| self.with_log_proof(bundle)) {
+            let stapled = result.map(|mut bundle| {
+                crate::crl::staple(&mut bundle, &crls);
+                bundle
+            });
+            match stapled.map(|bundle| self.with_log_proof(bundle)) {
                 Ok(bundle) => entries.push(cloister_protocol::access::NodeEntry {
                     id,
                     evidence: serde_json::from_slice(&bundle.to_json())

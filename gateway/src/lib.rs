@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod credentials;
+pub mod crl;
 pub mod gateway;
 pub mod logkeys;
 pub mod nodes;

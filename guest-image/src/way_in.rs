@@ -203,6 +203,7 @@ impl WayIn {
             refresh: Duration::from_secs(300),
             evidence_timeout: deadline.min(Duration::from_secs(120)),
             body_pace: cloister_http::BodyPace::default(),
+            snp_crls: Vec::new(),
             outer_seed: Some(outer_seed),
         })?;
         if gateway.refresh().await != 1 {
@@ -218,6 +219,7 @@ impl WayIn {
             timeout: deadline,
             max_in_flight: 64,
             body_pace: cloister_http::BodyPace::default(),
+            snp_crls: Vec::new(),
         };
         let tasks = vec![
             tokio::spawn(async move {

@@ -113,6 +113,15 @@ struct Cli {
     /// a second.
     #[arg(long, env = "CLOISTER_GATEWAY_BODY_MIN_RATE", default_value_t = 4096)]
     body_min_rate: u64,
+    /// An AMD CRL (DER, as `/vcek/v1/{product}/crl` of AMD's key service serves it) to staple
+    /// to the SNP evidence of that product's nodes; repeatable, one per product; read again at
+    /// every refresh. Devices refuse hardware SNP evidence without its CRL.
+    #[arg(
+        long = "snp-crl",
+        env = "CLOISTER_GATEWAY_SNP_CRLS",
+        value_delimiter = ','
+    )]
+    snp_crls: Vec<std::path::PathBuf>,
 }
 
 fn issuer_key(arg: &str) -> Result<PublicKey> {
@@ -216,6 +225,7 @@ async fn config(cli: Cli) -> Result<GatewayConfig> {
             min_rate: cli.body_min_rate,
             ..cloister_http::BodyPace::default()
         },
+        snp_crls: cli.snp_crls.clone(),
         outer_seed: match &cli.outer_key_seed {
             Some(p) => Some(outer_seed(p)?),
             None => None,

@@ -156,6 +156,7 @@ pub async fn start_tuned(
         refresh: Duration::from_secs(3600),
         evidence_timeout,
         body_pace: cloister_http::BodyPace::default(),
+        snp_crls: Vec::new(),
         outer_seed: None,
     })
     .expect("gateway");
