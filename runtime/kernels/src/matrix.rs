@@ -39,7 +39,8 @@ impl Format {
         }
     }
 
-    fn dtype(self) -> GgmlDType {
+    /// The candle type of this format.
+    pub fn dtype(self) -> GgmlDType {
         match self {
             Format::Q4K => GgmlDType::Q4K,
             Format::Q6K => GgmlDType::Q6K,

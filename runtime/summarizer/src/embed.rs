@@ -19,12 +19,30 @@ const BATCH: usize = 32;
 /// Weight of centrality against redundancy in the selection.
 const LAMBDA: f32 = 0.7;
 
+/// Names the word-embedding table may have in a BERT checkpoint.
+const WORD_EMBEDDINGS: [&str; 2] = [
+    "embeddings.word_embeddings.weight",
+    "bert.embeddings.word_embeddings.weight",
+];
+
 /// A loaded sentence-embedding model.
+///
+/// Its word-embedding lookup does not show the host which tokens a message has: the model's
+/// own table is a table of *slots*, and for each batch the rows of its tokens are copied from
+/// the real table by [`crate::oblivious::gather`] into slots 0, 1, 2, … in order; the model then
+/// looks up slot ids, which say nothing, and the slots are cleared after the pass.
 pub struct Embedder {
     id: String,
     model: BertModel,
     tokenizer: Tokenizer,
     device: Device,
+    /// The real word-embedding table, f32 little-endian, row after row.
+    table: Vec<u8>,
+    /// Width of a row.
+    hidden: usize,
+    /// The model's table of slots (shares its storage with the model's word embeddings);
+    /// locked for a whole pass, so two requests never share slots.
+    slots: std::sync::Mutex<Tensor>,
 }
 
 impl std::fmt::Debug for Embedder {
@@ -65,18 +83,85 @@ impl Embedder {
             }))
             .map_err(|e| SummarizeError::Tokenizer(e.to_string()))?;
         // Read, not mapped: the crate forbids `unsafe`, and 90 MB read once at boot is cheap.
-        let vb = VarBuilder::from_buffered_safetensors(
-            read(&dir.join("model.safetensors"))?,
-            DTYPE,
-            &device,
-        )?;
+        let weights = dir.join("model.safetensors");
+        let mut tensors = candle_core::safetensors::load_buffer(&read(&weights)?, &device)?;
+        let unsupported = |reason: String| SummarizeError::UnsupportedModel {
+            path: weights.display().to_string(),
+            reason,
+        };
+        let name = WORD_EMBEDDINGS
+            .iter()
+            .find(|n| tensors.contains_key(**n))
+            .ok_or_else(|| unsupported("no word-embedding table".to_owned()))?;
+        let real = tensors
+            .remove(*name)
+            .ok_or_else(|| unsupported("no word-embedding table".to_owned()))?;
+        let (vocab, hidden) = real.dims2()?;
+        let table: Vec<u8> = real
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        drop(real);
+        let slots = Tensor::zeros((vocab, hidden), DType::F32, &device)?;
+        tensors.insert((*name).to_owned(), slots.clone());
+        let vb = VarBuilder::from_tensors(tensors, DTYPE, &device);
         let model = BertModel::load(vb, &config)?;
         Ok(Embedder {
             id: id.to_string(),
             model,
             tokenizer,
             device,
+            table,
+            hidden,
+            slots: std::sync::Mutex::new(slots),
         })
+    }
+
+    /// The model's last hidden states for `ids` (`rows` x `cols` token ids, row-major), its
+    /// word embeddings read obliviously into the slots.
+    fn forward_oblivious(
+        &self,
+        ids: &[u32],
+        rows: usize,
+        cols: usize,
+        mask: &Tensor,
+    ) -> Result<Tensor, SummarizeError> {
+        let n = ids.len();
+        let bad = |reason: String| SummarizeError::UnsupportedModel {
+            path: String::new(),
+            reason,
+        };
+        let slots = self
+            .slots
+            .lock()
+            .map_err(|_| bad("the embedder's slots are poisoned".to_owned()))?;
+        let (vocab, _) = slots.dims2()?;
+        if n > vocab || n != rows * cols {
+            return Err(bad(format!("{n} tokens for {vocab} slots")));
+        }
+        let gathered = crate::oblivious::gather(&self.table, self.hidden * 4, ids)
+            .map_err(|e| bad(e.to_string()))?;
+        let values: zeroize::Zeroizing<Vec<f32>> = zeroize::Zeroizing::new(
+            gathered
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        );
+        let rows_t = Tensor::from_slice(&values[..], (n, self.hidden), &self.device)?;
+        slots.slice_set(&rows_t, 0, 0)?;
+        let zeros = Tensor::zeros((n, self.hidden), DType::F32, &self.device)?;
+        rows_t.slice_set(&zeros, 0, 0)?;
+        let slot_ids: Vec<u32> = (0..n as u32).collect();
+        let slot_ids = Tensor::from_vec(slot_ids, (rows, cols), &self.device)?;
+        let hidden = self
+            .model
+            .forward(&slot_ids, &slot_ids.zeros_like()?, Some(mask));
+        // The slots are cleared whatever the pass did.
+        slots.slice_set(&zeros, 0, 0)?;
+        Ok(hidden?)
     }
 
     /// The pinned name it was loaded under.
@@ -92,17 +177,18 @@ impl Embedder {
                 .tokenizer
                 .encode_batch(batch.to_vec(), true)
                 .map_err(|e| SummarizeError::Tokenizer(e.to_string()))?;
-            let ids = encs
-                .iter()
-                .map(|e| Tensor::new(e.get_ids(), &self.device))
-                .collect::<candle_core::Result<Vec<_>>>()?;
+            let ids: zeroize::Zeroizing<Vec<u32>> = zeroize::Zeroizing::new(
+                encs.iter()
+                    .flat_map(|e| e.get_ids().iter().copied())
+                    .collect(),
+            );
+            let cols = encs.first().map_or(0, |e| e.get_ids().len());
             let masks = encs
                 .iter()
                 .map(|e| Tensor::new(e.get_attention_mask(), &self.device))
                 .collect::<candle_core::Result<Vec<_>>>()?;
-            let ids = Tensor::stack(&ids, 0)?;
             let mask = Tensor::stack(&masks, 0)?;
-            let hidden = self.model.forward(&ids, &ids.zeros_like()?, Some(&mask))?;
+            let hidden = self.forward_oblivious(&ids, encs.len(), cols, &mask)?;
             let maskf = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
             let summed = hidden.broadcast_mul(&maskf)?.sum(1)?;
             let mean = summed.broadcast_div(&maskf.sum(1)?)?;

@@ -18,6 +18,7 @@ pub mod embed;
 pub mod error;
 #[cfg(feature = "model")]
 pub mod llm;
+pub mod oblivious;
 #[cfg(feature = "model")]
 pub mod service;
 #[cfg(feature = "model")]

@@ -260,3 +260,79 @@ fn a_gguf_that_names_another_model_is_refused() {
     let e = LanguageModel::load(&dir.join("absent.gguf"), "x", None);
     assert!(matches!(e, Err(SummarizeError::Io { .. })), "{e:?}");
 }
+
+/// The embedder's oblivious word lookup changes nothing it computes: on the real MiniLM
+/// weights, its sentence embeddings equal those of candle's BERT reading its table directly.
+#[test]
+#[ignore = "full tier: model weights (cargo xtask test)"]
+fn the_oblivious_embedder_embeds_as_plain_bert_does() {
+    use candle_core::{DType, Device, Tensor};
+    let dir = require(&cloister_guest_image::cache_root(), &MINILM_L6_V2).expect("weights");
+    let texts: Vec<String> = [
+        "Lena books the hotel for Thursday.",
+        "Thursday, not Wednesday!",
+        "Who is bringing the projector? Tom said he would ask Priya.",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let ours = embedder().embed(&texts).expect("embeds");
+
+    let config: candle_transformers::models::bert::Config =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).expect("config"))
+            .expect("config");
+    let vb = candle_nn::VarBuilder::from_buffered_safetensors(
+        std::fs::read(dir.join("model.safetensors")).expect("weights"),
+        candle_transformers::models::bert::DTYPE,
+        &Device::Cpu,
+    )
+    .expect("weights");
+    let plain = candle_transformers::models::bert::BertModel::load(vb, &config).expect("bert");
+    let mut tokenizer =
+        tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).expect("tokenizer");
+    tokenizer
+        .with_padding(Some(tokenizers::PaddingParams::default()))
+        .with_truncation(Some(tokenizers::TruncationParams {
+            max_length: 128,
+            ..Default::default()
+        }))
+        .expect("tokenizer");
+    let encs = tokenizer
+        .encode_batch(texts.clone(), true)
+        .expect("encodes");
+    let stack = |f: &dyn Fn(&tokenizers::Encoding) -> &[u32]| {
+        let rows: Vec<Tensor> = encs
+            .iter()
+            .map(|e| Tensor::new(f(e), &Device::Cpu).expect("tensor"))
+            .collect();
+        Tensor::stack(&rows, 0).expect("stack")
+    };
+    let ids = stack(&|e| e.get_ids());
+    let mask = stack(&|e| e.get_attention_mask());
+    let hidden = plain
+        .forward(&ids, &ids.zeros_like().expect("zeros"), Some(&mask))
+        .expect("forward");
+    let maskf = mask
+        .to_dtype(DType::F32)
+        .and_then(|m| m.unsqueeze(2))
+        .expect("mask");
+    let mean = hidden
+        .broadcast_mul(&maskf)
+        .and_then(|h| h.sum(1))
+        .and_then(|s| s.broadcast_div(&maskf.sum(1)?))
+        .expect("mean");
+    let norm = mean
+        .sqr()
+        .and_then(|s| s.sum_keepdim(1))
+        .and_then(|s| s.sqrt())
+        .expect("norm");
+    let want = mean
+        .broadcast_div(&norm)
+        .and_then(|u| u.to_vec2::<f32>())
+        .expect("unit");
+    assert_eq!(ours.len(), want.len());
+    for (a, b) in ours.iter().zip(&want) {
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+        }
+    }
+}

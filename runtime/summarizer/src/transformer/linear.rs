@@ -8,8 +8,10 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use candle_core::CpuStorage;
-use candle_core::quantized::QuantizedType;
+use std::borrow::Cow;
+
+use candle_core::quantized::{QStorage, QuantizedType};
+use candle_core::{CpuStorage, Device};
 use cloister_kernels::{Activations, KernelError};
 use zeroize::Zeroizing;
 
@@ -45,6 +47,9 @@ pub(super) struct Linear {
     pub w: Matrix,
     pub rows: usize,
     pub cols: usize,
+    /// The matrix's bytes where [`Matrix`] does not expose them (a candle-only type), kept for
+    /// the token embedding's oblivious lookup.
+    pub raw: Option<Vec<u8>>,
 }
 
 impl Linear {
@@ -59,13 +64,35 @@ impl Linear {
         Ok(w.matmul_t((m, self.cols, self.rows), x, out)?)
     }
 
-    /// Rows `ids` expanded to f32 (the token embedding).
+    /// Rows `ids` expanded to f32 (the token embedding), read so that the pages of the table
+    /// touched do not depend on the ids ([`crate::oblivious`]).
     pub fn rows(&self, ids: &[u32], width: usize) -> Result<Zeroizing<Vec<f32>>, SummarizeError> {
-        let w = match &self.w {
-            Matrix::Candle(w) => &**w,
-            Matrix::Packed(w) => w.storage(),
+        let (bytes, dtype) = match &self.w {
+            Matrix::Packed(w) => (w.bytes(), w.format().dtype()),
+            Matrix::Candle(w) => (
+                self.raw
+                    .as_deref()
+                    .ok_or_else(|| bad("the embedding's bytes were not kept"))?,
+                w.dtype(),
+            ),
         };
-        match w.embedding(ids, self.rows, width)? {
+        if width != self.cols || !width.is_multiple_of(dtype.block_size()) {
+            return Err(bad(format!("an embedding row of {width} values")));
+        }
+        let row_bytes = width / dtype.block_size() * dtype.type_size();
+        let gathered =
+            crate::oblivious::gather(bytes, row_bytes, ids).map_err(|e| bad(e.to_string()))?;
+        let n = ids.len();
+        let QStorage::Cpu(mut rows) =
+            QStorage::from_data(Cow::Borrowed(&gathered), &Device::Cpu, dtype)?
+        else {
+            return Err(bad("the embedding rows did not load to the CPU"));
+        };
+        let local: Vec<u32> = (0..n as u32).collect();
+        let out = rows.embedding(&local, n, width);
+        // Candle's copy of the gathered rows is overwritten before it is freed.
+        rows.from_float(&vec![0f32; n * width]);
+        match out? {
             CpuStorage::F32(v) => Ok(Zeroizing::new(v)),
             _ => Err(bad("the embedding did not expand to f32")),
         }
@@ -192,6 +219,58 @@ mod tests {
             let size = chunk_rows(m);
             assert!(size <= CHUNK_ROWS && size.is_multiple_of(cloister_kernels::ROWS_PER_PASS));
             assert!(m.div_ceil(size) * size >= m, "m {m}");
+        }
+    }
+
+    /// A `rows` x `cols` matrix of `dtype`, packed for the multi-row kernels where they have
+    /// the type and the machine has AVX2, and candle's otherwise (its bytes kept).
+    fn matrix(dtype: candle_core::quantized::GgmlDType, rows: usize, cols: usize) -> Linear {
+        use candle_core::quantized::QTensor;
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect();
+        let t = candle_core::Tensor::from_vec(values, (rows, cols), &Device::Cpu).expect("tensor");
+        let q = QTensor::quantize(&t, dtype).expect("quantizes");
+        let bytes = q.data().expect("bytes").to_vec();
+        match cloister_kernels::Format::of(dtype).filter(|_| cloister_kernels::has_avx2()) {
+            Some(format) => Linear {
+                w: Matrix::Packed(cloister_kernels::Matrix::new(format, &bytes).expect("packs")),
+                rows,
+                cols,
+                raw: None,
+            },
+            None => match QStorage::from_data(Cow::Owned(bytes.clone()), &Device::Cpu, dtype)
+                .expect("loads")
+            {
+                QStorage::Cpu(w) => Linear {
+                    w: Matrix::Candle(w),
+                    rows,
+                    cols,
+                    raw: Some(bytes),
+                },
+                _ => panic!("not on the CPU"),
+            },
+        }
+    }
+
+    #[test]
+    fn the_oblivious_lookup_gives_the_rows_a_plain_lookup_gives() {
+        use candle_core::quantized::GgmlDType;
+        let ids = [
+            0u32, 511, 17, 17, 300, 1, 510, 256, 255, 42, 99, 7, 8, 9, 10, 11, 12, 400,
+        ];
+        for dtype in [GgmlDType::Q6K, GgmlDType::Q4K, GgmlDType::Q8_0] {
+            let l = matrix(dtype, 512, 512);
+            let w = match &l.w {
+                Matrix::Candle(w) => &**w,
+                Matrix::Packed(w) => w.storage(),
+            };
+            let plain = match w.embedding(&ids, l.rows, l.cols).expect("plain lookup") {
+                CpuStorage::F32(v) => v,
+                _ => panic!("f32"),
+            };
+            let oblivious = l.rows(&ids, l.cols).expect("oblivious lookup");
+            assert_eq!(&oblivious[..], &plain[..], "{dtype:?}");
         }
     }
 }

@@ -126,6 +126,18 @@ impl<R: Read + Seek> Loader<'_, R> {
     /// A weight matrix, kept compact. Types with only scalar kernels are requantised to Q8_0
     /// (deterministic, at least as precise as the source, and SIMD).
     fn linear(&mut self, name: &str, rows: usize, cols: usize) -> Result<Linear, SummarizeError> {
+        self.linear_keeping(name, rows, cols, false)
+    }
+
+    /// [`Self::linear`], keeping the bytes of a candle-only type when `keep_raw` (the token
+    /// embedding, looked up obliviously).
+    fn linear_keeping(
+        &mut self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        keep_raw: bool,
+    ) -> Result<Linear, SummarizeError> {
         let t = self.tensor(name, &[rows, cols])?;
         let t = if scalar_only(t.dtype()) && cols.is_multiple_of(32) {
             QTensor::quantize(&t.dequantize(&Device::Cpu)?, GgmlDType::Q8_0)?
@@ -140,13 +152,17 @@ impl<R: Read + Seek> Loader<'_, R> {
                 w: Matrix::Packed(w),
                 rows,
                 cols,
+                raw: None,
             });
         }
-        match QStorage::from_data(t.data()?, &Device::Cpu, t.dtype())? {
+        let bytes = t.data()?;
+        let raw = keep_raw.then(|| bytes.to_vec());
+        match QStorage::from_data(bytes, &Device::Cpu, t.dtype())? {
             QStorage::Cpu(w) => Ok(Linear {
                 w: Matrix::Candle(w),
                 rows,
                 cols,
+                raw,
             }),
             _ => Err(bad(format!("tensor {name} did not load to the CPU"))),
         }
@@ -235,7 +251,7 @@ impl Transformer {
         let c = &config;
         let mut ld = Loader { ct, reader };
         let (q_w, kv_w) = (c.heads * c.head_dim, c.kv_heads * c.head_dim);
-        let embedding = ld.linear("token_embd.weight", c.vocab, c.embedding)?;
+        let embedding = ld.linear_keeping("token_embd.weight", c.vocab, c.embedding, true)?;
         let output = if ct.tensor_infos.contains_key("output.weight") {
             Some(ld.linear("output.weight", c.vocab, c.embedding)?)
         } else {
