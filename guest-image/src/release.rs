@@ -138,7 +138,31 @@ pub fn record_from(m: &Value) -> Result<ReleaseRecord> {
         weights_disk_sha256: m["weights_disk"]["sha256"].as_str().map(str::to_owned),
         source_revision: revision,
         source_date_epoch: u64::from(source_date_epoch()?),
+        snp_min_tcb: Some(shipped_floors()),
     })
+}
+
+/// The device's shipped TCB floors (`cloister_measurement::floors`, from AMD's bulletins), one
+/// per product: the lowest row of each (what applies to a report without CPUID), recorded so
+/// that an auditor reads in the log the floor devices enforce.
+pub fn shipped_floors() -> std::collections::BTreeMap<String, cloister_transparency::RecordTcb> {
+    cloister_measurement::floors::SNP_FLOORS
+        .iter()
+        .filter(|f| f.cpuid.is_none())
+        .map(|f| {
+            let t = f.min;
+            (
+                f.product.to_owned(),
+                cloister_transparency::RecordTcb {
+                    bootloader: t.bootloader,
+                    tee: t.tee,
+                    snp: t.snp,
+                    microcode: t.microcode,
+                    fmc: t.fmc,
+                },
+            )
+        })
+        .collect()
 }
 
 fn git_revision() -> Result<(String, bool)> {

@@ -219,7 +219,6 @@ impl WayIn {
             timeout: deadline,
             max_in_flight: 64,
             body_pace: cloister_http::BodyPace::default(),
-            snp_crls: Vec::new(),
         };
         let tasks = vec![
             tokio::spawn(async move {

@@ -201,19 +201,24 @@ pub(crate) fn check_signature(ev: &SnpEvidence) -> Result<String, VerifyError> {
 }
 
 /// The floor this report must meet: the shipped one for its product and stepping, raised by the
-/// policy's. Under the hardware anchor a floor that demands nothing is refused.
+/// policy's and by the logged release's. Under the hardware anchor a floor that demands
+/// nothing is refused.
 pub(crate) fn floor(
     r: &AttestationReport,
     policy: &Policy,
     product: &str,
     hardware: bool,
+    release: Option<MinTcb>,
 ) -> Result<MinTcb, VerifyError> {
     let cpuid = match (r.cpuid_fam_id, r.cpuid_mod_id, r.cpuid_step) {
         (Some(f), Some(m), Some(s)) => Some((f, m, s)),
         _ => None,
     };
     let shipped = floors::shipped(product, cpuid).map_or(MinTcb::default(), |f| f.min);
-    let floor = floors::max(shipped, policy.snp_min_tcb);
+    let floor = floors::max(
+        floors::max(shipped, policy.snp_min_tcb),
+        release.unwrap_or_default(),
+    );
     if hardware && floors::is_zero(&floor) {
         return Err(VerifyError::NoTcbFloor {
             product: product.to_owned(),
@@ -228,6 +233,7 @@ pub(crate) fn check_policy(
     policy: &Policy,
     product: &str,
     hardware: bool,
+    release: Option<MinTcb>,
 ) -> Result<String, VerifyError> {
     let r = &ev.report;
     if r.version < policy.snp_min_report_version {
@@ -256,7 +262,7 @@ pub(crate) fn check_policy(
         return Err(VerifyError::CiphertextHidingOff);
     }
     let t = &r.reported_tcb;
-    let min = &floor(r, policy, product, hardware)?;
+    let min = &floor(r, policy, product, hardware, release)?;
     let mut components = vec![
         ("bootloader", t.bootloader, min.bootloader),
         ("tee", t.tee, min.tee),

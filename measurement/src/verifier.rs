@@ -14,7 +14,7 @@ use crate::anchor::{SnpRoot, TrustAnchor};
 use crate::clock::Clock;
 use crate::error::VerifyError;
 use crate::machine::MachineId;
-use crate::policy::{Digest48, Policy};
+use crate::policy::{Digest48, MinTcb, Policy};
 use crate::{snp, tdx};
 
 /// A verification step, in order.
@@ -335,9 +335,30 @@ impl<C: Clock> Verifier<C> {
         )?;
         run.step(Step::Signature, snp::check_signature(&ev), String::clone)?;
         run.machine = Some(MachineId::SnpChip(ev.report.chip_id.to_vec()));
+        let reported = Digest48(ev.report.measurement);
+        // The logged release (when a log is trusted) is read first: its TCB floor raises the
+        // policy step's.
+        let in_log_result = self
+            .log
+            .as_ref()
+            .map(|log| logged(log, bundle, &reported.to_hex()));
+        let release_floor = match &in_log_result {
+            Some(Ok((_, record))) => record
+                .snp_min_tcb
+                .as_ref()
+                .and_then(|floors| floors.get(product))
+                .map(|t| MinTcb {
+                    bootloader: t.bootloader,
+                    tee: t.tee,
+                    snp: t.snp,
+                    microcode: t.microcode,
+                    fmc: t.fmc,
+                }),
+            _ => None,
+        };
         let policy = run.step(
             Step::Policy,
-            snp::check_policy(&ev, &self.policy, product, hardware),
+            snp::check_policy(&ev, &self.policy, product, hardware, release_floor),
             String::clone,
         );
         let binding = run.step(
@@ -346,16 +367,15 @@ impl<C: Clock> Verifier<C> {
             String::clone,
         );
         let expiry = run.step(Step::Expiry, self.check_expiry(bundle, now), String::clone);
-        let reported = Digest48(ev.report.measurement);
-        let measurement = match &self.log {
+        let measurement = match in_log_result {
             None => run.step(
                 Step::Measurement,
                 snp::check_measurement(&ev, &self.policy).map(|m| (m, None)),
                 |(m, _)| format!("{m} is accepted"),
             ),
-            Some(log) => run.step(
+            Some(result) => run.step(
                 Step::Measurement,
-                logged(log, bundle, &reported.to_hex()).map(|cp| (reported, Some(cp))),
+                result.map(|(cp, _)| (reported, Some(cp))),
                 |(m, cp)| in_log(m, cp.as_ref()),
             ),
         };
@@ -424,7 +444,9 @@ impl<C: Clock> Verifier<C> {
             tdx::check_measurement(&verified, &mrtd, &rtmrs, &self.policy).and_then(|found| {
                 match &self.log {
                     None => Ok((found, None)),
-                    Some(log) => logged(log, bundle, &mrtd.to_hex()).map(|cp| (found, Some(cp))),
+                    Some(log) => {
+                        logged(log, bundle, &mrtd.to_hex()).map(|(cp, _)| (found, Some(cp)))
+                    }
                 }
             }),
             |(found, cp)| match cp {
@@ -486,7 +508,7 @@ fn logged(
     log: &TrustedLog,
     bundle: &EvidenceBundle,
     measurement: &str,
-) -> Result<VerifiedCheckpoint, VerifyError> {
+) -> Result<(VerifiedCheckpoint, cloister_transparency::ReleaseRecord), VerifyError> {
     let proof = bundle
         .log_proof
         .as_ref()
@@ -506,7 +528,7 @@ fn logged(
             found,
         });
     }
-    Ok(checkpoint)
+    Ok((checkpoint, record))
 }
 
 fn in_log(m: &Digest48, cp: Option<&VerifiedCheckpoint>) -> String {

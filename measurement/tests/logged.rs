@@ -29,6 +29,7 @@ fn release(measurement: [u8; 48], manifest: [u8; 32]) -> Vec<u8> {
         weights_disk_sha256: None,
         source_revision: "test".into(),
         source_date_epoch: 0,
+        snp_min_tcb: None,
     }
     .to_bytes()
     .expect("a record")
@@ -137,4 +138,47 @@ fn without_a_log_the_allow_list_decides() {
         emulated_verifier_with(Policy::default(), NOW).verify(&bundle, b""),
         Err(VerifyError::MeasurementNotAllowed { .. })
     ));
+}
+
+/// The release's recorded TCB floor binds every device that trusts the log, whatever floor its
+/// own policy has: the emulated chip reports SNP SPL 23 (`EmulatedTcb::default`), the release
+/// demands 24 for the `Emulated` product, and the refusal names the component.
+#[test]
+fn the_logged_releases_tcb_floor_raises_the_devices() {
+    let floored = |snp: u8| {
+        let mut r = ReleaseRecord::from_bytes(&release(MEASUREMENT, [0x11; 32])).expect("record");
+        let mut floors = std::collections::BTreeMap::new();
+        floors.insert(
+            "Emulated".to_owned(),
+            cloister_transparency::RecordTcb {
+                snp,
+                ..Default::default()
+            },
+        );
+        r.snp_min_tcb = Some(floors);
+        r.to_bytes().expect("record")
+    };
+    for (snp, refused) in [(24u8, true), (23, false)] {
+        let records = vec![release([1; 48], [0x11; 32]), floored(snp)];
+        let (proof, trusted) = logged(&records, 1, true);
+        let mut bundle = emulated_bundle(emulated_report(|_| {}));
+        bundle.log_proof = Some(proof);
+        let verifier = emulated_verifier_with(Policy::default(), NOW).with_log(trusted);
+        let result = verifier.verify(&bundle, b"");
+        if refused {
+            assert!(
+                matches!(
+                    result,
+                    Err(VerifyError::TcbTooLow {
+                        component: "snp",
+                        found: 23,
+                        min: 24
+                    })
+                ),
+                "{result:?}"
+            );
+        } else {
+            assert!(result.is_ok(), "{result:?}");
+        }
+    }
 }

@@ -231,6 +231,7 @@ pub fn dev_release(manifest: &[u8; 32]) -> ReleaseRecord {
         weights_disk_sha256: None,
         source_revision: "0".repeat(40),
         source_date_epoch: 1,
+        snp_min_tcb: None,
     }
 }
 

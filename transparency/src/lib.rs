@@ -40,7 +40,7 @@ use std::path::PathBuf;
 pub use cloister_protocol::LogProof;
 pub use gateway_key::{GatewayKeyRecord, GatewayKeysError, current_gateway_keys};
 pub use issuer_key::{IssuerKeyRecord, IssuerKeysError, current_keys};
-pub use record::{Measurement, ReleaseRecord, SCHEMA};
+pub use record::{Measurement, RecordTcb, ReleaseRecord, SCHEMA};
 #[cfg(feature = "store")]
 pub use storage::{Appended, Log, Stage};
 pub use tiles::{

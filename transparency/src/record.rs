@@ -23,6 +23,23 @@ pub struct Measurement {
     pub digest: String,
 }
 
+/// The lowest reported TCB a release accepts on one product (the SPLs of the SNP report's
+/// REPORTED_TCB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordTcb {
+    /// PSP bootloader SPL.
+    pub bootloader: u8,
+    /// PSP OS (TEE) SPL.
+    pub tee: u8,
+    /// SNP firmware SPL.
+    pub snp: u8,
+    /// Microcode SPL.
+    pub microcode: u8,
+    /// FMC SPL (Turin and later).
+    pub fmc: u8,
+}
+
 /// A release: what a device must find in the log before it sends a request to a node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -47,6 +64,12 @@ pub struct ReleaseRecord {
     pub source_revision: String,
     /// `SOURCE_DATE_EPOCH` of the build.
     pub source_date_epoch: u64,
+    /// The TCB floors this release was published with, per AMD product (`Milan`, `Genoa`,
+    /// `Turin`): a device enforces the larger of these and its own, component by component,
+    /// and an auditor reads the same numbers in the log. Absent from records published before
+    /// floors were recorded (the field is then left out of the canonical encoding).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snp_min_tcb: Option<std::collections::BTreeMap<String, RecordTcb>>,
 }
 
 impl ReleaseRecord {
@@ -156,6 +179,7 @@ pub(crate) mod tests {
             weights_disk_sha256: None,
             source_revision: format!("{n:040x}"),
             source_date_epoch: 1_700_000_000 + n,
+            snp_min_tcb: None,
         }
     }
 

@@ -49,6 +49,7 @@ fn entry(n: u64) -> Vec<u8> {
         weights_disk_sha256: None,
         source_revision: format!("{n:040x}"),
         source_date_epoch: 1_700_000_000 + n,
+        snp_min_tcb: None,
     }
     .to_bytes()
     .unwrap_or_default()

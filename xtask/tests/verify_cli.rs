@@ -164,6 +164,7 @@ fn publish(f: &Fixture, measurement: [u8; 48]) {
         weights_disk_sha256: None,
         source_revision: "test".into(),
         source_date_epoch: 0,
+        snp_min_tcb: None,
     };
     let first = log
         .append(&[record.to_bytes().expect("a record")], |_| {})

@@ -24,7 +24,9 @@ fn bench(c: &mut Criterion) {
     let table: Vec<u8> = (0..ROWS * ROW_BYTES).map(|i| (i % 251) as u8).collect();
     for n in [1usize, 512] {
         // Ids spread over the vocabulary as a prompt's are.
-        let ids: Vec<u32> = (0..n as u32).map(|i| (i * 7_919 + 13) % ROWS as u32).collect();
+        let ids: Vec<u32> = (0..n as u32)
+            .map(|i| (i * 7_919 + 13) % ROWS as u32)
+            .collect();
         assert_eq!(
             &oblivious::gather(&table, ROW_BYTES, &ids).expect("gathers")[..],
             &plain(&table, &ids)[..]
