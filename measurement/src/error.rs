@@ -268,6 +268,14 @@ pub enum VerifyError {
         /// Found, hex.
         found: String,
     },
+    /// The collateral judges the platform by TCB levels older than the policy accepts.
+    #[error("TDX TCB evaluation data number {found} is below the minimum {min}")]
+    TdxTcbEvaluationTooOld {
+        /// Found in the TCB info.
+        found: u32,
+        /// The policy's minimum.
+        min: u32,
+    },
     /// The TDX module's SVN is below the policy's minimum.
     #[error("TDX module SVN {major}.{minor} is below the minimum {min_major}.{min_minor}")]
     TdxModuleTooOld {

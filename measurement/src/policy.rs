@@ -203,6 +203,16 @@ pub struct TdxModuleSvn {
 /// module release notes give 1.5.05 minor SVN 0x05.
 pub const DEFAULT_TDX_MIN_MODULE_SVN: TdxModuleSvn = TdxModuleSvn { major: 1, minor: 5 };
 
+/// Intel's TCB evaluation data number 17: the platform TCB levels of Intel's TCB recovery in
+/// effect when the real collateral in `testdata/` was issued (Intel PCS TCB info, 2025-06-19).
+/// Intel raises the number with each TCB recovery (twice a year); collateral that judges a
+/// platform against older levels is refused.
+pub const DEFAULT_TDX_MIN_TCB_EVALUATION: u32 = 17;
+
+fn default_tdx_tcb_evaluation() -> u32 {
+    DEFAULT_TDX_MIN_TCB_EVALUATION
+}
+
 fn default_tdx_module_svn() -> TdxModuleSvn {
     DEFAULT_TDX_MIN_MODULE_SVN
 }
@@ -251,6 +261,10 @@ pub struct Policy {
     /// Lowest TDX module SVN accepted.
     #[serde(default = "default_tdx_module_svn")]
     pub tdx_min_module_svn: TdxModuleSvn,
+    /// Lowest TCB evaluation data number of the collateral's TCB info (the platform TCB levels
+    /// it judges by).
+    #[serde(default = "default_tdx_tcb_evaluation")]
+    pub tdx_min_tcb_evaluation: u32,
     /// Longest lifetime (expiry minus now) the verifier believes, in seconds.
     #[serde(default = "default_max_lifetime")]
     pub max_evidence_lifetime_secs: u64,
@@ -268,6 +282,7 @@ impl Default for Policy {
             tdx_allowed_tcb_statuses: default_tdx_statuses(),
             tdx_attributes: TdxAttributePolicy::default(),
             tdx_min_module_svn: DEFAULT_TDX_MIN_MODULE_SVN,
+            tdx_min_tcb_evaluation: DEFAULT_TDX_MIN_TCB_EVALUATION,
             max_evidence_lifetime_secs: DEFAULT_MAX_LIFETIME_SECS,
         }
     }

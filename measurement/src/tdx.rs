@@ -62,7 +62,12 @@ fn crl_window(field: &str, der: &[u8]) -> Result<(u64, Option<u64>), VerifyError
 
 /// The collateral's own validity window (TCB info, QE identity, both CRLs): checked here so
 /// that stale collateral gets its own error; dcap-qvl checks it again, with the certificates.
-pub(crate) fn check_collateral_window(ev: &TdxEvidence, now: u64) -> Result<String, VerifyError> {
+/// And the TCB info's evaluation data number: at least the policy's.
+pub(crate) fn check_collateral_window(
+    ev: &TdxEvidence,
+    now: u64,
+    policy: &Policy,
+) -> Result<String, VerifyError> {
     let c = &ev.collateral;
     let mut not_before = 0u64;
     let mut not_after = u64::MAX;
@@ -84,7 +89,22 @@ pub(crate) fn check_collateral_window(ev: &TdxEvidence, now: u64) -> Result<Stri
             now,
         });
     }
-    Ok(format!("collateral valid {not_before}..{not_after}"))
+    let evaluation = serde_json::from_str::<serde_json::Value>(&c.tcb_info)
+        .ok()
+        .and_then(|v| v["tcbEvaluationDataNumber"].as_u64())
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| {
+            VerifyError::TdxCollateralMalformed("tcb_info.tcbEvaluationDataNumber: absent".into())
+        })?;
+    if evaluation < policy.tdx_min_tcb_evaluation {
+        return Err(VerifyError::TdxTcbEvaluationTooOld {
+            found: evaluation,
+            min: policy.tdx_min_tcb_evaluation,
+        });
+    }
+    Ok(format!(
+        "collateral valid {not_before}..{not_after}, TCB evaluation {evaluation}"
+    ))
 }
 
 /// PCK chain to Intel's root, QE report and identity, quote signature, TCB level: dcap-qvl;

@@ -413,7 +413,7 @@ impl<C: Clock> Verifier<C> {
         })?;
         run.step(
             Step::Chain,
-            tdx::check_collateral_window(&ev, now),
+            tdx::check_collateral_window(&ev, now, &self.policy),
             String::clone,
         )?;
         let (verified, machine) =

@@ -134,6 +134,24 @@ fn rows() -> Vec<Row> {
             expect: |e| matches!(e, VerifyError::TdxQuoteRejected(m) if m.contains("TCB level")),
         },
         Row {
+            name: "collateral from before the policy's TCB recovery",
+            bundle: sample(),
+            verifier: verifier(
+                Policy {
+                    tdx_min_tcb_evaluation: 18,
+                    ..policy(|_| {})
+                },
+                TDX_NOW,
+            ),
+            step: None,
+            expect: |e| {
+                matches!(
+                    e,
+                    VerifyError::TdxTcbEvaluationTooOld { found: 17, min: 18 }
+                )
+            },
+        },
+        Row {
             name: "TCB status outside a narrower policy",
             bundle: sample(),
             verifier: verifier(
