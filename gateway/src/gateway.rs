@@ -87,8 +87,8 @@ pub struct Gateway {
     directory: RwLock<Arc<Vec<u8>>>,
     permits: Semaphore,
     /// When a node's 400 or 422 (it could not open a request) last made the gateway refresh
-    /// the directory.
-    key_refreshed: tokio::sync::Mutex<Option<Instant>>,
+    /// the directory; held while that refresh runs, so that a directory read waits for it.
+    key_refreshed: Arc<tokio::sync::Mutex<Option<Instant>>>,
 }
 
 /// The least time between two directory refreshes that nodes' 400 and 422 answers trigger
@@ -141,7 +141,7 @@ impl Gateway {
             challenge_b64,
             directory: RwLock::new(Arc::new(Vec::new())),
             permits,
-            key_refreshed: tokio::sync::Mutex::new(None),
+            key_refreshed: Arc::new(tokio::sync::Mutex::new(None)),
         });
         gw.set_directory(Vec::new());
         Ok(gw)
@@ -219,15 +219,19 @@ impl Gateway {
     /// the key was rotated away and revoked, and the directory the device used may be stale.
     /// Fetch it again now rather than at the next interval, at most once per
     /// [`KEY_REFRESH_SPACING`] (answers arriving together share one refresh) — in the
-    /// background: the device's answer does not wait for it (the device asks again for the
-    /// directory, and gets the new one once the refresh, bounded by `evidence_timeout`, ends).
+    /// background: the device's answer does not wait for it, but its next directory read does
+    /// (the refresh holds the lock from before the answer leaves; it is bounded by
+    /// `evidence_timeout`).
     fn refresh_after_stale_key(self: &Arc<Self>) {
+        let Ok(mut last) = Arc::clone(&self.key_refreshed).try_lock_owned() else {
+            // A refresh is running: this answer shares it.
+            return;
+        };
+        if last.is_some_and(|t| t.elapsed() < KEY_REFRESH_SPACING) {
+            return;
+        }
         let gw = Arc::clone(self);
         tokio::spawn(async move {
-            let mut last = gw.key_refreshed.lock().await;
-            if last.is_some_and(|t| t.elapsed() < KEY_REFRESH_SPACING) {
-                return;
-            }
             let n = gw.refresh().await;
             tracing::info!(
                 nodes = n,
@@ -352,6 +356,8 @@ async fn gateway(gw: &Arc<Gateway>, req: hyper::Request<Incoming>) -> (&'static 
 async fn route(gw: &Arc<Gateway>, m: &Message) -> (&'static str, Answer) {
     let (method, path) = request_parts(m);
     if method == "GET" && path == NODES_PATH {
+        // A refresh after a stale key is running: the directory it makes is the one to give.
+        drop(gw.key_refreshed.lock().await);
         let directory = gw
             .directory
             .read()
