@@ -89,11 +89,18 @@ pub fn qemu_args(spec: &VmSpec) -> Result<Vec<OsString>, ImageError> {
             push("-accel");
             push("kvm");
             push("-object");
-            push("tdx-guest,id=tdx0");
+            // SEPT_VE_DISABLE explicitly (QEMU's default): the verifier refuses a TD without it.
+            push("tdx-guest,id=tdx0,sept-ve-disable=on");
         }
     }
     push("-cpu");
-    push(&spec.cpu);
+    match spec.platform {
+        // QEMU sets the TD attributes PERFMON when the vCPU has a PMU and PKS when it has PKS;
+        // the verifier's default policy refuses both (`measurement/src/tdx_policy.rs`), so a
+        // TDX launch turns them off.
+        LaunchPlatform::Tdx => push(&format!("{},pmu=off,-pks", spec.cpu)),
+        LaunchPlatform::Emulated | LaunchPlatform::Snp => push(&spec.cpu),
+    }
     push("-m");
     push(&mem);
     push("-smp");
@@ -454,5 +461,39 @@ impl Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod launch_tests {
+    use super::*;
+
+    #[test]
+    fn a_tdx_launch_asks_for_the_attributes_the_verifier_accepts() {
+        let spec = VmSpec {
+            platform: LaunchPlatform::Tdx,
+            firmware: "OVMF.inteltdx.fd".into(),
+            kernel: "vmlinuz".into(),
+            initrd: "initrd".into(),
+            disk: None,
+            cmdline: "console=ttyS0 cloister.attest=tdx".into(),
+            hashes_page: None,
+            memory_mib: 2048,
+            vcpus: 2,
+            cpu: "host".into(),
+            vhost_socket: "vhost.sock".into(),
+            scratch: std::env::temp_dir(),
+        };
+        let args: Vec<String> = qemu_args(&spec)
+            .expect("arguments")
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            args.contains(&"tdx-guest,id=tdx0,sept-ve-disable=on".to_owned()),
+            "{args:?}"
+        );
+        let cpu = args.iter().position(|a| a == "-cpu").expect("-cpu");
+        assert_eq!(args[cpu + 1], "host,pmu=off,-pks");
     }
 }
