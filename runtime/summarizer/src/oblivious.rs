@@ -96,17 +96,11 @@ pub fn gather_observed(
 /// Where `buf`'s pages begin: offsets into `buf` of each page it spans (the first may be
 /// partial).
 fn page_starts(buf: &[u8]) -> impl Iterator<Item = usize> {
-    let addr = buf.as_ptr() as usize;
-    let first = (PAGE - addr % PAGE) % PAGE;
+    // The first page boundary after the buffer's start (a whole page on when it starts on one).
+    let next = PAGE - buf.as_ptr() as usize % PAGE;
     std::iter::once(0)
-        .chain((first..buf.len()).step_by(PAGE))
-        .filter(move |&s| s < buf.len())
-        .scan(None, |last, s| {
-            let keep = *last != Some(s);
-            *last = Some(s);
-            Some(keep.then_some(s))
-        })
-        .flatten()
+        .chain((next..buf.len()).step_by(PAGE))
+        .filter(move |_| !buf.is_empty())
 }
 
 /// One pass over every page of `table`, copying `group`'s rows into `staging`.
