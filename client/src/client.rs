@@ -234,7 +234,12 @@ impl Client {
         Ok(session.reports)
     }
 
-    /// Sends `body` to `path` on a node chosen uniformly among the verified ones.
+    /// Sends `body` to `path` on a node chosen uniformly among the verified ones. When the
+    /// gateway answers that no node received the request (the node's host is unreachable,
+    /// restarting, or has left the fleet since the directory was read: [`NOT_DELIVERED`]), the
+    /// token was refunded, and the request goes again — with a fresh directory — to a node
+    /// chosen among the others, up to [`DELIVERY_ATTEMPTS`] times in all, within the one
+    /// deadline.
     pub async fn send(
         &self,
         path: &str,
@@ -242,7 +247,20 @@ impl Client {
         body: &[u8],
     ) -> Result<InnerResponse, ClientError> {
         let progress = Progress::default();
-        let run = self.send_inner(&progress, None, path, content_type, body);
+        let run = async {
+            let mut tried = Vec::new();
+            loop {
+                let sent = self
+                    .send_inner(&progress, None, &mut tried, path, content_type, body)
+                    .await;
+                match sent {
+                    Err(ClientError::Gateway { ref kind, .. })
+                        if NOT_DELIVERED.contains(&kind.as_str())
+                            && tried.len() < DELIVERY_ATTEMPTS => {}
+                    other => return other,
+                }
+            }
+        };
         self.deadline(&progress, run).await
     }
 
@@ -256,7 +274,8 @@ impl Client {
         body: &[u8],
     ) -> Result<InnerResponse, ClientError> {
         let progress = Progress::default();
-        let run = self.send_inner(&progress, Some(node), path, content_type, body);
+        let mut tried = Vec::new();
+        let run = self.send_inner(&progress, Some(node), &mut tried, path, content_type, body);
         self.deadline(&progress, run).await
     }
 
@@ -276,10 +295,13 @@ impl Client {
             })
     }
 
+    /// One attempt; the node chosen is added to `tried`, and a node already in it is chosen
+    /// only when no other candidate is left.
     async fn send_inner(
         &self,
         progress: &Progress,
         target: Option<&NodeId>,
+        tried: &mut Vec<NodeId>,
         path: &str,
         content_type: &str,
         body: &[u8],
@@ -295,10 +317,12 @@ impl Client {
             None => {
                 let mut rng = choose::os_rng()?;
                 candidates
-                    .choose(&mut rng)
+                    .choose_except(&mut rng, tried)
+                    .or_else(|| candidates.choose(&mut rng))
                     .ok_or_else(|| ClientError::NoVerifiedNode(Vec::new()))?
             }
         };
+        tried.push(id.clone());
         progress.set(Stage::Token);
         let logged = self.logged_keys(&session).await?;
         let outer_keys = match &logged {
@@ -326,10 +350,19 @@ impl Client {
                 &inner.bytes,
             )
             .await?;
-        drop(authorization);
         if answer.status != 200 {
-            return Err(gateway_error(&answer));
+            let e = gateway_error(&answer);
+            if let ClientError::Gateway { kind, .. } = &e
+                && NOT_DELIVERED.contains(&kind.as_str())
+            {
+                // The gateway refunded it: no node received the request. Kept for the retry
+                // (or the next request); a gateway that lied gets it refused as spent.
+                let challenge = session.directory.token_challenge.as_str();
+                self.update_store(|s| s.add(challenge, authorization))?;
+            }
+            return Err(e);
         }
+        drop(authorization);
         if !answer.is(OHTTP_RES_MEDIA) {
             return Err(media_error(
                 "node answer",
@@ -606,6 +639,15 @@ fn issuer_error(r: &HttpResponse) -> ClientError {
         kind: parse_problem(&r.body).map(|(kind, _)| kind),
     }
 }
+
+/// The gateway's refusals that say no node received the request (and the token was refunded):
+/// the host did not answer (`node-unreachable`), the guest is restarting (`node-down`, from
+/// its host agent), or the node left the fleet after the directory was read
+/// (`node-departed`).
+pub const NOT_DELIVERED: [&str; 3] = ["node-unreachable", "node-down", "node-departed"];
+
+/// Attempts of one [`Client::send`] when a request was not delivered.
+pub const DELIVERY_ATTEMPTS: usize = 3;
 
 fn gateway_error(d: &Decoded) -> ClientError {
     let (kind, detail) =

@@ -25,6 +25,7 @@ use cloister_protocol::access::{
 };
 use cloister_protocol::{EvidenceBundle, LogProof, media, node};
 
+use crate::fleet::NodeSet;
 use crate::nodes::{NodeAddress, NodeError};
 use crate::outer::{Answer, OuterKey, header, request_parts};
 use crate::redeem::{AcceptedKey, Redeemer, TokenRefusal};
@@ -36,8 +37,14 @@ pub use cloister_http::now_unix;
 /// The gateway's settings.
 #[derive(Debug)]
 pub struct GatewayConfig {
-    /// The nodes, by id.
+    /// The nodes its flags name, by id.
     pub nodes: BTreeMap<NodeId, NodeAddress>,
+    /// The fleet's registry, whose nodes join the flags' (read at every `registry_interval`).
+    pub registry: Option<cloister_registry::Registry>,
+    /// How often the registry is read (a change refreshes the directory at once).
+    pub registry_interval: Duration,
+    /// How nodes are reached (`tcp://` nodes need the host TLS).
+    pub connector: crate::nodes::Connector,
     /// Log proofs to attach: each bundle gets the proof whose release names its manifest.
     pub log_proofs: Vec<LogProof>,
     /// Where the transparency log's hash tiles come from, for devices to fetch through the
@@ -85,6 +92,7 @@ pub struct Gateway {
     redeemer: Redeemer,
     challenge_b64: String,
     directory: RwLock<Arc<Vec<u8>>>,
+    nodes: NodeSet,
     permits: Semaphore,
     /// When a node's 400 or 422 (it could not open a request) last made the gateway refresh
     /// the directory; held while that refresh runs, so that a directory read waits for it.
@@ -100,7 +108,7 @@ impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gateway")
             .field("key", &self.key)
-            .field("nodes", &self.config.nodes.len())
+            .field("nodes", &self.nodes.current().len())
             .finish_non_exhaustive()
     }
 }
@@ -134,8 +142,14 @@ impl Gateway {
         let redeemer = Redeemer::new(&config.challenge, &config.issuer_keys, config.spent.clone())
             .map_err(GatewayError::Tokens)?;
         let permits = Semaphore::new(config.max_in_flight);
+        let nodes = NodeSet::new(
+            config.nodes.clone(),
+            config.registry.clone(),
+            config.connector.clone(),
+        );
         let gw = Arc::new(Gateway {
             key,
+            nodes,
             config,
             redeemer,
             challenge_b64,
@@ -168,11 +182,16 @@ impl Gateway {
     /// publishes the directory. A node that does not answer in time, or answers no valid
     /// bundle, is left out (and logged by id).
     pub async fn refresh(&self) -> usize {
+        let listed = self.nodes.listed().await;
         let mut asked = tokio::task::JoinSet::new();
-        for (id, address) in &self.config.nodes {
+        for (id, address) in &listed {
             let (id, address) = (id.clone(), address.clone());
+            let via = self.nodes.connector().clone();
             let (timeout, max_body) = (self.config.evidence_timeout, self.config.max_body);
-            asked.spawn(async move { (id, fetch_evidence(&address, timeout, max_body).await) });
+            asked.spawn(async move {
+                let fetched = fetch_evidence(&via, &address, timeout, max_body).await;
+                (id, fetched)
+            });
         }
         let mut fetched = BTreeMap::new();
         while let Some(done) = asked.join_next().await {
@@ -197,6 +216,9 @@ impl Gateway {
             }
         }
         let n = entries.len();
+        // Requests go to the nodes listed now: a node that left is refused from here on, a
+        // new one is reachable as its evidence is published.
+        self.nodes.set(listed);
         self.set_directory(entries);
         n
     }
@@ -241,23 +263,41 @@ impl Gateway {
         });
     }
 
-    /// Refreshes the directory every `refresh` until the task is dropped.
+    /// Refreshes the directory every `refresh` until the task is dropped; with a registry,
+    /// also every `registry_interval` in which the registry's node set changed (a host came or
+    /// went).
     pub async fn refresh_forever(self: Arc<Self>) {
+        let mut last = Instant::now();
         loop {
-            tokio::time::sleep(self.config.refresh).await;
-            self.refresh().await;
+            let wait = if self.nodes.has_registry() {
+                self.config.registry_interval.min(self.config.refresh)
+            } else {
+                self.config.refresh
+            };
+            tokio::time::sleep(wait).await;
+            let due = last.elapsed() >= self.config.refresh;
+            let changed = || async {
+                let listed = self.nodes.listed().await;
+                listed != *self.nodes.current()
+            };
+            if due || changed().await {
+                let n = self.refresh().await;
+                tracing::info!(nodes = n, "directory refreshed");
+                last = Instant::now();
+            }
         }
     }
 }
 
 /// One node's evidence bundle, within `timeout`.
 async fn fetch_evidence(
+    via: &crate::nodes::Connector,
     address: &NodeAddress,
     timeout: Duration,
     max_body: usize,
 ) -> Result<EvidenceBundle, String> {
     let r = address
-        .exchange("GET", node::EVIDENCE_PATH, None, timeout, max_body)
+        .exchange(via, "GET", node::EVIDENCE_PATH, None, timeout, max_body)
         .await
         .map_err(|e| e.to_string())?;
     if r.status != 200 {
@@ -454,12 +494,24 @@ async fn forward(
             return Answer::problem(status, kind, &refusal.to_string());
         }
     };
-    let address = match id.ok().and_then(|id| gw.config.nodes.get(&id)) {
-        Some(a) => a,
-        None => return Answer::problem(404, "node-unknown", "no node has this id"),
+    let Ok(id) = id else {
+        return Answer::problem(404, "node-unknown", "no node has this id");
+    };
+    let Some(address) = gw.nodes.get(&id) else {
+        if gw.nodes.departed(&id) {
+            // It was in a directory a device may still hold: no work was done.
+            gw.redeemer.refund(&nonce).await;
+            return Answer::problem(
+                503,
+                "node-departed",
+                "this node has left; fetch the directory again",
+            );
+        }
+        return Answer::problem(404, "node-unknown", "no node has this id");
     };
     let reply = address
         .exchange(
+            gw.nodes.connector(),
             "POST",
             node::OHTTP_PATH,
             Some(m.content().to_vec()),
@@ -492,7 +544,12 @@ async fn forward(
             }
         }
         Err(e @ NodeError::Timeout(_)) => Answer::problem(504, "node-timeout", &e.to_string()),
-        Err(e @ (NodeError::Connect(_) | NodeError::Handshake { .. })) => {
+        Err(
+            e @ (NodeError::Connect(_)
+            | NodeError::Handshake { .. }
+            | NodeError::Tls(_)
+            | NodeError::NoHostTls),
+        ) => {
             gw.redeemer.refund(&nonce).await;
             Answer::problem(502, "node-unreachable", &e.to_string())
         }

@@ -1,7 +1,10 @@
 //! The gateway's way to a node: one HTTP/1.1 exchange on a fresh connection over AF_VSOCK,
-//! over vhost-device-vsock's Unix socket (`CONNECT <port>\n`, answered `OK <host port>\n`), or
-//! over a plain Unix socket (a runtime in development mode). Every exchange has a deadline and
-//! a cap on the answer's size.
+//! over vhost-device-vsock's Unix socket (`CONNECT <port>\n`, answered `OK <host port>\n`),
+//! over a plain Unix socket (a runtime in development mode), or over TCP to a host agent on
+//! another machine (`tcp://HOST:PORT`, mutually authenticated TLS 1.3: the inner layer is end to
+//! end, so TLS adds no secrecy the device relies on; it keeps the operator's fleet its own — a
+//! stranger can neither pose as a host nor reach one). Every exchange has a deadline and a cap on
+//! the answer's size.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,11 +35,18 @@ pub enum NodeAddress {
     },
     /// `unix:PATH`: a runtime in development mode (no confidentiality: emulated attestation).
     Unix(PathBuf),
+    /// `tcp://HOST:PORT`: a host agent's port for one of its guests, over mutual TLS.
+    Tcp {
+        /// DNS name or IP address (the name the host's certificate must carry).
+        host: String,
+        /// TCP port.
+        port: u16,
+    },
 }
 
 /// A node address that does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not vsock://CID:PORT, vhost-user:PATH:PORT or unix:PATH")]
+#[error("{0:?} is not vsock://CID:PORT, vhost-user:PATH:PORT, unix:PATH or tcp://HOST:PORT")]
 pub struct AddressError(String);
 
 impl std::str::FromStr for NodeAddress {
@@ -66,6 +76,26 @@ impl std::str::FromStr for NodeAddress {
         {
             return Ok(NodeAddress::Unix(path.into()));
         }
+        if let Some(rest) = s.strip_prefix("tcp://") {
+            let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+            // `[v6]` in URL form; the name the certificate is checked against has no brackets.
+            let host = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
+            let named = rustls::pki_types::ServerName::try_from(host).is_ok();
+            if host.is_empty() || !named || host.contains('/') {
+                return Err(bad());
+            }
+            let port: u16 = port.parse().map_err(|_| bad())?;
+            if port == 0 {
+                return Err(bad());
+            }
+            return Ok(NodeAddress::Tcp {
+                host: host.to_owned(),
+                port,
+            });
+        }
         Err(bad())
     }
 }
@@ -78,6 +108,10 @@ impl std::fmt::Display for NodeAddress {
                 write!(f, "vhost-user:{}:{port}", uds.display())
             }
             NodeAddress::Unix(p) => write!(f, "unix:{}", p.display()),
+            NodeAddress::Tcp { host, port } if host.contains(':') => {
+                write!(f, "tcp://[{host}]:{port}")
+            }
+            NodeAddress::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
         }
     }
 }
@@ -105,6 +139,48 @@ pub enum NodeError {
     /// The deadline passed.
     #[error("the node did not answer within {0:?}")]
     Timeout(Duration),
+    /// A `tcp://` node, but this gateway has no client certificate for its hosts.
+    #[error(
+        "a tcp:// node needs the gateway's host TLS (--host-tls-cert, --host-tls-key, --host-ca)"
+    )]
+    NoHostTls,
+    /// The TLS handshake with the host failed (its certificate is not from the operator's CA
+    /// or not for this name, it refused ours, or it spoke no TLS).
+    #[error("TLS with the node's host failed: {0}")]
+    Tls(std::io::Error),
+}
+
+/// How the gateway reaches nodes: local transports need nothing; `tcp://` nodes need the
+/// gateway's client certificate and the CA its hosts' certificates come from.
+#[derive(Clone, Default)]
+pub struct Connector {
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector")
+            .field("host_tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Connector {
+    /// Local transports only (`vsock://`, `vhost-user:`, `unix:`).
+    pub fn local() -> Connector {
+        Connector { tls: None }
+    }
+
+    /// Local transports and `tcp://` hosts over mutual TLS
+    /// ([`cloister_http::tls::mutual_connector`]).
+    pub fn with_host_tls(tls: tokio_rustls::TlsConnector) -> Connector {
+        Connector { tls: Some(tls) }
+    }
+
+    /// Whether `tcp://` nodes can be reached.
+    pub fn has_host_tls(&self) -> bool {
+        self.tls.is_some()
+    }
 }
 
 /// The node's answer.
@@ -118,12 +194,25 @@ pub struct NodeReply {
     pub body: Vec<u8>,
 }
 
-trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+/// A byte stream to a node.
+pub trait AsyncReadWrite: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> AsyncReadWrite for T {}
 
 impl NodeAddress {
-    async fn connect(&self) -> Result<Box<dyn Io>, NodeError> {
+    /// A fresh connection to the node (a host agent passes bytes between it and a gateway).
+    pub async fn connect(&self, via: &Connector) -> Result<Box<dyn AsyncReadWrite>, NodeError> {
         match self {
+            NodeAddress::Tcp { host, port } => {
+                let tls = via.tls.as_ref().ok_or(NodeError::NoHostTls)?;
+                let name = rustls::pki_types::ServerName::try_from(host.clone())
+                    .map_err(|e| NodeError::Tls(std::io::Error::other(e)))?;
+                let tcp = tokio::net::TcpStream::connect((host.as_str(), *port))
+                    .await
+                    .map_err(NodeError::Connect)?;
+                let _ = tcp.set_nodelay(true);
+                let s = tls.connect(name, tcp).await.map_err(NodeError::Tls)?;
+                Ok(Box::new(s))
+            }
             NodeAddress::Vsock { cid, port } => {
                 let addr = tokio_vsock::VsockAddr::new(*cid, *port);
                 let s = tokio_vsock::VsockStream::connect(addr)
@@ -165,25 +254,30 @@ impl NodeAddress {
     /// One request on a fresh connection, within `deadline`, the answer capped at `max_body`.
     pub async fn exchange(
         &self,
+        via: &Connector,
         method: &str,
         path: &str,
         body: Option<Vec<u8>>,
         deadline: Duration,
         max_body: usize,
     ) -> Result<NodeReply, NodeError> {
-        tokio::time::timeout(deadline, self.exchange_inner(method, path, body, max_body))
-            .await
-            .map_err(|_| NodeError::Timeout(deadline))?
+        tokio::time::timeout(
+            deadline,
+            self.exchange_inner(via, method, path, body, max_body),
+        )
+        .await
+        .map_err(|_| NodeError::Timeout(deadline))?
     }
 
     async fn exchange_inner(
         &self,
+        via: &Connector,
         method: &str,
         path: &str,
         body: Option<Vec<u8>>,
         max_body: usize,
     ) -> Result<NodeReply, NodeError> {
-        let io = self.connect().await?;
+        let io = self.connect(via).await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
             .map_err(|e| NodeError::Http(e.to_string()))?;
@@ -258,13 +352,34 @@ mod tests {
             "vhost-user::1",
             "vhost-user:/p",
             "unix:",
-            "tcp://1.2.3.4:5",
+            "tcp://1.2.3.4",
+            "tcp://:5",
+            "tcp://a b:5",
+            "tcp://host:0",
+            "tcp://host:70000",
             "",
         ] {
             assert!(bad.parse::<NodeAddress>().is_err(), "{bad:?}");
         }
         let a: NodeAddress = "vhost-user:/run/v.sock:8080".parse().expect("parses");
         assert_eq!(a.to_string(), "vhost-user:/run/v.sock:8080");
+        for (text, host, port) in [
+            ("tcp://10.0.0.7:9001", "10.0.0.7", 9001),
+            (
+                "tcp://host-3.fleet.example:443",
+                "host-3.fleet.example",
+                443,
+            ),
+            ("tcp://[fd00::7]:9001", "fd00::7", 9001),
+        ] {
+            let a: NodeAddress = text.parse().expect("parses");
+            let want = NodeAddress::Tcp {
+                host: host.into(),
+                port,
+            };
+            assert_eq!(a, want);
+            assert_eq!(a.to_string(), text);
+        }
     }
 
     #[tokio::test]
@@ -293,6 +408,7 @@ mod tests {
         let addr = NodeAddress::VhostUser { uds, port: 5000 };
         let reply = addr
             .exchange(
+                &Connector::local(),
                 "GET",
                 cloister_protocol::node::EVIDENCE_PATH,
                 None,
@@ -327,20 +443,54 @@ mod tests {
         });
         let addr = NodeAddress::VhostUser { uds, port: 7 };
         let e = addr
-            .exchange("GET", "/", None, Duration::from_secs(5), 1024)
+            .exchange(
+                &Connector::local(),
+                "GET",
+                "/",
+                None,
+                Duration::from_secs(5),
+                1024,
+            )
             .await
             .expect_err("refused");
         assert!(matches!(e, NodeError::Handshake { port: 7, .. }), "{e}");
         let e = addr
-            .exchange("GET", "/", None, Duration::from_millis(300), 1024)
+            .exchange(
+                &Connector::local(),
+                "GET",
+                "/",
+                None,
+                Duration::from_millis(300),
+                1024,
+            )
             .await
             .expect_err("silent");
         assert!(matches!(e, NodeError::Timeout(_)), "{e}");
         let missing = NodeAddress::Unix(dir.path().join("none.sock"));
         let e = missing
-            .exchange("GET", "/", None, Duration::from_secs(1), 1024)
+            .exchange(
+                &Connector::local(),
+                "GET",
+                "/",
+                None,
+                Duration::from_secs(1),
+                1024,
+            )
             .await
             .expect_err("absent");
         assert!(matches!(e, NodeError::Connect(_)), "{e}");
+        let tcp: NodeAddress = "tcp://127.0.0.1:1".parse().expect("parses");
+        let e = tcp
+            .exchange(
+                &Connector::local(),
+                "GET",
+                "/",
+                None,
+                Duration::from_secs(1),
+                1024,
+            )
+            .await
+            .expect_err("no TLS");
+        assert!(matches!(e, NodeError::NoHostTls), "{e}");
     }
 }

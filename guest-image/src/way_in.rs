@@ -204,6 +204,9 @@ impl WayIn {
             evidence_timeout: deadline.min(Duration::from_secs(120)),
             body_pace: cloister_http::BodyPace::default(),
             snp_crls: Vec::new(),
+            registry: None,
+            registry_interval: Duration::from_secs(5),
+            connector: cloister_gateway::nodes::Connector::local(),
             outer_seed: Some(outer_seed),
         })?;
         if gateway.refresh().await != 1 {

@@ -46,6 +46,29 @@ impl<'a> Candidates<'a> {
         choose(rng, nodes).copied()
     }
 
+    /// [`Candidates::choose`] over the machines and nodes left once `except` is set aside
+    /// (the nodes a request already failed to reach); `None` when nothing is left.
+    pub fn choose_except<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        except: &[NodeId],
+    ) -> Option<(&'a NodeId, &'a Verified)> {
+        let left: Vec<Vec<(&'a NodeId, &'a Verified)>> = self
+            .machines
+            .iter()
+            .map(|(_, nodes)| {
+                nodes
+                    .iter()
+                    .filter(|(id, _)| !except.contains(id))
+                    .copied()
+                    .collect::<Vec<_>>()
+            })
+            .filter(|nodes| !nodes.is_empty())
+            .collect();
+        let nodes = choose(rng, &left)?;
+        choose(rng, nodes).copied()
+    }
+
     /// The node `id`, if it is a candidate.
     pub fn find(&self, id: &NodeId) -> Option<(&'a NodeId, &'a Verified)> {
         self.machines
@@ -286,6 +309,34 @@ mod tests {
             assert!(
                 (1_800..=2_200).contains(&lone),
                 "lone chip chosen {lone} times"
+            );
+        }
+
+        /// A retry after an undelivered request never picks a node it already tried while
+        /// another is left, and falls back to none when all were tried.
+        #[test]
+        fn a_retry_sets_the_tried_nodes_aside() {
+            let r = reports(&[
+                ("a", Some(0), b"key-a"),
+                ("b", Some(1), b"key-b"),
+                ("c", Some(1), b"key-c"),
+            ]);
+            let c = candidates(&r, 1).expect("sound");
+            let id = |s: &str| NodeId::new(s).expect("id");
+            let mut rng = os_rng().expect("os random source");
+            let mut seen = BTreeMap::new();
+            for _ in 0..300 {
+                let (n, _) = c.choose_except(&mut rng, &[id("b")]).expect("left");
+                *seen.entry(n.as_str().to_owned()).or_insert(0) += 1;
+            }
+            assert_eq!(seen.keys().collect::<Vec<_>>(), ["a", "c"], "{seen:?}");
+            // Machine 1 has only c left: a and c each about half the time.
+            assert!(seen["a"] > 100 && seen["c"] > 100, "{seen:?}");
+            let (n, _) = c.choose_except(&mut rng, &[id("a"), id("b")]).expect("c");
+            assert_eq!(n.as_str(), "c");
+            assert!(
+                c.choose_except(&mut rng, &[id("a"), id("b"), id("c")])
+                    .is_none()
             );
         }
     }

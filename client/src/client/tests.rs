@@ -37,6 +37,8 @@ enum Kind {
     OtherImage,
     /// Verifies, but the gateway has no route to it.
     Ghost,
+    /// Verifies, but its host does not answer: the gateway says `node-unreachable`.
+    Unreachable,
 }
 
 /// What the stand-in saw: per node request, the node, the inner path and plaintext body; and
@@ -59,6 +61,8 @@ struct Stack {
     spent: Spent,
     seen: Mutex<Seen>,
     fault: Mutex<Fault>,
+    unreachable: Vec<String>,
+    undelivered: Mutex<usize>,
 }
 
 /// What a hostile or broken relay does to the answers it passes back.
@@ -156,6 +160,12 @@ impl Stack {
             spent: Spent::default(),
             seen: Mutex::default(),
             fault: Mutex::new(Fault::None),
+            unreachable: nodes
+                .iter()
+                .filter(|(_, k)| *k == Kind::Unreachable)
+                .map(|(id, _)| (*id).to_owned())
+                .collect(),
+            undelivered: Mutex::new(0),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -259,6 +269,11 @@ impl Stack {
         let Some(token): Option<PublicToken> = token else {
             return problem(401, "token-missing");
         };
+        // Spent and refunded, as the gateway does when a node's host does not answer.
+        if self.unreachable.iter().any(|u| u == id) {
+            *self.undelivered.lock().expect("lock") += 1;
+            return problem(502, "node-unreachable");
+        }
         let redeemed = OriginServer::new()
             .redeem_token(&self.origin_keys, &self.spent, token)
             .await;
@@ -410,6 +425,41 @@ async fn nodes_reports_each_node_and_send_to_picks_one() {
         client.send_to(&absent, "/v1/echo", "text/plain", b"hi").await,
         Err(ClientError::UnknownNode(id)) if id == absent
     ));
+}
+
+/// A request the gateway says no node received (its host is down) goes again to another node,
+/// with a fresh directory; after [`DELIVERY_ATTEMPTS`] undelivered attempts the refusal is the
+/// answer.
+#[tokio::test]
+async fn an_undelivered_request_goes_to_another_node() {
+    let (stack, url) = Stack::start(&[
+        ("down-a", Kind::Unreachable),
+        ("down-b", Kind::Unreachable),
+        ("good", Kind::Good),
+    ])
+    .await;
+    let client = client(&url, ACCOUNT);
+    for _ in 0..6 {
+        let r = client
+            .send("/v1/echo", "text/plain", b"hi")
+            .await
+            .expect("delivered to the node that answers");
+        assert_eq!(r.node.as_str(), "good");
+    }
+    // Every undelivered attempt was to a different node than the ones before it.
+    assert!(*stack.undelivered.lock().expect("lock") <= 12);
+
+    let (stack, url) =
+        Stack::start(&[("down-a", Kind::Unreachable), ("down-b", Kind::Unreachable)]).await;
+    let e = client_trusting(&url, ACCOUNT, emulated_trust())
+        .send("/v1/echo", "text/plain", b"hi")
+        .await
+        .expect_err("nothing answers");
+    assert!(
+        matches!(&e, ClientError::Gateway { status: 502, kind, .. } if kind == "node-unreachable"),
+        "{e}"
+    );
+    assert_eq!(*stack.undelivered.lock().expect("lock"), DELIVERY_ATTEMPTS);
 }
 
 #[tokio::test]

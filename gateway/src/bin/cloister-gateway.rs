@@ -8,7 +8,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::Parser;
 use cloister_gateway::gateway::{Gateway, GatewayConfig, LogTiles, serve_until};
 use cloister_gateway::logkeys;
-use cloister_gateway::nodes::NodeAddress;
+use cloister_gateway::nodes::{Connector as NodeConnector, NodeAddress};
 use cloister_gateway::redeem::AcceptedKey;
 use cloister_gateway::spent::SpentStore;
 use cloister_http::{Upstream, shutdown_signal};
@@ -29,15 +29,40 @@ struct Cli {
         default_value = "127.0.0.1:8701"
     )]
     listen: String,
-    /// A node, `ID=ADDRESS` with ADDRESS `vsock://CID:PORT`, `vhost-user:UDS:PORT` or
-    /// `unix:PATH` (repeatable).
+    /// A node, `ID=ADDRESS` with ADDRESS `vsock://CID:PORT`, `vhost-user:UDS:PORT`,
+    /// `unix:PATH` or `tcp://HOST:PORT` (a host agent's; needs the host TLS) (repeatable).
     #[arg(
         long = "node",
         env = "CLOISTER_GATEWAY_NODES",
         value_delimiter = ',',
-        required = true
+        required_unless_present = "registry"
     )]
     nodes: Vec<String>,
+    /// The fleet's registry (`redis://HOST:PORT[/DB]`): the nodes host agents register join
+    /// the `--node`s, and leave when their registration expires.
+    #[arg(long, env = "CLOISTER_GATEWAY_REGISTRY")]
+    registry: Option<String>,
+    /// How often the registry is read, seconds (a change refreshes the directory at once).
+    #[arg(long, env = "CLOISTER_GATEWAY_REGISTRY_INTERVAL", default_value_t = 5)]
+    registry_interval: u64,
+    /// This gateway's client certificate chain (PEM) for its hosts' TLS (`tcp://` nodes).
+    #[arg(
+        long,
+        env = "CLOISTER_GATEWAY_HOST_TLS_CERT",
+        requires_all = ["host_tls_key", "host_ca"]
+    )]
+    host_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--host-tls-cert`.
+    #[arg(
+        long,
+        env = "CLOISTER_GATEWAY_HOST_TLS_KEY",
+        requires = "host_tls_cert"
+    )]
+    host_tls_key: Option<PathBuf>,
+    /// The CA (PEM) that issues the host agents' certificates: a host whose certificate it did
+    /// not issue for the name in the node's address is not a node of this fleet.
+    #[arg(long, env = "CLOISTER_GATEWAY_HOST_CA", requires = "host_tls_cert")]
+    host_ca: Option<PathBuf>,
     /// A transparency-log proof (`log-proof.json` from `cargo xtask publish`) to attach to the
     /// evidence of nodes running that release (repeatable).
     #[arg(
@@ -203,6 +228,23 @@ async fn config(cli: Cli) -> Result<GatewayConfig> {
             keys.into_iter().map(AcceptedKey::unlogged).collect()
         }
     };
+    let connector = match (&cli.host_tls_cert, &cli.host_tls_key, &cli.host_ca) {
+        (Some(cert), Some(key), Some(ca)) => {
+            NodeConnector::with_host_tls(cloister_http::tls::mutual_connector(cert, key, ca)?)
+        }
+        _ => NodeConnector::local(),
+    };
+    if !connector.has_host_tls()
+        && let Some(id) = nodes
+            .iter()
+            .find_map(|(id, a)| matches!(a, NodeAddress::Tcp { .. }).then_some(id))
+    {
+        bail!("node {id} is a tcp:// node: give --host-tls-cert, --host-tls-key and --host-ca");
+    }
+    let registry = match &cli.registry {
+        Some(url) => Some(cloister_registry::Registry::connect(url)?),
+        None => None,
+    };
     let spent = if cli.spent_store.starts_with("redis://") {
         SpentStore::redis(&cli.spent_store)?
     } else {
@@ -210,6 +252,9 @@ async fn config(cli: Cli) -> Result<GatewayConfig> {
     };
     Ok(GatewayConfig {
         nodes,
+        registry,
+        registry_interval: Duration::from_secs(cli.registry_interval.max(1)),
+        connector,
         log_proofs,
         log,
         challenge: TokenChallenge::new(TokenType::Public, &cli.issuer_name, None, &[cli.origin]),

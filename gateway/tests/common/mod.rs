@@ -157,6 +157,9 @@ pub async fn start_tuned(
         evidence_timeout,
         body_pace: cloister_http::BodyPace::default(),
         snp_crls: Vec::new(),
+        registry: None,
+        registry_interval: Duration::from_secs(5),
+        connector: cloister_gateway::nodes::Connector::local(),
         outer_seed: None,
     })
     .expect("gateway");
