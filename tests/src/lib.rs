@@ -37,6 +37,9 @@ pub fn initrd_plus_one_byte(image: &Image, dir: &Path) -> PathBuf {
     std::fs::write(&tampered, bytes).expect("write");
     tampered
 }
+pub mod fleet;
+pub mod netns;
+pub mod publish;
 pub mod soak;
 pub mod stack;
 pub mod stand_in;

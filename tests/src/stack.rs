@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use cloister_insecure_emulated_sp::EmulatedSnpSigner;
 use cloister_insecure_emulated_sp::EmulatedSp;
-use cloister_transparency::{Measurement, ReleaseRecord, SCHEMA};
 
 /// The emulated processor's launch measurement for the development-mode runtimes.
 pub const MEASUREMENT: [u8; 48] = [0x6d; 48];
@@ -179,61 +178,10 @@ pub fn emulated_machines(dir: &Path, chips: usize) -> Sp {
     }
 }
 
+pub use crate::publish::{Published, dev_release, gateway_key_record, issuer_key_record, publish};
+
 /// The gateway's issuer name (its `--issuer-name` default), as token challenges carry it.
 pub const ISSUER_NAME: &str = "cloister-issuer";
-
-/// The log's record of the issuer key `spki` (base64url, as `cloister-issuer init` prints it):
-/// an epoch of 30 days from an hour ago.
-pub fn issuer_key_record(spki: &str) -> cloister_transparency::IssuerKeyRecord {
-    let now = cloister_measurement::Clock::now_unix(&cloister_measurement::SystemClock);
-    cloister_transparency::IssuerKeyRecord {
-        schema: cloister_transparency::issuer_key::ISSUER_KEY_SCHEMA.into(),
-        issuer: ISSUER_NAME.into(),
-        token_type: 2,
-        token_key: spki.trim().to_owned(),
-        not_before: now - 3600,
-        not_after: now - 3600 + 30 * 24 * 3600,
-    }
-}
-
-/// The log's record of the gateway key derived from `seed`: an epoch of 30 days from an hour
-/// ago.
-pub fn gateway_key_record(seed: &[u8; 32]) -> cloister_transparency::GatewayKeyRecord {
-    let now = cloister_measurement::Clock::now_unix(&cloister_measurement::SystemClock);
-    let config = cloister_protocol::node::gateway_key_config(seed)
-        .and_then(|c| c.encode())
-        .expect("key config");
-    cloister_transparency::GatewayKeyRecord {
-        schema: cloister_transparency::gateway_key::GATEWAY_KEY_SCHEMA.into(),
-        gateway: cloister_protocol::access::GATEWAY_AUTHORITY.into(),
-        key_config: hex::encode(config),
-        not_before: now - 3600,
-        not_after: now - 3600 + 30 * 24 * 3600,
-    }
-}
-
-/// A release record for the development-mode runtime: the emulated measurement and `manifest`.
-pub fn dev_release(manifest: &[u8; 32]) -> ReleaseRecord {
-    let h = |b: u8| hex::encode([b; 32]);
-    ReleaseRecord {
-        schema: SCHEMA.to_owned(),
-        measurements: vec![Measurement {
-            platform: "emulated-sev-snp".into(),
-            vcpus: 1,
-            vcpu_type: "EPYC-v4".into(),
-            digest: hex::encode(MEASUREMENT),
-        }],
-        manifest_sha256: hex::encode(manifest),
-        kernel_sha256: h(1),
-        initramfs_sha256: h(2),
-        firmware_sha256: h(3),
-        cmdline: "cloister.attest=emulated".into(),
-        weights_disk_sha256: None,
-        source_revision: "0".repeat(40),
-        source_date_epoch: 1,
-        snp_min_tcb: None,
-    }
-}
 
 /// Starts a development-mode runtime on `dir/<name>.sock` naming `manifest` in its evidence,
 /// on the emulated processor's first chip.
@@ -278,6 +226,16 @@ pub fn runtime_on(
 
 /// The issuer: key, one account (its bearer token in `dir/account-token`), served.
 pub fn issuer(dir: &Path, quota: u32) -> (Service, String) {
+    issuer_in(dir, quota, "127.0.0.1:0", &|p| Command::new(p))
+}
+
+/// [`issuer`] listening on `listen`, its server started by `launch` (e.g. in a namespace).
+pub fn issuer_in(
+    dir: &Path,
+    quota: u32,
+    listen: &str,
+    launch: &dyn Fn(&Path) -> Command,
+) -> (Service, String) {
     let key = dir.join("issuer.pem");
     let db = dir.join("issuer.redb");
     let out = Command::new(bin("cloister-issuer"))
@@ -301,13 +259,13 @@ pub fn issuer(dir: &Path, quota: u32) -> (Service, String) {
         String::from_utf8_lossy(&out.stdout).trim(),
     )
     .expect("token file");
-    let mut cmd = Command::new(bin("cloister-issuer"));
+    let mut cmd = launch(&bin("cloister-issuer"));
     cmd.arg("serve")
         .arg("--key")
         .arg(&key)
         .arg("--db")
         .arg(&db)
-        .args(["--listen", "127.0.0.1:0"]);
+        .args(["--listen", listen]);
     (Service::spawn(cmd, dir.join("issuer.log")), spki)
 }
 
@@ -435,30 +393,13 @@ impl Stack {
         gateway_args: &[&str],
     ) -> Stack {
         let sp = emulated_machines(dir, specs.len());
-        let log_dir = dir.join("log");
-        // The issuer's key, the gateway's key and the release, published together.
         let (issuer, spki) = issuer(dir, quota);
-        let seed_file = dir.join("gateway-seed");
-        let seed = [0x5e_u8; 32];
-        std::fs::write(&seed_file, hex::encode(seed)).expect("gateway seed");
-        let records = [
-            issuer_key_record(&spki).to_bytes(),
-            gateway_key_record(&seed).to_bytes(),
-            dev_release(&LOGGED_MANIFEST).to_bytes(),
-        ];
-        let records: Vec<Vec<u8>> = records
-            .into_iter()
-            .map(|r| r.expect("a valid record"))
-            .collect();
-        let witnessed = cloister_guest_image::release::witnessed_append(&log_dir, &records)
-            .expect("published and cosigned");
-        let proof = witnessed
-            .proof(witnessed.first + 2)
-            .expect("the release's proof");
-        let proof_file = dir.join("log-proof.json");
-        std::fs::write(&proof_file, proof.to_json()).expect("write proof");
-        let witness_key =
-            cloister_guest_image::release::witness_key(&log_dir).expect("witness verifier key");
+        let Published {
+            log_dir,
+            proof_file,
+            witness_key,
+            seed_file,
+        } = publish(dir, &spki);
         let nodes: Vec<Service> = specs
             .iter()
             .enumerate()

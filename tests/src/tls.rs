@@ -42,6 +42,53 @@ pub fn test_pki(dir: &Path) -> TestPki {
     pki
 }
 
+/// An operator's fleet PKI: one CA, a certificate for each host's address, and one for the
+/// gateways (their client certificate), as PEM files in `dir`.
+#[derive(Debug)]
+pub struct FleetPki {
+    /// The operator's CA (both ends trust it).
+    pub ca: PathBuf,
+    /// Per host address: its certificate and key.
+    pub hosts: Vec<(PathBuf, PathBuf)>,
+    /// The gateways' client certificate and key.
+    pub gateway: (PathBuf, PathBuf),
+}
+
+/// Makes [`FleetPki`]'s files in `dir` for hosts at `addresses`.
+pub fn fleet_pki(dir: &Path, addresses: &[&str]) -> FleetPki {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key")).expect("ca");
+    let leaf = |name: &str, san: &str| {
+        let key = KeyPair::generate().expect("leaf key");
+        let cert = CertificateParams::new(vec![san.to_owned()])
+            .expect("leaf params")
+            .signed_by(&key, &ca)
+            .expect("leaf");
+        let (c, k) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).expect("cert file");
+        std::fs::write(&k, key.serialize_pem()).expect("key file");
+        (c, k)
+    };
+    let hosts = addresses
+        .iter()
+        .enumerate()
+        .map(|(i, a)| leaf(&format!("host-{i}"), a))
+        .collect();
+    let gateway = leaf("gateway", "gateway");
+    let ca_file = dir.join("fleet-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).expect("ca file");
+    FleetPki {
+        ca: ca_file,
+        hosts,
+        gateway,
+    }
+}
+
 /// A recorder in front of `upstream` (`HOST:PORT`): its address, and the bytes clients sent.
 pub fn recorder(upstream: &str) -> (String, Arc<Mutex<Vec<u8>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind recorder");

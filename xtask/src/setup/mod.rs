@@ -205,7 +205,12 @@ impl Plan {
             Package {
                 name: "redis-server",
                 gives: "redis-server",
-                for_what: "spent-token store tests",
+                for_what: "spent-token store and fleet registry tests",
+            },
+            Package {
+                name: "iproute2",
+                gives: "ip",
+                for_what: "fleet tests across network namespaces",
             },
             Package {
                 name: "python3-venv",
@@ -497,6 +502,7 @@ mod tests {
             "quilt",
             "qemu-system-x86",
             "redis-server",
+            "iproute2",
             "erofs-utils",
             "cryptsetup-bin",
             "clang",

@@ -1,0 +1,296 @@
+//! A fleet across machines for the tests: each machine a network namespace ([`crate::netns`]).
+//! Redis (the registry and the spent tokens) on one, the issuer, the gateway and the relay on
+//! another, host agents with development-mode guests on their own (each on its own emulated
+//! chip), and devices on yet another — every byte between them crosses a veth link.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::netns::{Net, SUBNET};
+use crate::publish::{Published, publish};
+use crate::stack::{LOGGED_MANIFEST, Service, Sp, bin, emulated_machines, issuer_in};
+use crate::tls::{FleetPki, fleet_pki};
+
+/// A registration's time to live in the tests, seconds.
+pub const TTL: u64 = 3;
+/// The gateways' registry interval in the tests, seconds.
+pub const REGISTRY_INTERVAL: u64 = 1;
+/// Guests per host.
+pub const GUESTS: usize = 2;
+/// The host machines' address bytes, in the order they may be added.
+pub const HOSTS: [u8; 4] = [11, 12, 13, 14];
+
+const REGISTRY: u8 = 2;
+const FRONT: u8 = 3;
+const DEVICES: u8 = 50;
+
+/// A process killed on drop (for servers without a READY line).
+#[derive(Debug)]
+pub struct Plain(Child);
+
+impl Drop for Plain {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The fleet. Field order is drop order: processes first, the network last.
+#[derive(Debug)]
+pub struct Fleet {
+    /// Host agents by name (`h1`, …), with their namespace.
+    pub hosts: std::sync::Mutex<Vec<(String, String, Service)>>,
+    /// The relay.
+    pub relay: Service,
+    /// The gateway.
+    pub gateway: Service,
+    /// The issuer.
+    pub issuer: Service,
+    _redis: Plain,
+    /// The namespaces.
+    pub net: Net,
+    /// Where everything lives.
+    pub dir: PathBuf,
+    sp: Sp,
+    pki: FleetPki,
+    published: Published,
+    registry_ns: String,
+    devices: String,
+}
+
+fn addr(last: u8) -> String {
+    format!("{SUBNET}.{last}")
+}
+
+fn redis_url(db: u8) -> String {
+    format!("redis://{}:6379/{db}", addr(REGISTRY))
+}
+
+/// The gateway on the front machine: its nodes from the registry, its spent tokens in Redis.
+fn start_gateway(
+    net: &Net,
+    front: &str,
+    dir: &Path,
+    pki: &FleetPki,
+    p: &Published,
+    spki: &str,
+) -> Service {
+    let mut cmd = net.command(front, &bin("cloister-gateway"));
+    cmd.args([
+        "--listen",
+        &format!("{}:0", addr(FRONT)),
+        "--issuer-key",
+        spki,
+    ])
+    .arg("--registry")
+    .arg(redis_url(0))
+    .args(["--registry-interval", &REGISTRY_INTERVAL.to_string()])
+    .arg("--spent-store")
+    .arg(redis_url(1))
+    .arg("--host-tls-cert")
+    .arg(&pki.gateway.0)
+    .arg("--host-tls-key")
+    .arg(&pki.gateway.1)
+    .arg("--host-ca")
+    .arg(&pki.ca)
+    .arg("--log-proof")
+    .arg(&p.proof_file)
+    .arg("--log-dir")
+    .arg(&p.log_dir)
+    .arg("--outer-key-seed")
+    .arg(&p.seed_file);
+    Service::spawn(cmd, dir.join("gateway.log"))
+}
+
+impl Fleet {
+    /// Starts Redis, the issuer (an account with `quota` tokens a day), the host agents of the
+    /// first `hosts` machines, then the gateway and the relay.
+    pub fn start(dir: &Path, hosts: usize, quota: u32) -> Fleet {
+        let net = Net::new();
+        let registry_ns = net.machine("reg", REGISTRY);
+        let front = net.machine("front", FRONT);
+        let devices = net.machine("dev", DEVICES);
+        let host_addrs: Vec<String> = HOSTS.iter().map(|h| addr(*h)).collect();
+        let host_refs: Vec<&str> = host_addrs.iter().map(String::as_str).collect();
+        let pki = fleet_pki(dir, &host_refs);
+        // One emulated chip per host machine (chip 0 unused: the machines are 1-based).
+        let sp = emulated_machines(dir, HOSTS.len() + 1);
+
+        let redis_dir = dir.join("redis");
+        std::fs::create_dir_all(&redis_dir).expect("redis dir");
+        let mut cmd = net.command(&registry_ns, Path::new("redis-server"));
+        cmd.args([
+            "--port",
+            "6379",
+            "--bind",
+            &addr(REGISTRY),
+            "--protected-mode",
+            "no",
+        ])
+        .args(["--save", "", "--appendonly", "no", "--dir"])
+        .arg(&redis_dir)
+        .stdout(Stdio::null());
+        let redis = Plain(cmd.spawn().expect("redis-server (run `cargo xtask setup`)"));
+        net.wait_tcp(
+            &registry_ns,
+            &format!("{}:6379", addr(REGISTRY)),
+            Duration::from_secs(20),
+        );
+
+        let in_front = |p: &Path| net.command(&front, p);
+        let (issuer, spki) = issuer_in(dir, quota, &format!("{}:0", addr(FRONT)), &in_front);
+        let published = publish(dir, &spki);
+        let gateway = start_gateway(&net, &front, dir, &pki, &published, &spki);
+        let mut relay = net.command(&front, &bin("cloister-relay"));
+        relay
+            .args(["--listen", &format!("{}:0", addr(FRONT)), "--gateway"])
+            .arg(format!("{}/gateway", gateway.url));
+        let relay = Service::spawn(relay, dir.join("relay.log"));
+        let fleet = Fleet {
+            hosts: std::sync::Mutex::new(Vec::new()),
+            relay,
+            gateway,
+            issuer,
+            _redis: redis,
+            net,
+            dir: dir.to_owned(),
+            sp,
+            pki,
+            published,
+            registry_ns,
+            devices,
+        };
+        // The gateway starts with no node: the hosts' nodes reach it through the registry.
+        for i in 0..hosts {
+            fleet.add_host(i);
+        }
+        fleet
+    }
+
+    fn redis_url(&self, db: u8) -> String {
+        redis_url(db)
+    }
+
+    /// Starts the host agent of machine `i` (`h{i+1}` at `HOSTS[i]`), its guests on chip `i+1`;
+    /// returns its name.
+    pub fn add_host(&self, i: usize) -> String {
+        let name = format!("h{}", i + 1);
+        let ns = self.net.machine(&name, HOSTS[i]);
+        let state = self.dir.join(&name);
+        std::fs::create_dir_all(&state).expect("host state dir");
+        let (cert, key) = &self.pki.hosts[i];
+        let mut cmd = self.net.command(&ns, &bin("cloister-host"));
+        cmd.args([
+            "serve",
+            "--platform",
+            "insecure-development",
+            "--name",
+            &name,
+        ])
+        .args([
+            "--guests",
+            &GUESTS.to_string(),
+            "--advertise",
+            &addr(HOSTS[i]),
+        ])
+        .args(["--listen-ip", &addr(HOSTS[i]), "--first-port", "7100"])
+        .arg("--tls-cert")
+        .arg(cert)
+        .arg("--tls-key")
+        .arg(key)
+        .arg("--gateway-ca")
+        .arg(&self.pki.ca)
+        .arg("--registry")
+        .arg(self.redis_url(0))
+        .args(["--ttl", &TTL.to_string(), "--drain-grace", "2"])
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--runtime")
+        .arg(bin("cloister-runtime"))
+        .arg("--runtime-arg=--emulated-sp")
+        .arg(format!(
+            "--runtime-arg={}",
+            self.sp.machine(i + 1).display()
+        ))
+        .arg("--runtime-arg=--manifest-digest")
+        .arg(format!("--runtime-arg={}", hex::encode(LOGGED_MANIFEST)))
+        .arg("--runtime-arg=--cmdline")
+        .arg("--runtime-arg=cloister.attest=emulated")
+        .args(["--ready-timeout", "120"])
+        .env("CANDLE_BARRIER_POOL_SPIN_LIMIT", "0");
+        let svc = Service::spawn(cmd, self.dir.join(format!("{name}.log")));
+        self.hosts
+            .lock()
+            .expect("lock")
+            .push((name.clone(), ns, svc));
+        name
+    }
+
+    /// Kills every process of host `name` at once: the machine dies.
+    pub fn kill_host(&self, name: &str) {
+        let hosts = self.hosts.lock().expect("lock");
+        let (_, ns, _) = hosts
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .expect("a host of the fleet");
+        self.net.kill_all(ns);
+    }
+
+    /// The `cloister` CLI on the devices' machine, with its own state in `state`.
+    pub fn device(&self, state: &Path) -> Command {
+        let p = &self.published;
+        let mut cmd = self.net.command(&self.devices, &bin("cloister"));
+        cmd.arg("--relay")
+            .arg(&self.relay.url)
+            .arg("--issuer")
+            .arg(&self.issuer.url)
+            .arg("--account-token-file")
+            .arg(self.dir.join("account-token"))
+            .arg("--insecure-emulated")
+            .arg(&self.sp.ark_der)
+            .arg("--log-key")
+            .arg(p.log_dir.with_extension("pub"))
+            .arg("--witness-key")
+            .arg(&p.witness_key)
+            .args(["--quorum", "1", "--deadline", "60"])
+            .arg("--state")
+            .arg(state);
+        cmd
+    }
+
+    /// The ids of the nodes the device lists and verifies (sorted), or the CLI's error.
+    pub fn listed(&self, state: &Path) -> Result<Vec<String>, String> {
+        let mut c = self.device(state);
+        c.args(["nodes", "--json"]);
+        let out: Output = c.output().expect("run cloister");
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        let mut ids: Vec<String> = v
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["passed"] == true)
+            .filter_map(|n| n["id"].as_str().map(str::to_owned))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Tokens the gateway has recorded as spent (the keys of the spent store's database).
+    pub fn spent_tokens(&self) -> usize {
+        let out = self
+            .net
+            .command(&self.registry_ns, Path::new("redis-cli"))
+            .args(["-h", &addr(REGISTRY), "-n", "1", "DBSIZE"])
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("DBSIZE answers a number")
+    }
+}
