@@ -214,15 +214,16 @@ impl WayIn {
         }
         let (gw_listener, gw_addr) = listen().await?;
         let (relay_listener, relay_addr) = listen().await?;
-        let relay = RelayConfig {
-            upstream: format!("http://{gw_addr}/gateway")
-                .parse()
-                .map_err(|e: cloister_http::UpstreamError| WayInError::Config(e.to_string()))?,
-            max_body: 1 << 20,
-            timeout: deadline,
-            max_in_flight: 64,
-            body_pace: cloister_http::BodyPace::default(),
-        };
+        let relay =
+            RelayConfig {
+                upstreams: vec![format!("http://{gw_addr}/gateway").parse().map_err(
+                    |e: cloister_http::UpstreamError| WayInError::Config(e.to_string()),
+                )?],
+                max_body: 1 << 20,
+                timeout: deadline,
+                max_in_flight: 64,
+                body_pace: cloister_http::BodyPace::default(),
+            };
         let tasks = vec![
             tokio::spawn(async move {
                 let _ = cloister_issuer::serve(

@@ -1,10 +1,12 @@
 //! A fleet across machines for the tests: each machine a network namespace ([`crate::netns`]).
-//! Redis (the registry and the spent tokens) on one, the issuer, the gateway and the relay on
-//! another, host agents with development-mode guests on their own (each on its own emulated
-//! chip), and devices on yet another — every byte between them crosses a veth link.
+//! Redis (the registry and the spent tokens) on one, the issuer on another, each gateway on its
+//! own, the relay (a third party's) on its own, host agents with development-mode guests on
+//! their own (each on its own emulated chip), and devices on yet another — every byte between
+//! them crosses a veth link.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::netns::{Net, SUBNET};
@@ -23,6 +25,9 @@ pub const HOSTS: [u8; 4] = [11, 12, 13, 14];
 
 const REGISTRY: u8 = 2;
 const FRONT: u8 = 3;
+const RELAY: u8 = 4;
+/// The gateways' machines.
+const GATEWAYS: [u8; 2] = [21, 22];
 const DEVICES: u8 = 50;
 
 /// A process killed on drop (for servers without a READY line).
@@ -40,11 +45,11 @@ impl Drop for Plain {
 #[derive(Debug)]
 pub struct Fleet {
     /// Host agents by name (`h1`, …), with their namespace.
-    pub hosts: std::sync::Mutex<Vec<(String, String, Service)>>,
-    /// The relay.
+    pub hosts: Mutex<Vec<(String, String, Service)>>,
+    /// The relay (its own machine: a third party's).
     pub relay: Service,
-    /// The gateway.
-    pub gateway: Service,
+    /// The gateways, each on its own machine.
+    pub gateways: Mutex<Vec<Service>>,
     /// The issuer.
     pub issuer: Service,
     _redis: Plain,
@@ -55,7 +60,9 @@ pub struct Fleet {
     sp: Sp,
     pki: FleetPki,
     published: Published,
+    spki: String,
     registry_ns: String,
+    gateway_ns: Vec<String>,
     devices: String,
 }
 
@@ -67,50 +74,24 @@ fn redis_url(db: u8) -> String {
     format!("redis://{}:6379/{db}", addr(REGISTRY))
 }
 
-/// The gateway on the front machine: its nodes from the registry, its spent tokens in Redis.
-fn start_gateway(
-    net: &Net,
-    front: &str,
-    dir: &Path,
-    pki: &FleetPki,
-    p: &Published,
-    spki: &str,
-) -> Service {
-    let mut cmd = net.command(front, &bin("cloister-gateway"));
-    cmd.args([
-        "--listen",
-        &format!("{}:0", addr(FRONT)),
-        "--issuer-key",
-        spki,
-    ])
-    .arg("--registry")
-    .arg(redis_url(0))
-    .args(["--registry-interval", &REGISTRY_INTERVAL.to_string()])
-    .arg("--spent-store")
-    .arg(redis_url(1))
-    .arg("--host-tls-cert")
-    .arg(&pki.gateway.0)
-    .arg("--host-tls-key")
-    .arg(&pki.gateway.1)
-    .arg("--host-ca")
-    .arg(&pki.ca)
-    .arg("--log-proof")
-    .arg(&p.proof_file)
-    .arg("--log-dir")
-    .arg(&p.log_dir)
-    .arg("--outer-key-seed")
-    .arg(&p.seed_file);
-    Service::spawn(cmd, dir.join("gateway.log"))
+/// Where gateway `i` listens.
+fn gateway_addr(i: usize) -> String {
+    format!("{}:8701", addr(GATEWAYS[i]))
 }
 
 impl Fleet {
-    /// Starts Redis, the issuer (an account with `quota` tokens a day), the host agents of the
-    /// first `hosts` machines, then the gateway and the relay.
-    pub fn start(dir: &Path, hosts: usize, quota: u32) -> Fleet {
+    /// Starts Redis, the issuer (an account with `quota` tokens a day), `gateways` gateways
+    /// (with no node: theirs come from the registry), the relay in front of them, and the
+    /// host agents of the first `hosts` machines.
+    pub fn start(dir: &Path, hosts: usize, gateways: usize, quota: u32) -> Fleet {
         let net = Net::new();
         let registry_ns = net.machine("reg", REGISTRY);
         let front = net.machine("front", FRONT);
+        let relay_ns = net.machine("relay", RELAY);
         let devices = net.machine("dev", DEVICES);
+        let gateway_ns: Vec<String> = (0..gateways)
+            .map(|i| net.machine(&format!("gw{}", i + 1), GATEWAYS[i]))
+            .collect();
         let host_addrs: Vec<String> = HOSTS.iter().map(|h| addr(*h)).collect();
         let host_refs: Vec<&str> = host_addrs.iter().map(String::as_str).collect();
         let pki = fleet_pki(dir, &host_refs);
@@ -120,37 +101,29 @@ impl Fleet {
         let redis_dir = dir.join("redis");
         std::fs::create_dir_all(&redis_dir).expect("redis dir");
         let mut cmd = net.command(&registry_ns, Path::new("redis-server"));
-        cmd.args([
-            "--port",
-            "6379",
-            "--bind",
-            &addr(REGISTRY),
-            "--protected-mode",
-            "no",
-        ])
-        .args(["--save", "", "--appendonly", "no", "--dir"])
-        .arg(&redis_dir)
-        .stdout(Stdio::null());
+        cmd.args(["--port", "6379", "--bind", &addr(REGISTRY)])
+            .args(["--protected-mode", "no", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&redis_dir)
+            .stdout(Stdio::null());
         let redis = Plain(cmd.spawn().expect("redis-server (run `cargo xtask setup`)"));
-        net.wait_tcp(
-            &registry_ns,
-            &format!("{}:6379", addr(REGISTRY)),
-            Duration::from_secs(20),
-        );
+        let at = format!("{}:6379", addr(REGISTRY));
+        net.wait_tcp(&registry_ns, &at, Duration::from_secs(20));
 
         let in_front = |p: &Path| net.command(&front, p);
         let (issuer, spki) = issuer_in(dir, quota, &format!("{}:0", addr(FRONT)), &in_front);
         let published = publish(dir, &spki);
-        let gateway = start_gateway(&net, &front, dir, &pki, &published, &spki);
-        let mut relay = net.command(&front, &bin("cloister-relay"));
-        relay
-            .args(["--listen", &format!("{}:0", addr(FRONT)), "--gateway"])
-            .arg(format!("{}/gateway", gateway.url));
-        let relay = Service::spawn(relay, dir.join("relay.log"));
+        let mut relay = net.command(&relay_ns, &bin("cloister-relay"));
+        relay.args(["--listen", &format!("{}:0", addr(RELAY))]);
+        for i in 0..gateways {
+            relay
+                .arg("--gateway")
+                .arg(format!("http://{}/gateway", gateway_addr(i)));
+        }
         let fleet = Fleet {
-            hosts: std::sync::Mutex::new(Vec::new()),
-            relay,
-            gateway,
+            hosts: Mutex::new(Vec::new()),
+            relay: Service::spawn(relay, dir.join("relay.log")),
+            gateways: Mutex::new(Vec::new()),
             issuer,
             _redis: redis,
             net,
@@ -158,18 +131,86 @@ impl Fleet {
             sp,
             pki,
             published,
+            spki,
             registry_ns,
+            gateway_ns,
             devices,
         };
-        // The gateway starts with no node: the hosts' nodes reach it through the registry.
+        for i in 0..gateways {
+            let g = fleet.start_gateway(i);
+            fleet.gateways.lock().expect("lock").push(g);
+        }
         for i in 0..hosts {
             fleet.add_host(i);
         }
         fleet
     }
 
-    fn redis_url(&self, db: u8) -> String {
-        redis_url(db)
+    /// Gateway `i` on its machine: its nodes from the registry, its spent tokens in Redis,
+    /// the outer key every gateway of the fleet shares.
+    fn start_gateway(&self, i: usize) -> Service {
+        let (pki, p) = (&self.pki, &self.published);
+        let mut cmd = self
+            .net
+            .command(&self.gateway_ns[i], &bin("cloister-gateway"));
+        cmd.args(["--listen", &gateway_addr(i), "--issuer-key", &self.spki])
+            .arg("--registry")
+            .arg(redis_url(0))
+            .args(["--registry-interval", &REGISTRY_INTERVAL.to_string()])
+            .arg("--spent-store")
+            .arg(redis_url(1))
+            .arg("--host-tls-cert")
+            .arg(&pki.gateway.0)
+            .arg("--host-tls-key")
+            .arg(&pki.gateway.1)
+            .arg("--host-ca")
+            .arg(&pki.ca)
+            .arg("--log-proof")
+            .arg(&p.proof_file)
+            .arg("--log-dir")
+            .arg(&p.log_dir)
+            .arg("--outer-key-seed")
+            .arg(&p.seed_file);
+        Service::spawn(cmd, self.dir.join(format!("gateway-{i}.log")))
+    }
+
+    /// Stops gateway `i` gracefully (SIGTERM: it finishes what it has) and starts it again at
+    /// the same address.
+    pub fn restart_gateway(&self, i: usize) {
+        let status = self.gateways.lock().expect("lock")[i].terminate();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "gateway {i} stopped: {status:?}"
+        );
+        let fresh = self.start_gateway(i);
+        self.gateways.lock().expect("lock")[i] = fresh;
+    }
+
+    /// Cuts gateway `i` off from Redis (a blackhole route to it on its machine), or restores it.
+    pub fn cut_from_redis(&self, i: usize, cut: bool) {
+        let verb = if cut { "add" } else { "del" };
+        let out = Command::new("ip")
+            .args(["-n", &self.gateway_ns[i], "route", verb, "blackhole"])
+            .arg(format!("{}/32", addr(REGISTRY)))
+            .output()
+            .expect("ip route");
+        assert!(out.status.success(), "{out:?}");
+    }
+
+    /// Gateway `i`'s logs.
+    pub fn gateway_logs(&self, i: usize) -> String {
+        self.gateways.lock().expect("lock")[i].logs()
+    }
+
+    /// A relay of its own in front of gateway `i` alone (to reach that one gateway).
+    pub fn relay_to(&self, i: usize) -> Service {
+        let ns = self.net.machine(&format!("r{i}"), RELAY + 100 + i as u8);
+        let mut relay = self.net.command(&ns, &bin("cloister-relay"));
+        relay
+            .args(["--listen", &format!("{}:0", addr(RELAY + 100 + i as u8))])
+            .arg("--gateway")
+            .arg(format!("http://{}/gateway", gateway_addr(i)));
+        Service::spawn(relay, self.dir.join(format!("relay-{i}.log")))
     }
 
     /// Starts the host agent of machine `i` (`h{i+1}` at `HOSTS[i]`), its guests on chip `i+1`;
@@ -202,7 +243,7 @@ impl Fleet {
         .arg("--gateway-ca")
         .arg(&self.pki.ca)
         .arg("--registry")
-        .arg(self.redis_url(0))
+        .arg(redis_url(0))
         .args(["--ttl", &TTL.to_string(), "--drain-grace", "2"])
         .arg("--state-dir")
         .arg(&state)
@@ -239,10 +280,15 @@ impl Fleet {
 
     /// The `cloister` CLI on the devices' machine, with its own state in `state`.
     pub fn device(&self, state: &Path) -> Command {
+        self.device_via(&self.relay, state)
+    }
+
+    /// [`Fleet::device`] through `relay`.
+    pub fn device_via(&self, relay: &Service, state: &Path) -> Command {
         let p = &self.published;
         let mut cmd = self.net.command(&self.devices, &bin("cloister"));
         cmd.arg("--relay")
-            .arg(&self.relay.url)
+            .arg(&relay.url)
             .arg("--issuer")
             .arg(&self.issuer.url)
             .arg("--account-token-file")

@@ -90,6 +90,14 @@ impl Service {
         self.child.id()
     }
 
+    /// Asks the process to stop (SIGTERM) and waits for it: a graceful stop.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().ok()
+    }
+
     /// Kills the process now.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

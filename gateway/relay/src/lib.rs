@@ -2,8 +2,9 @@
 //! who asks but not what (the request is encapsulated to the gateway's key); the gateway sees
 //! what (after decapsulating the outer layer) but not who.
 //!
-//! `POST /` with `Content-Type: message/ohttp-req` is forwarded to the one configured gateway
-//! as a new request carrying only `Host`, `Content-Type` and `Content-Length` — no client
+//! `POST /` with `Content-Type: message/ohttp-req` is forwarded to a configured gateway (the
+//! operator's gateways take turns; one that cannot be connected to is passed over for the next,
+//! since nothing was sent to it — so a gateway restarting loses no request) as a new request carrying only `Host`, `Content-Type` and `Content-Length` — no client
 //! address, no `Forwarded`/`X-Forwarded-For`/`Via`, no cookie, no user agent — and the
 //! gateway's `message/ohttp-res` comes back the same way. Bodies are capped, the exchange has a
 //! deadline, requests in flight are bounded (503 beyond), nothing is kept. Logs carry status
@@ -15,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -38,8 +40,8 @@ pub use cloister_http::Upstream;
 /// The relay's settings.
 #[derive(Debug, Clone)]
 pub struct RelayConfig {
-    /// The one gateway.
-    pub upstream: Upstream,
+    /// The operator's gateways (at least one; they share the outer key set).
+    pub upstreams: Vec<Upstream>,
     /// Largest request or response body.
     pub max_body: usize,
     /// Deadline of a whole exchange with the gateway.
@@ -83,8 +85,15 @@ async fn serve_over(
     shutdown: impl std::future::Future<Output = ()>,
     drain: Duration,
 ) -> std::io::Result<()> {
-    let pool = Pool::new(&config.upstream.authority, 64);
-    let state = Arc::new((config.clone(), Semaphore::new(config.max_in_flight), pool));
+    let pools = Gateways {
+        pools: config
+            .upstreams
+            .iter()
+            .map(|u| (u.clone(), Pool::new(&u.authority, 64)))
+            .collect(),
+        next: AtomicUsize::new(0),
+    };
+    let state = Arc::new((config.clone(), Semaphore::new(config.max_in_flight), pools));
     let handler = move |req| {
         let state = state.clone();
         async move { handle(&state.0, &state.1, &state.2, req).await }
@@ -98,10 +107,56 @@ async fn serve_over(
     }
 }
 
+/// The gateways, each with its keep-alive pool, taken in turn.
+struct Gateways {
+    pools: Vec<(Upstream, Pool)>,
+    next: AtomicUsize,
+}
+
+impl Gateways {
+    /// One exchange with the next gateway in turn; a gateway that cannot be connected to (no
+    /// byte of the request reached it) is passed over for the next, each tried once.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: Option<&str>,
+        content_type: Option<&'static str>,
+        body: Bytes,
+        timeout: Duration,
+        max_body: usize,
+    ) -> Result<Upstreamed, &'static str> {
+        let n = self.pools.len();
+        if n == 0 {
+            return Err(cloister_http::pool::UNREACHABLE);
+        }
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut last = Err(cloister_http::pool::UNREACHABLE);
+        for i in 0..n {
+            let (upstream, pool) = &self.pools[(first + i) % n];
+            let path = path.unwrap_or(&upstream.path);
+            last = pool
+                .exchange(
+                    method.clone(),
+                    path,
+                    content_type,
+                    body.clone(),
+                    timeout,
+                    max_body,
+                )
+                .await;
+            match last {
+                Err(cloister_http::pool::UNREACHABLE) => continue,
+                _ => return last,
+            }
+        }
+        last
+    }
+}
+
 async fn handle(
     config: &RelayConfig,
     permits: &Semaphore,
-    pool: &Pool,
+    pool: &Gateways,
     req: hyper::Request<Incoming>,
 ) -> Reply {
     let started = Instant::now();
@@ -123,7 +178,7 @@ async fn handle(
 async fn relay(
     config: &RelayConfig,
     permits: &Semaphore,
-    pool: &Pool,
+    pool: &Gateways,
     req: hyper::Request<Incoming>,
 ) -> Reply {
     let is_ohttp = req
@@ -147,7 +202,7 @@ async fn relay(
     let answer = pool
         .exchange(
             Method::POST,
-            &config.upstream.path,
+            None,
             Some(OHTTP_REQ_MEDIA),
             body,
             config.timeout,
@@ -158,14 +213,14 @@ async fn relay(
 }
 
 /// The gateway's key configuration list, fetched afresh (nothing of the client goes with it).
-async fn keys(config: &RelayConfig, permits: &Semaphore, pool: &Pool) -> Reply {
+async fn keys(config: &RelayConfig, permits: &Semaphore, pool: &Gateways) -> Reply {
     let Ok(_permit) = permits.try_acquire() else {
         return overloaded();
     };
     let answer = pool
         .exchange(
             Method::GET,
-            OHTTP_KEYS_PATH,
+            Some(OHTTP_KEYS_PATH),
             None,
             Bytes::new(),
             config.timeout,

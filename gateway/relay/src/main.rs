@@ -1,4 +1,4 @@
-//! `cloister-relay`: the third party's OHTTP relay in front of one Cloister gateway.
+//! `cloister-relay`: the third party's OHTTP relay in front of an operator's Cloister gateways.
 
 use std::time::Duration;
 
@@ -8,11 +8,20 @@ use cloister_http::shutdown_signal;
 use cloister_relay::{RelayConfig, Upstream, serve_tls_until, serve_until};
 
 #[derive(Parser)]
-#[command(about = "An OHTTP relay: forwards message/ohttp-req to one gateway, adds nothing")]
+#[command(
+    about = "An OHTTP relay: forwards message/ohttp-req to the operator's gateways, adds nothing"
+)]
 struct Cli {
-    /// The gateway's OHTTP resource, `http://HOST:PORT/PATH`.
-    #[arg(long, env = "CLOISTER_RELAY_GATEWAY")]
-    gateway: Upstream,
+    /// A gateway's OHTTP resource, `http://HOST:PORT/PATH` (repeatable: the operator's
+    /// gateways, which share one outer key set, take turns; one that cannot be reached is
+    /// passed over).
+    #[arg(
+        long = "gateway",
+        env = "CLOISTER_RELAY_GATEWAYS",
+        value_delimiter = ',',
+        required = true
+    )]
+    gateways: Vec<Upstream>,
     /// Address to listen on (port 0: any free port; the READY line names it).
     #[arg(long, env = "CLOISTER_RELAY_LISTEN", default_value = "127.0.0.1:8700")]
     listen: String,
@@ -61,7 +70,7 @@ async fn main() -> anyhow::Result<()> {
     println!("READY {scheme}://{}", listener.local_addr()?);
     tracing::info!("relay listening");
     let config = RelayConfig {
-        upstream: cli.gateway,
+        upstreams: cli.gateways,
         max_body: cli.max_body,
         timeout: Duration::from_secs(cli.timeout),
         max_in_flight: cli.max_in_flight,

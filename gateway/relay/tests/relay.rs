@@ -71,14 +71,20 @@ async fn counted_gateway() -> (u16, Seen, Arc<std::sync::atomic::AtomicUsize>) {
 }
 
 async fn relay(gateway: u16, path: &str) -> u16 {
+    relay_to(&[gateway], path).await
+}
+
+/// A relay in front of the gateways on `ports`, all at `path`.
+async fn relay_to(ports: &[u16], path: &str) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let config = RelayConfig {
-        upstream: format!("http://127.0.0.1:{gateway}{path}")
-            .parse()
-            .expect("url"),
+        upstreams: ports
+            .iter()
+            .map(|p| format!("http://127.0.0.1:{p}{path}").parse().expect("url"))
+            .collect(),
         max_body: 1 << 20,
         timeout: Duration::from_secs(1),
         max_in_flight: 64,
@@ -185,7 +191,7 @@ async fn shutdown_lets_the_exchange_in_flight_finish_and_accepts_no_more() {
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
     let config = RelayConfig {
-        upstream: format!("http://127.0.0.1:{gw}/slow").parse().expect("url"),
+        upstreams: vec![format!("http://127.0.0.1:{gw}/slow").parse().expect("url")],
         max_body: 1 << 20,
         timeout: Duration::from_secs(30),
         max_in_flight: 64,
@@ -294,4 +300,27 @@ async fn trickling_clients_hold_no_slot_and_are_ended_within_the_pace() {
         assert_eq!(status, 408, "after {took:?}");
         assert!(took < Duration::from_secs(6), "{took:?}");
     }
+}
+
+/// The operator's gateways take turns; one that is down (restarting) is passed over: no
+/// request is lost, and none reaches a gateway twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_take_turns_and_one_that_is_down_is_passed_over() {
+    let (a, seen_a) = gateway().await;
+    let (b, seen_b) = gateway().await;
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let port = relay_to(&[a, down, b], "/ok").await;
+    for i in 0..12u8 {
+        let (status, _, body) = post(port, "message/ohttp-req", vec![i, 1]).await;
+        assert_eq!((status, body), (200, vec![1, i]));
+    }
+    let (na, nb) = (
+        seen_a.lock().expect("lock").len(),
+        seen_b.lock().expect("lock").len(),
+    );
+    assert_eq!(na + nb, 12, "each request reached exactly one gateway");
+    assert!(na >= 4 && nb >= 4, "both took turns: {na} and {nb}");
 }

@@ -22,6 +22,10 @@ const MAX_IDLE_AGE: Duration = Duration::from_secs(4);
 
 type Sender = SendRequest<Full<Bytes>>;
 
+/// The error of an exchange whose upstream could not be connected to: no byte of the request
+/// reached it, so another upstream may be asked.
+pub const UNREACHABLE: &str = "unreachable";
+
 /// Keep-alive connections to `authority`.
 pub struct Pool {
     authority: String,
@@ -69,7 +73,7 @@ impl Pool {
     async fn connect(&self) -> Result<Sender, &'static str> {
         let stream = tokio::net::TcpStream::connect(&self.authority)
             .await
-            .map_err(|_| "unreachable")?;
+            .map_err(|_| UNREACHABLE)?;
         let _ = stream.set_nodelay(true);
         let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
