@@ -18,8 +18,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use cloister_measurement::{Clock as _, SystemClock};
 use cloister_protocol::access::{
-    GATEWAY_AUTHORITY, NODES_PATH, NodeDirectory, NodeId, OHTTP_KEYS_MEDIA, OHTTP_KEYS_PATH,
-    OHTTP_REQ_MEDIA, OHTTP_RES_MEDIA, TOKEN_REQUEST_MEDIA, TOKEN_RESPONSE_MEDIA, node_ohttp_path,
+    GATEWAY_AUTHORITY, NodeDirectory, NodeId, OHTTP_KEYS_MEDIA, OHTTP_KEYS_PATH, OHTTP_REQ_MEDIA,
+    OHTTP_RES_MEDIA, TOKEN_REQUEST_MEDIA, TOKEN_RESPONSE_MEDIA, node_ohttp_path, nodes_path,
     parse_problem,
 };
 use hyper::Method;
@@ -391,7 +391,13 @@ impl Client {
         let outer_keys = self.outer_keys().await?;
         progress.set(Stage::Directory);
         let answer = self
-            .gateway(&outer_keys, "GET", NODES_PATH, &[], &[])
+            .gateway(
+                &outer_keys,
+                "GET",
+                &nodes_path(self.config.trust.directory_sample()),
+                &[],
+                &[],
+            )
             .await?;
         if answer.status != 200 {
             return Err(gateway_error(&answer));

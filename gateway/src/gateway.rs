@@ -20,8 +20,8 @@ use privacypass::auth::authenticate::TokenChallenge;
 use tokio::sync::Semaphore;
 
 use cloister_protocol::access::{
-    GATEWAY_PATH, HEALTH_PATH, LOG_TILE_PREFIX, NODES_PATH, NodeId, OHTTP_KEYS_MEDIA,
-    OHTTP_KEYS_PATH, OHTTP_REQ_MEDIA, OHTTP_RES_MEDIA, parse_node_ohttp_path,
+    GATEWAY_PATH, HEALTH_PATH, LOG_TILE_PREFIX, NodeId, OHTTP_KEYS_MEDIA, OHTTP_KEYS_PATH,
+    OHTTP_REQ_MEDIA, OHTTP_RES_MEDIA, parse_node_ohttp_path, parse_nodes_path,
 };
 use cloister_protocol::{EvidenceBundle, LogProof, media, node};
 
@@ -45,6 +45,8 @@ pub struct GatewayConfig {
     pub registry_interval: Duration,
     /// How nodes are reached (`tcp://` nodes need the host TLS).
     pub connector: crate::nodes::Connector,
+    /// The most nodes one directory fetch gets (a sample of them when there are more).
+    pub directory_max: usize,
     /// Log proofs to attach: each bundle gets the proof whose release names its manifest.
     pub log_proofs: Vec<LogProof>,
     /// Where the transparency log's hash tiles come from, for devices to fetch through the
@@ -91,7 +93,8 @@ pub struct Gateway {
     config: GatewayConfig,
     redeemer: Redeemer,
     challenge_b64: String,
-    directory: RwLock<Arc<Vec<u8>>>,
+    /// The verified nodes' entries of the last refresh; each fetch gets a sample of them.
+    directory: RwLock<Arc<Vec<cloister_protocol::access::NodeEntry>>>,
     nodes: NodeSet,
     permits: Semaphore,
     /// When a node's 400 or 422 (it could not open a request) last made the gateway refresh
@@ -167,13 +170,31 @@ impl Gateway {
     }
 
     fn set_directory(&self, nodes: Vec<cloister_protocol::access::NodeEntry>) {
-        let d = cloister_protocol::access::NodeDirectory {
-            version: cloister_protocol::access::DIRECTORY_VERSION,
-            token_challenge: self.challenge_b64.clone(),
-            nodes,
-        };
         if let Ok(mut slot) = self.directory.write() {
-            *slot = Arc::new(d.to_json());
+            *slot = Arc::new(nodes);
+        }
+    }
+
+    /// A directory of `k` nodes drawn at random (capped at `directory_max`; `None`: the cap).
+    fn directory_sample(&self, k: Option<usize>) -> Answer {
+        let entries = self
+            .directory
+            .read()
+            .map(|d| Arc::clone(&d))
+            .unwrap_or_default();
+        let k = k.unwrap_or(usize::MAX).min(self.config.directory_max);
+        match crate::directory::sample(&entries, k) {
+            Ok(nodes) => Answer {
+                status: 200,
+                content_type: media::JSON.into(),
+                body: cloister_protocol::access::NodeDirectory {
+                    version: cloister_protocol::access::DIRECTORY_VERSION,
+                    token_challenge: self.challenge_b64.clone(),
+                    nodes,
+                }
+                .to_json(),
+            },
+            Err(e) => Answer::problem(500, "random-source", &e.to_string()),
         }
     }
 
@@ -395,18 +416,14 @@ async fn gateway(gw: &Arc<Gateway>, req: hyper::Request<Incoming>) -> (&'static 
 
 async fn route(gw: &Arc<Gateway>, m: &Message) -> (&'static str, Answer) {
     let (method, path) = request_parts(m);
-    if method == "GET" && path == NODES_PATH {
+    if method == "GET"
+        && let Some(sample) = parse_nodes_path(&path)
+    {
         // A refresh after a stale key is running: the directory it makes is the one to give.
         drop(gw.key_refreshed.lock().await);
-        let directory = gw
-            .directory
-            .read()
-            .map(|d| d.as_ref().clone())
-            .unwrap_or_default();
-        let answer = Answer {
-            status: 200,
-            content_type: media::JSON.into(),
-            body: directory,
+        let answer = match sample {
+            Ok(k) => gw.directory_sample(k),
+            Err(e) => Answer::problem(400, "directory-sample-invalid", &e.to_string()),
         };
         return ("directory", answer);
     }

@@ -8,6 +8,7 @@
 
 pub mod credentials;
 pub mod crl;
+pub mod directory;
 pub mod fleet;
 pub mod gateway;
 pub mod logkeys;

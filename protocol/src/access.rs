@@ -58,6 +58,41 @@ pub const MAX_DIRECTORY: usize = 4 << 20;
 pub const MAX_NODES: usize = 1024;
 /// Directory format version.
 pub const DIRECTORY_VERSION: u32 = 1;
+/// Nodes a device asks one directory fetch for unless its policy says otherwise: the gateway
+/// answers a uniformly random sample of that many of its verified nodes (all of them when it
+/// has fewer), so a directory stays small in a fleet of thousands. A sample of `k` distinct
+/// nodes spans at least `k / (nodes per machine)` machines (rounded up), which a device's
+/// minimum of distinct machines must not exceed.
+pub const DEFAULT_DIRECTORY_SAMPLE: u16 = 8;
+/// The query naming a directory fetch's sample size.
+const SAMPLE_QUERY: &str = "?sample=";
+
+/// The path, inside the outer layer, of a directory fetch for a sample of `k` nodes. Every
+/// device with the same policy sends the same bytes: the gateway cannot tell one device's
+/// fetch from another's, so it cannot give one device a sample of its own choosing.
+pub fn nodes_path(k: std::num::NonZeroU16) -> String {
+    format!("{NODES_PATH}{SAMPLE_QUERY}{k}")
+}
+
+/// Parses a directory fetch's path: `Some(Ok(None))` for [`NODES_PATH`] alone (every node, up
+/// to the gateway's cap), `Some(Ok(Some(k)))` for a sample of `k` (1 to [`MAX_NODES`]),
+/// `Some(Err)` for a sample size that is not one, `None` for another path.
+pub fn parse_nodes_path(path: &str) -> Option<Result<Option<usize>, BundleError>> {
+    let rest = path.strip_prefix(NODES_PATH)?;
+    if rest.is_empty() {
+        return Some(Ok(None));
+    }
+    let k = rest.strip_prefix(SAMPLE_QUERY)?;
+    // Digits only, no sign, no leading zero: one spelling per size.
+    let canonical = |n: usize| n.to_string() == k;
+    Some(match k.parse::<usize>() {
+        Ok(n) if canonical(n) && (1..=MAX_NODES).contains(&n) => Ok(Some(n)),
+        _ => Err(BundleError::Json(format!(
+            "directory sample {:?} is not 1 to {MAX_NODES}",
+            clip(k)
+        ))),
+    })
+}
 
 /// Media type of every error body (RFC 9457).
 pub const PROBLEM_MEDIA: &str = "application/problem+json";
@@ -272,6 +307,33 @@ impl IssuerDirectory {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn directory_paths_name_one_sample_size_one_way() {
+        let k = std::num::NonZeroU16::new(DEFAULT_DIRECTORY_SAMPLE).expect("nonzero");
+        assert_eq!(nodes_path(k), "/v1/nodes?sample=8");
+        assert!(matches!(
+            parse_nodes_path("/v1/nodes?sample=8"),
+            Some(Ok(Some(8)))
+        ));
+        assert!(matches!(parse_nodes_path("/v1/nodes"), Some(Ok(None))));
+        assert!(matches!(
+            parse_nodes_path("/v1/nodes?sample=1024"),
+            Some(Ok(Some(1024)))
+        ));
+        for bad in ["0", "08", "+8", "-1", "1025", "99999", "", "8&x=1", "eight"] {
+            let path = format!("/v1/nodes?sample={bad}");
+            assert!(matches!(parse_nodes_path(&path), Some(Err(_))), "{path}");
+        }
+        for other in [
+            "/v1/nodes/n1/ohttp",
+            "/v1/nodesx",
+            "/v1/nodes?other=1",
+            "/v1/log/tile/0/000",
+        ] {
+            assert!(parse_nodes_path(other).is_none(), "{other}");
+        }
+    }
 
     #[test]
     fn a_token_key_is_written_padded_and_read_either_way() {

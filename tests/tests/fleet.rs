@@ -76,8 +76,39 @@ fn a_host_dies_and_another_joins_under_load() {
     let fleet = Arc::new(Fleet::start(dir.path(), 3, 1, 10_000));
     let probe = dir.path().join("probe-state");
     let first = ["h1-0", "h1-1", "h2-0", "h2-1", "h3-0", "h3-1"];
-    // The gateway started with no node: all four came through the registry.
+    // The gateway started with no node: all six came through the registry.
     until_listed(&fleet, &probe, &first, Duration::from_secs(120));
+
+    // Directories of a sample of 2: each fetch lists 2 nodes (verified), and over 40 fetches
+    // every node is listed (each is missed by all 40 with probability (2/3)^40, 1e-7).
+    let mut reached = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..40 {
+        let mut c = fleet.device(&probe);
+        c.args([
+            "--directory-sample",
+            "2",
+            "--min-machines",
+            "1",
+            "nodes",
+            "--json",
+        ]);
+        let out = c.output().expect("run cloister");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        let listed = v.as_array().cloned().unwrap_or_default();
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        for n in listed {
+            assert_eq!(n["passed"], true, "{n}");
+            *reached
+                .entry(n["id"].as_str().unwrap_or_default().to_owned())
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(reached.keys().collect::<Vec<_>>(), first, "{reached:?}");
 
     let stop = Arc::new(AtomicBool::new(false));
     let devices: Vec<_> = (0..2)

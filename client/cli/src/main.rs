@@ -91,6 +91,10 @@ struct Cli {
     /// no second machine.
     #[arg(long, env = "CLOISTER_MIN_MACHINES", default_value_t = NonZeroUsize::new(cloister_client::choose::DEFAULT_MIN_MACHINES).unwrap_or(NonZeroUsize::MIN), global = true)]
     min_machines: NonZeroUsize,
+    /// Nodes each directory fetch asks for: the gateway answers a fresh random sample of that
+    /// many of its verified nodes (all of them when it has fewer).
+    #[arg(long, env = "CLOISTER_DIRECTORY_SAMPLE", default_value_t = std::num::NonZeroU16::new(cloister_protocol::access::DEFAULT_DIRECTORY_SAMPLE).unwrap_or(std::num::NonZeroU16::MIN), global = true)]
+    directory_sample: std::num::NonZeroU16,
     /// INSECURE: use whatever keys the issuer and the relay serve, not only the current keys
     /// the log holds. An issuer that gives each account its own key then learns whose every
     /// request is; a relay that substitutes the gateway's key reads the token and the node.
@@ -395,7 +399,8 @@ fn client(cli: &Cli, sending: bool) -> Result<Client> {
         }
         None => Trust::hardware(policy, log, store)?,
     }
-    .with_min_machines(cli.min_machines);
+    .with_min_machines(cli.min_machines)
+    .with_directory_sample(cli.directory_sample);
     let trust = if cli.insecure_unlogged_keys {
         eprintln!(
             "WARNING: accepting unlogged operator keys: an issuer can give this account a key \

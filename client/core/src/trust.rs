@@ -84,6 +84,7 @@ pub struct Trust {
     log_key: Option<String>,
     store: Box<dyn SeenStore>,
     min_machines: usize,
+    directory_sample: std::num::NonZeroU16,
     operator_keys: OperatorKeys,
 }
 
@@ -143,6 +144,10 @@ impl Trust {
             log_key,
             store,
             min_machines: crate::choose::DEFAULT_MIN_MACHINES,
+            directory_sample: std::num::NonZeroU16::new(
+                cloister_protocol::access::DEFAULT_DIRECTORY_SAMPLE,
+            )
+            .unwrap_or(std::num::NonZeroU16::MIN),
             operator_keys: OperatorKeys::Logged,
         })
     }
@@ -165,6 +170,20 @@ impl Trust {
     pub fn with_min_machines(mut self, n: std::num::NonZeroUsize) -> Self {
         self.min_machines = n.get();
         self
+    }
+
+    /// Ask each directory fetch for a random sample of `k` nodes (default
+    /// [`cloister_protocol::access::DEFAULT_DIRECTORY_SAMPLE`]). It must be more than the
+    /// nodes any one machine runs times one less than the minimum of machines, or a sample may
+    /// span too few machines.
+    pub fn with_directory_sample(mut self, k: std::num::NonZeroU16) -> Self {
+        self.directory_sample = k;
+        self
+    }
+
+    /// The sample size each directory fetch asks for.
+    pub fn directory_sample(&self) -> std::num::NonZeroU16 {
+        self.directory_sample
     }
 
     /// The fewest distinct machines a directory must span.

@@ -12,7 +12,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bhttp::Message;
 use cloister_measurement::Step;
 use cloister_protocol::access::{
-    DIRECTORY_VERSION, ISSUER_DIRECTORY_PATH, NodeEntry, TOKEN_REQUEST_PATH, problem_json,
+    DIRECTORY_VERSION, ISSUER_DIRECTORY_PATH, NodeEntry, TOKEN_REQUEST_PATH, parse_nodes_path,
+    problem_json,
 };
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
@@ -245,7 +246,7 @@ impl Stack {
     /// What the gateway answers inside the outer layer.
     async fn route(&self, m: &Message) -> (u16, String, Vec<u8>) {
         let path = String::from_utf8_lossy(m.control().path().unwrap_or_default()).into_owned();
-        if path == NODES_PATH {
+        if matches!(parse_nodes_path(&path), Some(Ok(_))) {
             return (200, "application/json".into(), self.directory.clone());
         }
         let Some(id) = path
@@ -425,6 +426,35 @@ async fn nodes_reports_each_node_and_send_to_picks_one() {
         client.send_to(&absent, "/v1/echo", "text/plain", b"hi").await,
         Err(ClientError::UnknownNode(id)) if id == absent
     ));
+}
+
+/// What a gateway reads of a directory fetch is the same bytes from every device with the
+/// same policy — no account, no state, no key of the device — so a gateway cannot answer one
+/// device with a sample of its own choosing.
+#[tokio::test]
+async fn every_devices_directory_fetch_reads_the_same_to_the_gateway() {
+    let (stack, url) = Stack::start(&[("a", Kind::Good), ("b", Kind::Good)]).await;
+    let first = client(&url, ACCOUNT);
+    let second = client_trusting(&url, "acct-other", emulated_trust());
+    first.nodes().await.expect("first device");
+    second.nodes().await.expect("second device");
+    first.nodes().await.expect("first device again");
+    let seen = stack.seen.lock().expect("lock");
+    let fetches: Vec<&Vec<u8>> = seen
+        .outer
+        .iter()
+        .filter(|plain| {
+            let m = Message::read_bhttp(&mut Cursor::new(&plain[..])).expect("bhttp");
+            let path = String::from_utf8_lossy(m.control().path().unwrap_or_default()).into_owned();
+            matches!(parse_nodes_path(&path), Some(Ok(Some(8))))
+        })
+        .collect();
+    assert_eq!(
+        fetches.len(),
+        3,
+        "three fetches, each asking for the default sample"
+    );
+    assert!(fetches.iter().all(|f| *f == fetches[0]), "the same bytes");
 }
 
 /// A request the gateway says no node received (its host is down) goes again to another node,

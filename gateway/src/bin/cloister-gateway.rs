@@ -42,6 +42,11 @@ struct Cli {
     /// the `--node`s, and leave when their registration expires.
     #[arg(long, env = "CLOISTER_GATEWAY_REGISTRY")]
     registry: Option<String>,
+    /// The most nodes one directory fetch is answered with: a fleet with more answers each
+    /// fetch with a fresh random sample of this many (or of the device's own sample size, if
+    /// smaller).
+    #[arg(long, env = "CLOISTER_GATEWAY_DIRECTORY_MAX", default_value_t = cloister_gateway::directory::DEFAULT_DIRECTORY_MAX)]
+    directory_max: usize,
     /// How often the registry is read, seconds (a change refreshes the directory at once).
     #[arg(long, env = "CLOISTER_GATEWAY_REGISTRY_INTERVAL", default_value_t = 5)]
     registry_interval: u64,
@@ -254,6 +259,7 @@ async fn config(cli: Cli) -> Result<GatewayConfig> {
         nodes,
         registry,
         registry_interval: Duration::from_secs(cli.registry_interval.max(1)),
+        directory_max: cli.directory_max.max(1),
         connector,
         log_proofs,
         log,

@@ -160,6 +160,7 @@ pub async fn start_tuned(
         registry: None,
         registry_interval: Duration::from_secs(5),
         connector: cloister_gateway::nodes::Connector::local(),
+        directory_max: cloister_gateway::directory::DEFAULT_DIRECTORY_MAX,
         outer_seed: None,
     })
     .expect("gateway");
