@@ -230,7 +230,7 @@ impl WayIn {
                 let _ = cloister_issuer::serve(
                     IssuerConfig {
                         key: issuer_key,
-                        accounts,
+                        accounts: accounts.into(),
                     },
                     issuer_listener,
                 )

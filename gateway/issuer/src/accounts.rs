@@ -1,4 +1,5 @@
-//! The issuer's accounts and their daily quotas, in an embedded redb database.
+//! The issuer's accounts and their daily quotas, in an embedded redb database (one issuer), or
+//! in PostgreSQL shared by a fleet of issuers ([`AccountStore`], [`crate::shared`]).
 //!
 //! An account is known by the SHA-256 of its bearer token (the token itself is shown once, when
 //! the account is made, and never stored). Each issuance charges the account's count for the
@@ -63,8 +64,74 @@ impl std::fmt::Debug for BearerToken {
     }
 }
 
-fn digest(token: &str) -> [u8; 32] {
+/// The digest an account is known by.
+pub(crate) fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
+}
+
+/// Checks an account's name.
+pub(crate) fn valid_name(name: &str) -> Result<(), AccountError> {
+    if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(AccountError::BadName(name.chars().take(64).collect()));
+    }
+    Ok(())
+}
+
+/// A fresh bearer token: 32 random bytes, hex.
+pub(crate) fn new_bearer() -> Result<BearerToken, AccountError> {
+    let mut raw = Zeroizing::new([0u8; 32]);
+    getrandom::fill(&mut *raw).map_err(|e| AccountError::Database(e.to_string()))?;
+    Ok(BearerToken(Zeroizing::new(hex::encode(*raw))))
+}
+
+/// Where the accounts are: this machine's redb file, or PostgreSQL shared by a fleet of
+/// issuers.
+#[derive(Debug, Clone)]
+pub enum AccountStore {
+    /// One issuer: redb.
+    Embedded(Accounts),
+    /// A fleet of issuers: PostgreSQL.
+    Shared(crate::shared::SharedAccounts),
+}
+
+impl From<Accounts> for AccountStore {
+    fn from(a: Accounts) -> Self {
+        AccountStore::Embedded(a)
+    }
+}
+
+impl AccountStore {
+    /// `postgres://…` (with `ca` for its TLS) or a redb file's path.
+    pub async fn open(spec: &str, ca: Option<&Path>) -> Result<Self, AccountError> {
+        if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+            Ok(AccountStore::Shared(
+                crate::shared::SharedAccounts::connect(spec, ca).await?,
+            ))
+        } else {
+            Ok(AccountStore::Embedded(Accounts::open(Path::new(spec))?))
+        }
+    }
+
+    /// Makes an account allowed `quota` tokens per UTC day; returns its bearer token.
+    pub async fn add(&self, name: &str, quota: u32) -> Result<BearerToken, AccountError> {
+        match self {
+            AccountStore::Embedded(a) => a.add(name, quota),
+            AccountStore::Shared(s) => s.add(name, quota).await,
+        }
+    }
+
+    /// Charges one token to the account with `bearer` for UTC day `day`; how many are left.
+    pub async fn charge(&self, bearer: &str, day: u64) -> Result<u32, AccountError> {
+        match self {
+            AccountStore::Embedded(a) => {
+                let (a, bearer) = (a.clone(), Zeroizing::new(bearer.to_owned()));
+                tokio::task::spawn_blocking(move || a.charge(&bearer, day))
+                    .await
+                    .map_err(|e| AccountError::Database(e.to_string()))?
+            }
+            AccountStore::Shared(s) => s.charge(bearer, day).await,
+        }
+    }
 }
 
 impl Accounts {
@@ -80,12 +147,8 @@ impl Accounts {
 
     /// Makes an account allowed `quota` tokens per UTC day; returns its bearer token.
     pub fn add(&self, name: &str, quota: u32) -> Result<BearerToken, AccountError> {
-        if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(AccountError::BadName(name.chars().take(64).collect()));
-        }
-        let mut raw = Zeroizing::new([0u8; 32]);
-        getrandom::fill(&mut *raw).map_err(|e| AccountError::Database(e.to_string()))?;
-        let token = Zeroizing::new(hex::encode(*raw));
+        valid_name(name)?;
+        let BearerToken(token) = new_bearer()?;
         let tx = self.db.begin_write().map_err(db_err)?;
         tx.open_table(ACCOUNTS)
             .map_err(db_err)?

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accounts;
+pub mod shared;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -33,7 +34,7 @@ use cloister_protocol::access::{
 
 use cloister_protocol::media;
 
-use crate::accounts::{AccountError, Accounts, utc_day};
+use crate::accounts::{AccountError, AccountStore, utc_day};
 
 type RsaKeyPair = KeyPair<Sha384, PSS, Deterministic>;
 
@@ -247,7 +248,7 @@ pub struct IssuerConfig {
     /// The signing key.
     pub key: IssuerKey,
     /// The accounts.
-    pub accounts: Accounts,
+    pub accounts: AccountStore,
 }
 
 /// Serves the issuer on `listener` until the task is dropped.
@@ -363,15 +364,14 @@ async fn issue(config: &IssuerConfig, req: hyper::Request<Incoming>) -> Reply {
         Ok(r) => r,
         Err(e) => return problem(422, e.kind(), &e.to_string()),
     };
-    let accounts = config.accounts.clone();
     let day = utc_day(now_unix());
-    let charged = tokio::task::spawn_blocking(move || accounts.charge(&account, day)).await;
+    let charged = config.accounts.charge(&account, day).await;
     match charged {
-        Ok(Ok(_left)) => {}
-        Ok(Err(AccountError::Unknown)) => {
+        Ok(_left) => {}
+        Err(AccountError::Unknown) => {
             return problem(401, "account-unknown", "no account has this bearer token");
         }
-        Ok(Err(e @ AccountError::QuotaExhausted { .. })) => {
+        Err(e @ AccountError::QuotaExhausted { .. }) => {
             let mut r = problem(429, "quota-exhausted", &e.to_string());
             r.headers_mut().insert(
                 hyper::header::RETRY_AFTER,
@@ -379,8 +379,7 @@ async fn issue(config: &IssuerConfig, req: hyper::Request<Incoming>) -> Reply {
             );
             return r;
         }
-        Ok(Err(e)) => return problem(503, "account-store-unavailable", &e.to_string()),
-        Err(_) => return problem(500, "internal", "the account check failed"),
+        Err(e) => return problem(503, "account-store-unavailable", &e.to_string()),
     }
     match config.key.sign(request).await {
         Ok(bytes) => reply(200, TOKEN_RESPONSE_MEDIA, bytes),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use clap::{Parser, Subcommand};
 use cloister_http::shutdown_signal;
-use cloister_issuer::accounts::Accounts;
+use cloister_issuer::accounts::AccountStore;
 use cloister_issuer::{IssuerConfig, IssuerKey, serve_tls_until, serve_until};
 use cloister_protocol::access::encode_token_key;
 
@@ -34,9 +34,14 @@ enum Command {
     },
     /// Makes an account and prints its bearer token (shown once, stored only as a digest).
     AddAccount {
-        /// The account database (redb).
+        /// The account store: a redb file (one issuer), or `postgres://USER@HOST/DB` shared
+        /// by a fleet of issuers.
         #[arg(long, env = "CLOISTER_ISSUER_DB")]
-        db: PathBuf,
+        db: String,
+        /// The CA (PEM) of the PostgreSQL server's certificate (TLS unless the URL says
+        /// `sslmode=disable`).
+        #[arg(long, env = "CLOISTER_ISSUER_DB_CA")]
+        db_ca: Option<PathBuf>,
         /// A name for the operator's records.
         #[arg(long)]
         name: String,
@@ -49,9 +54,15 @@ enum Command {
         /// The private key file.
         #[arg(long, env = "CLOISTER_ISSUER_KEY")]
         key: PathBuf,
-        /// The account database (redb).
+        /// The account store: a redb file (one issuer), or `postgres://USER@HOST/DB` shared
+        /// by a fleet of issuers (each charge is one atomic statement: issuers serving one
+        /// account at once never exceed its quota).
         #[arg(long, env = "CLOISTER_ISSUER_DB")]
-        db: PathBuf,
+        db: String,
+        /// The CA (PEM) of the PostgreSQL server's certificate (TLS unless the URL says
+        /// `sslmode=disable`).
+        #[arg(long, env = "CLOISTER_ISSUER_DB_CA")]
+        db_ca: Option<PathBuf>,
         /// Address to listen on (port 0: any free port; the READY line names it).
         #[arg(long, env = "CLOISTER_ISSUER_LISTEN", default_value = "127.0.0.1:8702")]
         listen: String,
@@ -84,13 +95,22 @@ async fn main() -> Result<()> {
         Command::PublicKey { key } => {
             println!("{}", encode_token_key(IssuerKey::load(&key)?.spki()));
         }
-        Command::AddAccount { db, name, quota } => {
-            let token = Accounts::open(&db)?.add(&name, quota)?;
+        Command::AddAccount {
+            db,
+            db_ca,
+            name,
+            quota,
+        } => {
+            let token = AccountStore::open(&db, db_ca.as_deref())
+                .await?
+                .add(&name, quota)
+                .await?;
             println!("{}", token.0.as_str());
         }
         Command::Serve {
             key,
             db,
+            db_ca,
             listen,
             tls_cert,
             tls_key,
@@ -101,7 +121,7 @@ async fn main() -> Result<()> {
             };
             let config = IssuerConfig {
                 key: IssuerKey::load(&key)?,
-                accounts: Accounts::open(&db)?,
+                accounts: AccountStore::open(&db, db_ca.as_deref()).await?,
             };
             let listener = tokio::net::TcpListener::bind(&listen)
                 .await

@@ -16,36 +16,8 @@ use privacypass::auth::authenticate::TokenChallenge;
 use privacypass::public_tokens::{PublicKey, TokenRequest, TokenResponse};
 use privacypass::{Deserialize as _, Serialize as _, TokenType};
 
-async fn post(addr: &str, bearer: Option<&str>, ct: &'static str, body: Vec<u8>) -> (u16, Bytes) {
-    // exchange_tcp sends no Authorization: speak HTTP/1.1 with hyper directly for the bearer.
-    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let (mut send, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("handshake");
-    tokio::spawn(conn);
-    let mut req = hyper::Request::builder()
-        .method("POST")
-        .uri("/token-request")
-        .header("host", addr)
-        .header("content-type", ct);
-    if let Some(b) = bearer {
-        req = req.header("authorization", format!("Bearer {b}"));
-    }
-    let res = send
-        .send_request(
-            req.body(http_body_util::Full::new(Bytes::from(body)))
-                .expect("request"),
-        )
-        .await
-        .expect("response");
-    let status = res.status().as_u16();
-    use http_body_util::BodyExt as _;
-    (
-        status,
-        res.into_body().collect().await.expect("body").to_bytes(),
-    )
-}
+mod common;
+use common::post;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_up_to_the_quota_then_429_and_named_refusals() {
@@ -57,7 +29,13 @@ async fn tokens_up_to_the_quota_then_429_and_named_refusals() {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(serve(IssuerConfig { key, accounts }, listener));
+    tokio::spawn(serve(
+        IssuerConfig {
+            key,
+            accounts: accounts.into(),
+        },
+        listener,
+    ));
 
     let d = exchange_tcp(
         &addr,

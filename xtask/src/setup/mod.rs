@@ -213,6 +213,12 @@ impl Plan {
                 for_what: "fleet tests across network namespaces",
             },
             Package {
+                name: "postgresql",
+                // Debian bookworm's server (PostgreSQL 15).
+                gives: "/usr/lib/postgresql/15/bin/postgres",
+                for_what: "issuer fleet tests (shared accounts)",
+            },
+            Package {
                 name: "python3-venv",
                 gives: "python3",
                 for_what: "sev-snp-measure",
@@ -503,6 +509,7 @@ mod tests {
             "qemu-system-x86",
             "redis-server",
             "iproute2",
+            "postgresql",
             "erofs-utils",
             "cryptsetup-bin",
             "clang",
