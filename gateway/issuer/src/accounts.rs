@@ -91,7 +91,7 @@ pub enum AccountStore {
     /// One issuer: redb.
     Embedded(Accounts),
     /// A fleet of issuers: PostgreSQL.
-    Shared(crate::shared::SharedAccounts),
+    Shared(Box<crate::shared::SharedAccounts>),
 }
 
 impl From<Accounts> for AccountStore {
@@ -104,9 +104,9 @@ impl AccountStore {
     /// `postgres://…` (with `ca` for its TLS) or a redb file's path.
     pub async fn open(spec: &str, ca: Option<&Path>) -> Result<Self, AccountError> {
         if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
-            Ok(AccountStore::Shared(
+            Ok(AccountStore::Shared(Box::new(
                 crate::shared::SharedAccounts::connect(spec, ca).await?,
-            ))
+            )))
         } else {
             Ok(AccountStore::Embedded(Accounts::open(Path::new(spec))?))
         }
