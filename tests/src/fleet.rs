@@ -278,6 +278,16 @@ impl Fleet {
         self.net.kill_all(ns);
     }
 
+    /// Drains host `name` (SIGTERM) and waits for its agent to exit; whether it exited cleanly.
+    pub fn drain_host(&self, name: &str) -> bool {
+        let mut hosts = self.hosts.lock().expect("lock");
+        let (_, _, svc) = hosts
+            .iter_mut()
+            .find(|(n, _, _)| n == name)
+            .expect("a host of the fleet");
+        svc.terminate().is_some_and(|s| s.success())
+    }
+
     /// The `cloister` CLI on the devices' machine, with its own state in `state`.
     pub fn device(&self, state: &Path) -> Command {
         self.device_via(&self.relay, state)

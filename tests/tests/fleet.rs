@@ -177,6 +177,37 @@ fn a_host_dies_and_another_joins_under_load() {
     );
 }
 
+/// A host drained under load (SIGTERM to its agent: its nodes leave the registry, its ports keep
+/// serving for the grace, then requests in flight finish and its guests stop) loses no request.
+#[test]
+#[ignore = "full tier: root, iproute2 and redis-server (cargo xtask test)"]
+fn a_host_drains_under_load_and_loses_no_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fleet = Arc::new(Fleet::start(dir.path(), 3, 1, 10_000));
+    let probe = dir.path().join("probe-state");
+    let all = ["h1-0", "h1-1", "h2-0", "h2-1", "h3-0", "h3-1"];
+    until_listed(&fleet, &probe, &all, Duration::from_secs(120));
+    let stop = Arc::new(AtomicBool::new(false));
+    let devices: Vec<_> = (0..2)
+        .map(|i| load(&fleet, dir.path().join(format!("device-{i}")), Arc::clone(&stop)))
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    assert!(fleet.drain_host("h1"), "the agent drained and exited cleanly");
+    let drained = started.elapsed();
+    let left = ["h2-0", "h2-1", "h3-0", "h3-1"];
+    until_listed(&fleet, &probe, &left, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::SeqCst);
+    let tallies: Vec<Tally> = devices.into_iter().map(|d| d.join().expect("device")).collect();
+    let ok: usize = tallies.iter().map(|t| t.ok).sum();
+    let failed: Vec<&String> = tallies.iter().flat_map(|t| &t.failed).collect();
+    assert!(ok >= 10, "too little load to mean anything: {ok}");
+    assert!(failed.is_empty(), "lost in the drain: {failed:#?}");
+    assert_eq!(fleet.spent_tokens(), ok);
+    eprintln!("drain: {ok} requests, none lost; the agent exited {drained:?} after SIGTERM");
+}
+
 /// Two gateways behind the relay, sharing the registry, the spent tokens and the outer key:
 /// each restarted in turn under load loses no request; one cut off from Redis refuses every
 /// request with `spent-store-unavailable` (it cannot check a token, so it accepts none) and
