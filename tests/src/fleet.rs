@@ -336,6 +336,21 @@ impl Fleet {
         Ok(ids)
     }
 
+    /// How many of `ids` have a live record in the registry (asked of Redis itself).
+    pub fn registered(&self, ids: &[&str]) -> usize {
+        let out = self
+            .net
+            .command(&self.registry_ns, Path::new("redis-cli"))
+            .args(["-h", &addr(REGISTRY), "-n", "0", "EXISTS"])
+            .args(ids.iter().map(|id| format!("cloister:node:{id}")))
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("EXISTS answers a number")
+    }
+
     /// Tokens the gateway has recorded as spent (the keys of the spent store's database).
     pub fn spent_tokens(&self) -> usize {
         let out = self

@@ -124,14 +124,30 @@ fn a_host_dies_and_another_joins_under_load() {
 
     // h1 dies (every process of the machine, at once).
     fleet.kill_host("h1");
+    let killed = Instant::now();
+    // Its registrations expire within the TTL, on Redis's clock (the last heartbeat was at most
+    // a third of it before the kill); a second of slack for asking.
+    while fleet.registered(&["h1-0", "h1-1"]) > 0 {
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "h1 still registered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let expired = killed.elapsed();
+    assert!(
+        expired <= Duration::from_secs(TTL + 1),
+        "h1's records expired after {expired:?} (TTL {TTL} s)"
+    );
     let left = ["h2-0", "h2-1", "h3-0", "h3-1"];
-    let gone = until_listed(&fleet, &probe, &left, Duration::from_secs(60));
-    // The registration expires within the TTL; the gateway reads the registry every interval
-    // and refreshes at once; the device's own directory fetch adds its round trip.
-    let bound = Duration::from_secs(TTL + REGISTRY_INTERVAL + 4);
+    until_listed(&fleet, &probe, &left, Duration::from_secs(60));
+    let gone = killed.elapsed();
+    // The gateway reads the registry every interval and refreshes at once; the device's own
+    // directory fetch adds its round trip (slack for a busy CI machine: the figure is printed).
+    let bound = Duration::from_secs(TTL + REGISTRY_INTERVAL + 15);
     assert!(
         gone <= bound,
-        "h1's nodes left after {gone:?} (bound {bound:?})"
+        "h1's nodes left the directory after {gone:?} (bound {bound:?})"
     );
     std::thread::sleep(Duration::from_secs(3));
 
@@ -142,7 +158,7 @@ fn a_host_dies_and_another_joins_under_load() {
     let all = ["h2-0", "h2-1", "h3-0", "h3-1", "h4-0", "h4-1"];
     let listed = until_listed(&fleet, &probe, &all, Duration::from_secs(60));
     assert_eq!(h4, "h4");
-    let bound = Duration::from_secs(REGISTRY_INTERVAL + 4);
+    let bound = Duration::from_secs(REGISTRY_INTERVAL + 15);
     assert!(
         listed <= bound,
         "h4 listed {listed:?} after ready ({ready:?} to start)"
@@ -171,8 +187,8 @@ fn a_host_dies_and_another_joins_under_load() {
     let gateway = fleet.gateway_logs(0);
     assert!(gateway.contains("node left the set"), "{gateway}");
     eprintln!(
-        "fleet: {ok} requests, {} failed; h1 gone from the directory in {gone:?}, h4 listed \
-         {listed:?} after its {ready:?} start",
+        "fleet: {ok} requests, {} failed; h1's records expired {expired:?} after the kill, its \
+         nodes left the directory after {gone:?}; h4 listed {listed:?} after its {ready:?} start",
         failed.len()
     );
 }
@@ -189,17 +205,29 @@ fn a_host_drains_under_load_and_loses_no_request() {
     until_listed(&fleet, &probe, &all, Duration::from_secs(120));
     let stop = Arc::new(AtomicBool::new(false));
     let devices: Vec<_> = (0..2)
-        .map(|i| load(&fleet, dir.path().join(format!("device-{i}")), Arc::clone(&stop)))
+        .map(|i| {
+            load(
+                &fleet,
+                dir.path().join(format!("device-{i}")),
+                Arc::clone(&stop),
+            )
+        })
         .collect();
     std::thread::sleep(Duration::from_secs(2));
     let started = Instant::now();
-    assert!(fleet.drain_host("h1"), "the agent drained and exited cleanly");
+    assert!(
+        fleet.drain_host("h1"),
+        "the agent drained and exited cleanly"
+    );
     let drained = started.elapsed();
     let left = ["h2-0", "h2-1", "h3-0", "h3-1"];
     until_listed(&fleet, &probe, &left, Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::SeqCst);
-    let tallies: Vec<Tally> = devices.into_iter().map(|d| d.join().expect("device")).collect();
+    let tallies: Vec<Tally> = devices
+        .into_iter()
+        .map(|d| d.join().expect("device"))
+        .collect();
     let ok: usize = tallies.iter().map(|t| t.ok).sum();
     let failed: Vec<&String> = tallies.iter().flat_map(|t| &t.failed).collect();
     assert!(ok >= 10, "too little load to mean anything: {ok}");
