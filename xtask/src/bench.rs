@@ -24,6 +24,9 @@ enum Bench {
     Model(crate::bench_model::Args),
     /// The transparency log at scale (appends, proofs) against ct-merkle in memory.
     Log(crate::bench_log::Args),
+    /// The fleet across network namespaces: one gateway against two, with 2, 4 and 8 nodes
+    /// (needs root; sets up what the test tier needs).
+    Fleet,
 }
 
 #[derive(clap::Args, Debug)]
@@ -125,7 +128,28 @@ pub fn run(args: &Args) -> Result<ExitCode> {
         Bench::Measure(a) => measure(a),
         Bench::Model(a) => crate::bench_model::run(a),
         Bench::Log(a) => crate::bench_log::run(a),
+        Bench::Fleet => fleet(),
     }
+}
+
+/// Builds the workspace's servers optimised, then runs the fleet benchmark against them.
+fn fleet() -> Result<ExitCode> {
+    let clock = cloister_xtask::stage::Clock::new();
+    cloister_xtask::setup::run(&cloister_xtask::setup::Plan::for_tests(), &clock)?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    for args in [
+        &["build", "--release", "--locked", "--workspace", "--bins"][..],
+        &["bench", "--locked", "-p", "cloister-tests", "--bench", "fleet"][..],
+    ] {
+        let status = Command::new(&cargo)
+            .args(args)
+            .status()
+            .with_context(|| format!("cargo {}", args.join(" ")))?;
+        if !status.success() {
+            bail!("cargo {} failed", args.join(" "));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn measure(args: &MeasureArgs) -> Result<ExitCode> {
