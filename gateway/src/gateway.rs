@@ -27,7 +27,7 @@ use cloister_protocol::{EvidenceBundle, LogProof, media, node};
 
 use crate::fleet::NodeSet;
 use crate::nodes::{NodeAddress, NodeError};
-use crate::outer::{Answer, OuterKey, header, request_parts};
+use crate::outer::{Answer, OuterKey, OuterKeys, header, request_parts};
 use crate::redeem::{AcceptedKey, Redeemer, TokenRefusal};
 use crate::spent::SpentStore;
 use cloister_http::{Options, Upstream, exchange_tcp, overloaded, problem, reply};
@@ -73,9 +73,10 @@ pub struct GatewayConfig {
     pub body_pace: cloister_http::BodyPace,
     /// AMD CRL files (one per product) stapled to SNP evidence; read at every refresh.
     pub snp_crls: Vec<std::path::PathBuf>,
-    /// The secret the outer key is derived from (a key its operator has logged); `None`: a
-    /// fresh key, which devices that check the log refuse.
-    pub outer_seed: Option<zeroize::Zeroizing<[u8; 32]>>,
+    /// The secrets the outer keys are derived from (keys their operator has logged), the
+    /// first current until the registry names another; none: a fresh key, which devices that
+    /// check the log refuse.
+    pub outer_seeds: Vec<zeroize::Zeroizing<[u8; 32]>>,
 }
 
 /// Where the gateway reads the log's hash tiles (self-verifying: either may be untrusted).
@@ -89,7 +90,7 @@ pub enum LogTiles {
 
 /// A running gateway's state.
 pub struct Gateway {
-    key: OuterKey,
+    key: OuterKeys,
     config: GatewayConfig,
     redeemer: Redeemer,
     challenge_b64: String,
@@ -130,14 +131,18 @@ pub enum GatewayError {
 impl Gateway {
     /// A gateway with a fresh outer key (id from the OS random source).
     pub fn new(config: GatewayConfig) -> Result<Arc<Self>, GatewayError> {
-        let key = match &config.outer_seed {
-            Some(seed) => OuterKey::from_seed(seed)?,
-            None => {
-                let mut id = [0u8; 1];
-                getrandom::fill(&mut id).map_err(|e| GatewayError::Tokens(e.to_string()))?;
-                OuterKey::generate(id[0])?
-            }
+        let keys = if config.outer_seeds.is_empty() {
+            let mut id = [0u8; 1];
+            getrandom::fill(&mut id).map_err(|e| GatewayError::Tokens(e.to_string()))?;
+            vec![OuterKey::generate(id[0])?]
+        } else {
+            config
+                .outer_seeds
+                .iter()
+                .map(|s| OuterKey::from_seed(s))
+                .collect::<Result<_, _>>()?
         };
+        let key = OuterKeys::new(keys)?;
         let challenge_b64 = config
             .challenge
             .to_base64()
@@ -164,9 +169,29 @@ impl Gateway {
         Ok(gw)
     }
 
-    /// The outer key configuration list.
-    pub fn key_configs(&self) -> &[u8] {
-        self.key.encoded_list()
+    /// The outer key configuration list: the current key first.
+    pub fn key_configs(&self) -> Vec<u8> {
+        self.key.encoded_list().as_ref().clone()
+    }
+
+    /// Makes the outer key the registry names current (every gateway of the fleet reads the
+    /// same name, so they switch together). Called at start and every registry interval.
+    pub async fn follow_registry_key(&self) {
+        let Some(registry) = &self.config.registry else {
+            return;
+        };
+        match registry.current_outer_key().await {
+            Ok(Some(id)) if id != self.key.current() => match self.key.set_current(id) {
+                Ok(()) => tracing::info!(key_id = id, "outer key switched, as the registry says"),
+                Err(_) => tracing::warn!(
+                    key_id = id,
+                    held = ?self.key.ids(),
+                    "the registry names an outer key this gateway does not hold"
+                ),
+            },
+            Ok(_) => {}
+            Err(why) => tracing::warn!(%why, "registry unreadable: the outer key stays"),
+        }
     }
 
     fn set_directory(&self, nodes: Vec<cloister_protocol::access::NodeEntry>) {
@@ -296,6 +321,7 @@ impl Gateway {
                 self.config.refresh
             };
             tokio::time::sleep(wait).await;
+            self.follow_registry_key().await;
             let due = last.elapsed() >= self.config.refresh;
             let changed = || async {
                 let listed = self.nodes.listed().await;
@@ -352,10 +378,7 @@ async fn handle(gw: &Arc<Gateway>, req: hyper::Request<Incoming>) -> Reply {
     let started = Instant::now();
     let (route, reply) = match (req.method(), req.uri().path()) {
         (&Method::GET, HEALTH_PATH) => ("health", reply(200, media::TEXT, &b"ok\n"[..])),
-        (&Method::GET, OHTTP_KEYS_PATH) => (
-            "keys",
-            reply(200, OHTTP_KEYS_MEDIA, gw.key_configs().to_vec()),
-        ),
+        (&Method::GET, OHTTP_KEYS_PATH) => ("keys", reply(200, OHTTP_KEYS_MEDIA, gw.key_configs())),
         (&Method::POST, GATEWAY_PATH) => gateway(gw, req).await,
         _ => ("other", problem(404, "not-found", "no such route")),
     };

@@ -28,6 +28,12 @@ pub enum OuterError {
     /// The gateway's key could not be made.
     #[error("OHTTP key configuration: {0}")]
     Config(String),
+    /// Two of the gateway's keys have one id (seeds whose derived ids collide: one in 256).
+    #[error("two outer keys have id {0}: use another seed for one of them")]
+    DuplicateKeyId(u8),
+    /// No key at all.
+    #[error("no outer key")]
+    NoKey,
 }
 
 impl OuterError {
@@ -37,7 +43,9 @@ impl OuterError {
             OuterError::Truncated => (400, "ohttp-truncated"),
             OuterError::UnknownKeyId(_) => (422, "ohttp-unknown-key-id"),
             OuterError::Decapsulation => (400, "ohttp-decapsulation"),
-            OuterError::Config(_) => (500, "ohttp-config"),
+            OuterError::Config(_) | OuterError::DuplicateKeyId(_) | OuterError::NoKey => {
+                (500, "ohttp-config")
+            }
         }
     }
 }
@@ -107,6 +115,84 @@ impl OuterKey {
             .map_err(|_| OuterError::Decapsulation)?;
         let plain = Zeroizing::new(plain);
         Ok((padding::read_padded(&plain).ok(), ctx))
+    }
+}
+
+/// The gateway's outer keys during a rotation: every key opens requests sealed to it; the
+/// current one is listed first in `/ohttp-keys` and the others after it, so a device that
+/// fetched the list from another gateway of the fleet — or just before the switch — is still
+/// served. Which key is current is the fleet's registry's to say, so every gateway switches
+/// at the same interval.
+#[derive(Debug)]
+pub struct OuterKeys {
+    keys: Vec<OuterKey>,
+    served: std::sync::RwLock<(u8, std::sync::Arc<Vec<u8>>)>,
+}
+
+impl OuterKeys {
+    /// The set, `keys[0]` current until told otherwise.
+    pub fn new(keys: Vec<OuterKey>) -> Result<Self, OuterError> {
+        let first = keys.first().ok_or(OuterError::NoKey)?.key_id;
+        let mut ids: Vec<u8> = keys.iter().map(|k| k.key_id).collect();
+        ids.sort_unstable();
+        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+            return Err(OuterError::DuplicateKeyId(w[0]));
+        }
+        let set = OuterKeys {
+            keys,
+            served: std::sync::RwLock::new((first, std::sync::Arc::new(Vec::new()))),
+        };
+        set.set_current(first)?;
+        Ok(set)
+    }
+
+    /// The ids held, in the order given.
+    pub fn ids(&self) -> Vec<u8> {
+        self.keys.iter().map(|k| k.key_id).collect()
+    }
+
+    /// The current key's id.
+    pub fn current(&self) -> u8 {
+        self.served
+            .read()
+            .map(|s| s.0)
+            .unwrap_or_else(|p| p.into_inner().0)
+    }
+
+    /// Makes key `id` current: it is listed first from now on. An id the set does not hold is
+    /// refused (`UnknownKeyId`) and nothing changes.
+    pub fn set_current(&self, id: u8) -> Result<(), OuterError> {
+        let current = self
+            .keys
+            .iter()
+            .find(|k| k.key_id == id)
+            .ok_or(OuterError::UnknownKeyId(id))?;
+        let mut list = current.encoded_list.clone();
+        for k in self.keys.iter().filter(|k| k.key_id != id) {
+            list.extend_from_slice(&k.encoded_list);
+        }
+        if let Ok(mut slot) = self.served.write() {
+            *slot = (id, std::sync::Arc::new(list));
+        }
+        Ok(())
+    }
+
+    /// The `application/ohttp-keys` body: the current key's configuration, then the others.
+    pub fn encoded_list(&self) -> std::sync::Arc<Vec<u8>> {
+        self.served
+            .read()
+            .map(|s| std::sync::Arc::clone(&s.1))
+            .unwrap_or_else(|p| std::sync::Arc::clone(&p.into_inner().1))
+    }
+
+    /// Opens a request sealed to any key of the set.
+    pub fn open(&self, body: &[u8]) -> Result<(Option<Message>, ServerResponse), OuterError> {
+        let key_id = *body.first().ok_or(OuterError::Truncated)?;
+        self.keys
+            .iter()
+            .find(|k| k.key_id == key_id)
+            .ok_or(OuterError::UnknownKeyId(key_id))?
+            .open(body)
     }
 }
 
@@ -205,6 +291,42 @@ mod tests {
             cloister_protocol::access::parse_problem(r.content()).map(|p| p.0),
             Some("node-unknown".into())
         );
+    }
+
+    /// During a rotation both keys open requests; the current one is listed first, and an id
+    /// the set does not hold cannot be made current.
+    #[test]
+    fn a_key_set_opens_both_keys_and_lists_the_current_one_first() {
+        let old = OuterKey::from_seed(&[1; 32]).expect("old");
+        let new = OuterKey::from_seed(&[2; 32]).expect("new");
+        let (old_id, new_id) = (old.key_id(), new.key_id());
+        let (old_list, new_list) = (old.encoded_list().to_vec(), new.encoded_list().to_vec());
+        let (to_old, _) = outer_request(&old, NODES_PATH);
+        let (to_new, _) = outer_request(&new, NODES_PATH);
+        let set = OuterKeys::new(vec![old, new]).expect("set");
+        assert_eq!(set.current(), old_id);
+        assert_eq!(
+            *set.encoded_list(),
+            [old_list.clone(), new_list.clone()].concat()
+        );
+        set.set_current(new_id).expect("switch");
+        assert_eq!(*set.encoded_list(), [new_list, old_list].concat());
+        assert!(set.open(&to_old).is_ok() && set.open(&to_new).is_ok());
+        let unknown = (0..=255u8)
+            .find(|i| *i != old_id && *i != new_id)
+            .expect("id");
+        assert_eq!(
+            set.set_current(unknown),
+            Err(OuterError::UnknownKeyId(unknown))
+        );
+        assert_eq!(set.current(), new_id);
+        let twin = OuterKey::from_seed(&[1; 32]).expect("same seed");
+        let again = OuterKey::from_seed(&[1; 32]).expect("same seed");
+        assert_eq!(
+            OuterKeys::new(vec![twin, again]).err(),
+            Some(OuterError::DuplicateKeyId(old_id))
+        );
+        assert_eq!(OuterKeys::new(Vec::new()).err(), Some(OuterError::NoKey));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use cloister_gateway::gateway::GatewayConfig;
 use cloister_gateway::redeem::KeyEnd;
 use cloister_gateway::spent::SpentStore;
 use cloister_issuer::IssuerKey;
@@ -371,5 +372,86 @@ fn r_body(o: &Outcome) -> Vec<u8> {
     match o {
         Outcome::Inner(_, b) => b.clone(),
         Outcome::Plain(..) => Vec::new(),
+    }
+}
+
+/// Two gateways hold the old and the new outer key; the registry names the current one and
+/// both switch at their next read; a request sealed to the old key is still opened by both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "full tier: redis-server (cargo xtask test)"]
+async fn gateways_switch_their_outer_key_together_through_the_registry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redis = Redis::start(free_port(), dir.path());
+    let url = format!("redis://127.0.0.1:{}/", redis.port);
+    let registry = cloister_registry::Registry::connect(&url).expect("registry");
+    let (old, new) = ([1u8; 32], [2u8; 32]);
+    let list = |seed: &[u8; 32]| {
+        cloister_gateway::outer::OuterKey::from_seed(seed)
+            .expect("key")
+            .encoded_list()
+            .to_vec()
+    };
+    let (old_list, new_list) = (list(&old), list(&new));
+    let new_id = cloister_protocol::node::gateway_key_id(&new);
+    let issuer = IssuerKey::generate().expect("key");
+    let mut gateways = Vec::new();
+    for i in 0..2 {
+        let registry = registry.clone();
+        let tune = move |c: &mut GatewayConfig| {
+            c.outer_seeds = vec![old.into(), new.into()];
+            c.registry = Some(registry);
+            c.registry_interval = Duration::from_millis(200);
+        };
+        let own = dir.path().join(format!("g{i}"));
+        std::fs::create_dir_all(&own).expect("dir");
+        let spent = redb(&own);
+        let s = start_configured(
+            &[],
+            spent,
+            issuer.clone(),
+            Duration::from_secs(5),
+            KeyEnd::Unlogged,
+            Duration::from_secs(5),
+            tune,
+        )
+        .await;
+        tokio::spawn(s.gw.clone().refresh_forever());
+        gateways.push(s);
+    }
+    for s in &gateways {
+        assert!(
+            s.gw.key_configs().starts_with(&old_list),
+            "the first seed is current"
+        );
+    }
+    registry.set_current_outer_key(new_id).await.expect("named");
+    let started = std::time::Instant::now();
+    while !gateways
+        .iter()
+        .all(|s| s.gw.key_configs().starts_with(&new_list))
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the gateways did not switch"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for s in &gateways {
+        // A device that fetched the old list before the switch is still served.
+        let r = call_with(s, &old_list, "GET", "/v1/nodes", None, b"").await;
+        assert!(matches!(r, Outcome::Inner(200, _)), "{r:?}");
+        let r = call_with(s, &new_list, "GET", "/v1/nodes", None, b"").await;
+        assert!(matches!(r, Outcome::Inner(200, _)), "{r:?}");
+    }
+    // A key no gateway holds is not switched to.
+    let held = [cloister_protocol::node::gateway_key_id(&old), new_id];
+    let stranger = (0..=255u8).find(|i| !held.contains(i)).expect("id");
+    registry
+        .set_current_outer_key(stranger)
+        .await
+        .expect("named");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for s in &gateways {
+        assert!(s.gw.key_configs().starts_with(&new_list));
     }
 }

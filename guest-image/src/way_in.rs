@@ -208,7 +208,7 @@ impl WayIn {
             registry_interval: Duration::from_secs(5),
             connector: cloister_gateway::nodes::Connector::local(),
             directory_max: cloister_gateway::directory::DEFAULT_DIRECTORY_MAX,
-            outer_seed: Some(outer_seed),
+            outer_seeds: vec![outer_seed],
         })?;
         if gateway.refresh().await != 1 {
             return Err(WayInError::NoEvidence);

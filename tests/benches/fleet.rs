@@ -33,7 +33,10 @@ fn run(dir: &Path, gateways: usize, nodes: usize) -> (f64, Duration, Duration, u
     let probe = dir.join("probe");
     let started = Instant::now();
     while fleet.listed(&probe).ok().as_deref() != Some(want.as_slice()) {
-        assert!(started.elapsed() < Duration::from_secs(120), "fleet not ready");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "fleet not ready"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -73,7 +76,9 @@ fn run(dir: &Path, gateways: usize, nodes: usize) -> (f64, Duration, Duration, u
 }
 
 fn main() {
-    println!("fleet: {DEVICES} devices (the cloister CLI, a full session per request), {WINDOW:?} each");
+    println!(
+        "fleet: {DEVICES} devices (the cloister CLI, a full session per request), {WINDOW:?} each"
+    );
     println!("| gateways | nodes | requests/s | p50 ms | p99 ms | failed |");
     println!("|---|---|---|---|---|---|");
     let mut one = std::collections::BTreeMap::new();
@@ -89,7 +94,10 @@ fn main() {
             if gateways == 1 {
                 one.insert(nodes, rps);
             } else if let Some(base) = one.get(&nodes) {
-                println!("|   | ratio two/one gateways at {nodes} nodes: {:.2}x | | | | |", rps / base);
+                println!(
+                    "|   | ratio two/one gateways at {nodes} nodes: {:.2}x | | | | |",
+                    rps / base
+                );
             }
         }
     }

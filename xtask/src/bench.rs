@@ -139,7 +139,14 @@ fn fleet() -> Result<ExitCode> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     for args in [
         &["build", "--release", "--locked", "--workspace", "--bins"][..],
-        &["bench", "--locked", "-p", "cloister-tests", "--bench", "fleet"][..],
+        &[
+            "bench",
+            "--locked",
+            "-p",
+            "cloister-tests",
+            "--bench",
+            "fleet",
+        ][..],
     ] {
         let status = Command::new(&cargo)
             .args(args)

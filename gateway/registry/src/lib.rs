@@ -26,6 +26,9 @@ use serde::{Deserialize, Serialize};
 const NODES_SET: &str = "cloister:nodes";
 /// Each node's record: this prefix, then its id.
 const NODE_PREFIX: &str = "cloister:node:";
+/// The id of the outer OHTTP key every gateway lists first (a decimal 0-255; not a secret: the
+/// keys themselves are derived from seeds each gateway holds).
+const OUTER_KEY_CURRENT: &str = "cloister:outer-key:current";
 /// How long one Redis command may take before the registry counts as unreachable.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -177,6 +180,39 @@ impl Registry {
         }
         records.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
         Ok((records, skipped))
+    }
+}
+
+impl Registry {
+    /// The outer key the fleet's gateways list first, if the operator has named one.
+    pub async fn current_outer_key(&self) -> Result<Option<u8>, RegistryError> {
+        let mut conn = self.conn.clone();
+        let v: Option<String> = redis::cmd("GET")
+            .arg(OUTER_KEY_CURRENT)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        match v {
+            None => Ok(None),
+            Some(t) => t.trim().parse::<u8>().map(Some).map_err(|_| {
+                RegistryError::Unreachable(format!(
+                    "{OUTER_KEY_CURRENT} holds {:?}, not a key id 0-255",
+                    t.chars().take(20).collect::<String>()
+                ))
+            }),
+        }
+    }
+
+    /// Names outer key `id` current for every gateway of the fleet (each switches at its next
+    /// registry read; every gateway keeps opening the keys it holds).
+    pub async fn set_current_outer_key(&self, id: u8) -> Result<(), RegistryError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("SET")
+            .arg(OUTER_KEY_CURRENT)
+            .arg(id.to_string())
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| unreachable(&e))
     }
 }
 

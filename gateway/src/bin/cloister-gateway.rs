@@ -88,8 +88,10 @@ struct Cli {
     /// (owner-only) when missing. Devices that check the log seal only to a key configuration
     /// published there (`cloister-gateway-key/v1`); its bytes are what `GET /ohttp-keys`
     /// lists, also printed at start. Without it the key is fresh at every start.
-    #[arg(long, env = "CLOISTER_GATEWAY_OUTER_KEY_SEED")]
-    outer_key_seed: Option<PathBuf>,
+    /// Give it again for each key during a rotation: every key opens requests, the first is
+    /// listed first until the registry (`cloister:outer-key:current`) names another.
+    #[arg(long, env = "CLOISTER_GATEWAY_OUTER_KEY_SEED", value_delimiter = ',')]
+    outer_key_seed: Vec<PathBuf>,
     /// The issuer's name in the token challenge.
     #[arg(
         long,
@@ -277,10 +279,11 @@ async fn config(cli: Cli) -> Result<GatewayConfig> {
             ..cloister_http::BodyPace::default()
         },
         snp_crls: cli.snp_crls.clone(),
-        outer_seed: match &cli.outer_key_seed {
-            Some(p) => Some(outer_seed(p)?),
-            None => None,
-        },
+        outer_seeds: cli
+            .outer_key_seed
+            .iter()
+            .map(|p| outer_seed(p))
+            .collect::<Result<_>>()?,
     })
 }
 
@@ -296,9 +299,10 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     let listen = cli.listen.clone();
     let gw = Gateway::new(config(cli).await?)?;
-    for config in ohttp::KeyConfig::decode_list(gw.key_configs()).unwrap_or_default() {
+    for config in ohttp::KeyConfig::decode_list(&gw.key_configs()).unwrap_or_default() {
         tracing::info!(key_config = %hex::encode(config.encode().unwrap_or_default()), "outer key");
     }
+    gw.follow_registry_key().await;
     let listed = gw.refresh().await;
     tracing::info!(nodes = listed, "directory ready");
     let listener = tokio::net::TcpListener::bind(&listen)

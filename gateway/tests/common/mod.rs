@@ -131,6 +131,29 @@ pub async fn start_tuned(
     until: KeyEnd,
     evidence_timeout: Duration,
 ) -> Setup {
+    let tune = |_: &mut GatewayConfig| {};
+    start_configured(
+        nodes,
+        spent,
+        issuer,
+        node_timeout,
+        until,
+        evidence_timeout,
+        tune,
+    )
+    .await
+}
+
+/// [`start_tuned`], the configuration changed by `tune` before the gateway starts.
+pub async fn start_configured(
+    nodes: &[(&str, &Path)],
+    spent: SpentStore,
+    issuer: IssuerKey,
+    node_timeout: Duration,
+    until: KeyEnd,
+    evidence_timeout: Duration,
+    tune: impl FnOnce(&mut GatewayConfig),
+) -> Setup {
     let challenge =
         TokenChallenge::new(TokenType::Public, "issuer.test", None, &["gw.test".into()]);
     let mut map = BTreeMap::new();
@@ -140,7 +163,7 @@ pub async fn start_tuned(
             format!("unix:{}", path.display()).parse().expect("address"),
         );
     }
-    let gw = Gateway::new(GatewayConfig {
+    let mut config = GatewayConfig {
         nodes: map,
         log_proofs: Vec::new(),
         log: None,
@@ -161,14 +184,15 @@ pub async fn start_tuned(
         registry_interval: Duration::from_secs(5),
         connector: cloister_gateway::nodes::Connector::local(),
         directory_max: cloister_gateway::directory::DEFAULT_DIRECTORY_MAX,
-        outer_seed: None,
-    })
-    .expect("gateway");
+        outer_seeds: Vec::new(),
+    };
+    tune(&mut config);
+    let gw = Gateway::new(config).expect("gateway");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
-    let key_configs = gw.key_configs().to_vec();
+    let key_configs = gw.key_configs();
     tokio::spawn(serve(gw.clone(), listener));
     Setup {
         gw,
