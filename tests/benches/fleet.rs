@@ -1,6 +1,7 @@
 //! `cargo xtask bench fleet`: requests a second and latency percentiles of the whole way in
 //! across network namespaces, for one gateway and for two behind the relay, with 2, 4 and 8
-//! nodes (two per host), all measured in one run on this machine. Each request is what a device
+//! nodes (two hosts of one guest, then two guests a host), all measured in one run on this
+//! machine. Each request is what a device
 //! does: the `cloister` CLI fetching the outer key, a directory, verifying every node in it,
 //! fetching a token and sending an echo — so on one machine the devices' own verification
 //! shares the CPU with the servers, and the figures are for the stack as a whole.
@@ -26,10 +27,13 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn run(dir: &Path, gateways: usize, nodes: usize) -> (f64, Duration, Duration, usize) {
-    let fleet = Arc::new(Fleet::start(dir, nodes / 2, gateways, 1_000_000));
-    let want: Vec<String> = (1..=nodes / 2)
-        .flat_map(|h| [format!("h{h}-0"), format!("h{h}-1")])
+    // Two hosts at least (devices want two machines), two guests each beyond that.
+    let (hosts, guests) = if nodes <= 2 { (2, 1) } else { (nodes / 2, 2) };
+    let fleet = Arc::new(Fleet::start_with(dir, hosts, guests, gateways, 1_000_000));
+    let mut want: Vec<String> = (1..=hosts)
+        .flat_map(|h| (0..guests).map(move |g| format!("h{h}-{g}")))
         .collect();
+    want.sort();
     let probe = dir.join("probe");
     let started = Instant::now();
     while fleet.listed(&probe).ok().as_deref() != Some(want.as_slice()) {

@@ -18,7 +18,7 @@ use crate::tls::{FleetPki, fleet_pki};
 pub const TTL: u64 = 3;
 /// The gateways' registry interval in the tests, seconds.
 pub const REGISTRY_INTERVAL: u64 = 1;
-/// Guests per host.
+/// Guests per host unless asked otherwise.
 pub const GUESTS: usize = 2;
 /// The host machines' address bytes, in the order they may be added.
 pub const HOSTS: [u8; 4] = [11, 12, 13, 14];
@@ -61,6 +61,7 @@ pub struct Fleet {
     pki: FleetPki,
     published: Published,
     spki: String,
+    guests: usize,
     registry_ns: String,
     gateway_ns: Vec<String>,
     devices: String,
@@ -84,6 +85,17 @@ impl Fleet {
     /// (with no node: theirs come from the registry), the relay in front of them, and the
     /// host agents of the first `hosts` machines.
     pub fn start(dir: &Path, hosts: usize, gateways: usize, quota: u32) -> Fleet {
+        Fleet::start_with(dir, hosts, GUESTS, gateways, quota)
+    }
+
+    /// [`Fleet::start`] with `guests` guests on each host.
+    pub fn start_with(
+        dir: &Path,
+        hosts: usize,
+        guests: usize,
+        gateways: usize,
+        quota: u32,
+    ) -> Fleet {
         let net = Net::new();
         let registry_ns = net.machine("reg", REGISTRY);
         let front = net.machine("front", FRONT);
@@ -132,6 +144,7 @@ impl Fleet {
             pki,
             published,
             spki,
+            guests,
             registry_ns,
             gateway_ns,
             devices,
@@ -231,7 +244,7 @@ impl Fleet {
         ])
         .args([
             "--guests",
-            &GUESTS.to_string(),
+            &self.guests.to_string(),
             "--advertise",
             &addr(HOSTS[i]),
         ])
