@@ -126,7 +126,7 @@ fn a_host_dies_and_another_joins_under_load() {
     fleet.kill_host("h1");
     let killed = Instant::now();
     // Its registrations expire within the TTL, on Redis's clock (the last heartbeat was at most
-    // a third of it before the kill); a second of slack for asking.
+    // a third of it before the kill); two seconds of slack for asking on a busy machine.
     while fleet.registered(&["h1-0", "h1-1"]) > 0 {
         assert!(
             killed.elapsed() < Duration::from_secs(30),
@@ -136,7 +136,7 @@ fn a_host_dies_and_another_joins_under_load() {
     }
     let expired = killed.elapsed();
     assert!(
-        expired <= Duration::from_secs(TTL + 1),
+        expired <= Duration::from_secs(TTL + 2),
         "h1's records expired after {expired:?} (TTL {TTL} s)"
     );
     let left = ["h2-0", "h2-1", "h3-0", "h3-1"];
