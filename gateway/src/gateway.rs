@@ -228,7 +228,11 @@ impl Gateway {
     /// publishes the directory. A node that does not answer in time, or answers no valid
     /// bundle, is left out (and logged by id).
     pub async fn refresh(&self) -> usize {
-        let listed = self.nodes.listed().await;
+        self.refresh_listed(self.nodes.listed().await).await
+    }
+
+    /// [`Gateway::refresh`] of the nodes `listed` (the flags' and the registry's, just read).
+    async fn refresh_listed(&self, listed: crate::fleet::Nodes) -> usize {
         let mut asked = tokio::task::JoinSet::new();
         for (id, address) in &listed {
             let (id, address) = (id.clone(), address.clone());
@@ -322,13 +326,10 @@ impl Gateway {
             };
             tokio::time::sleep(wait).await;
             self.follow_registry_key().await;
+            let listed = self.nodes.listed().await;
             let due = last.elapsed() >= self.config.refresh;
-            let changed = || async {
-                let listed = self.nodes.listed().await;
-                listed != *self.nodes.current()
-            };
-            if due || changed().await {
-                let n = self.refresh().await;
+            if due || listed != *self.nodes.current() {
+                let n = self.refresh_listed(listed).await;
                 tracing::info!(nodes = n, "directory refreshed");
                 last = Instant::now();
             }

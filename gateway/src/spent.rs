@@ -25,7 +25,7 @@ const SPENT: TableDefinition<&[u8; 32], u64> = TableDefinition::new("spent");
 const CLOCK_MARGIN_SECS: u64 = 3600;
 
 /// How long a Redis operation may take before the store counts as unavailable.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+const REDIS_TIMEOUT: Duration = cloister_registry::REDIS_TIMEOUT;
 
 /// Why the store could not answer. Never read as "not spent".
 #[derive(Debug, Clone, thiserror::Error)]
@@ -84,15 +84,7 @@ impl SpentStore {
     /// Connects lazily to Redis at `url` (the gateway starts even while Redis is down, and
     /// answers 503 until it is back).
     pub fn redis(url: &str) -> Result<Self, StoreError> {
-        let client =
-            redis::Client::open(url).map_err(|e| StoreError::Redis(format!("{url:?}: {e}")))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = redis::aio::ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| StoreError::Redis(e.to_string()))?;
+        let conn = cloister_registry::lazy_connection(url).map_err(StoreError::Redis)?;
         Ok(SpentStore::Redis {
             conn,
             prefix: "cloister:spent:".into(),

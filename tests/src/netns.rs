@@ -99,14 +99,6 @@ impl Net {
         c
     }
 
-    /// Takes `ns`'s link to the bridge down (or up again): the machine is cut off.
-    pub fn cable(&self, ns: &str, last: u8, up: bool) {
-        let outside = format!("c{}s{last}", self.tag);
-        let state = if up { "up" } else { "down" };
-        ip(&["-n", &self.switch, "link", "set", &outside, state]);
-        let _ = ns;
-    }
-
     /// Kills every process in `ns` at once (SIGKILL): the machine dies.
     pub fn kill_all(&self, ns: &str) {
         let out = Command::new("ip")

@@ -67,6 +67,23 @@ fn load(
     })
 }
 
+/// Stops the devices and sums what they got: requests that succeeded (at least ten, or the
+/// load means nothing) and the error text of each that failed.
+fn stop_load(
+    stop: &AtomicBool,
+    devices: Vec<std::thread::JoinHandle<Tally>>,
+) -> (usize, Vec<String>) {
+    stop.store(true, Ordering::SeqCst);
+    let tallies: Vec<Tally> = devices
+        .into_iter()
+        .map(|d| d.join().expect("device"))
+        .collect();
+    let ok: usize = tallies.iter().map(|t| t.ok).sum();
+    let failed: Vec<String> = tallies.into_iter().flat_map(|t| t.failed).collect();
+    assert!(ok >= 10, "too little load to mean anything: {ok}");
+    (ok, failed)
+}
+
 #[test]
 #[ignore = "full tier: root, iproute2 and redis-server (cargo xtask test)"]
 fn a_host_dies_and_another_joins_under_load() {
@@ -164,17 +181,9 @@ fn a_host_dies_and_another_joins_under_load() {
         "h4 listed {listed:?} after ready ({ready:?} to start)"
     );
     std::thread::sleep(Duration::from_secs(3));
-    stop.store(true, Ordering::SeqCst);
-    let tallies: Vec<Tally> = devices
-        .into_iter()
-        .map(|d| d.join().expect("device"))
-        .collect();
-
+    let (ok, failed) = stop_load(&stop, devices);
     // Every request succeeded, except at most one per device that was inside h1 when it died
     // (the node may have done its work: its token stays spent, the device is told).
-    let ok: usize = tallies.iter().map(|t| t.ok).sum();
-    let failed: Vec<&String> = tallies.iter().flat_map(|t| &t.failed).collect();
-    assert!(ok >= 10, "too little load to mean anything: {ok}");
     assert!(failed.len() <= 2, "{} failed: {failed:#?}", failed.len());
     for f in &failed {
         assert!(
@@ -223,14 +232,7 @@ fn a_host_drains_under_load_and_loses_no_request() {
     let left = ["h2-0", "h2-1", "h3-0", "h3-1"];
     until_listed(&fleet, &probe, &left, Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(2));
-    stop.store(true, Ordering::SeqCst);
-    let tallies: Vec<Tally> = devices
-        .into_iter()
-        .map(|d| d.join().expect("device"))
-        .collect();
-    let ok: usize = tallies.iter().map(|t| t.ok).sum();
-    let failed: Vec<&String> = tallies.iter().flat_map(|t| &t.failed).collect();
-    assert!(ok >= 10, "too little load to mean anything: {ok}");
+    let (ok, failed) = stop_load(&stop, devices);
     assert!(failed.is_empty(), "lost in the drain: {failed:#?}");
     assert_eq!(fleet.spent_tokens(), ok);
     eprintln!("drain: {ok} requests, none lost; the agent exited {drained:?} after SIGTERM");
@@ -266,14 +268,7 @@ fn gateways_restart_in_turn_and_one_cut_from_redis_accepts_no_token() {
         eprintln!("gateway {i} restarted in {:?}", restarted.elapsed());
     }
     std::thread::sleep(Duration::from_secs(2));
-    stop.store(true, Ordering::SeqCst);
-    let tallies: Vec<Tally> = devices
-        .into_iter()
-        .map(|d| d.join().expect("device"))
-        .collect();
-    let ok: usize = tallies.iter().map(|t| t.ok).sum();
-    let failed: Vec<&String> = tallies.iter().flat_map(|t| &t.failed).collect();
-    assert!(ok >= 10, "too little load to mean anything: {ok}");
+    let (ok, failed) = stop_load(&stop, devices);
     assert!(failed.is_empty(), "lost in the restarts: {failed:#?}");
     assert_eq!(fleet.spent_tokens(), ok);
     for i in 0..2 {

@@ -30,7 +30,7 @@ const NODE_PREFIX: &str = "cloister:node:";
 /// keys themselves are derived from seeds each gateway holds).
 const OUTER_KEY_CURRENT: &str = "cloister:outer-key:current";
 /// How long one Redis command may take before the registry counts as unreachable.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+pub const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Lists the live records, dropping the ids whose records have expired — atomically, so a node
 /// that re-registers concurrently is never dropped.
@@ -63,14 +63,9 @@ pub struct NodeRecord {
 /// Why the registry could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    /// The URL is not a Redis URL.
-    #[error("registry {url:?}: {reason}")]
-    Url {
-        /// The URL given.
-        url: String,
-        /// Why.
-        reason: String,
-    },
+    /// The URL is not a Redis URL (not repeated here: it may carry a password).
+    #[error("registry URL: {0}")]
+    Url(String),
     /// Redis could not be reached or refused the command.
     #[error("registry unreachable: {0}")]
     Unreachable(String),
@@ -95,21 +90,10 @@ impl Registry {
     /// Connects lazily to `url` (`redis://HOST:PORT[/DB]`): a server that starts while Redis is
     /// down gets errors from each call until it is back, never a silent empty fleet.
     pub fn connect(url: &str) -> Result<Registry, RegistryError> {
-        let bad = |reason: String| RegistryError::Url {
-            url: url.chars().take(200).collect(),
-            reason,
-        };
         if !url.starts_with("redis://") {
-            return Err(bad("expected redis://HOST:PORT[/DB]".into()));
+            return Err(RegistryError::Url("expected redis://HOST:PORT[/DB]".into()));
         }
-        let client = redis::Client::open(url).map_err(|e| bad(e.to_string()))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = redis::aio::ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| bad(e.to_string()))?;
+        let conn = lazy_connection(url).map_err(RegistryError::Url)?;
         Ok(Registry { conn })
     }
 
@@ -216,6 +200,19 @@ impl Registry {
     }
 }
 
+/// A connection to Redis at `url` that is made at first use and again after a failure, each
+/// command bounded by [`REDIS_TIMEOUT`]: the registry's, and the gateway's spent-token store's.
+/// The error never repeats the URL (it may carry a password).
+pub fn lazy_connection(url: &str) -> Result<redis::aio::ConnectionManager, String> {
+    let client = redis::Client::open(url).map_err(|e| e.to_string())?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(REDIS_TIMEOUT))
+        .set_response_timeout(Some(REDIS_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    redis::aio::ConnectionManager::new_lazy_with_config(client, config).map_err(|e| e.to_string())
+}
+
 fn unreachable(e: &dyn std::fmt::Display) -> RegistryError {
     RegistryError::Unreachable(e.to_string())
 }
@@ -254,7 +251,7 @@ mod tests {
     fn only_redis_urls_and_real_ttls() {
         assert!(matches!(
             Registry::connect("http://127.0.0.1:6379"),
-            Err(RegistryError::Url { .. })
+            Err(RegistryError::Url(_))
         ));
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
